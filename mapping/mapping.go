@@ -1,0 +1,258 @@
+// Package mapping defines an event mapping — (app, topics, settings) — in its
+// three spellings: Cloud Controller metadata (labels and annotations), the
+// sidecar's static-mode environment, and the JSON value in the
+// hottopic_mappings KV bucket that the scaler writes and sidecars watch.
+package mapping
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+// Bucket is the JetStream KV bucket holding one key per mapped app GUID.
+const Bucket = "hottopic_mappings"
+
+// Metadata keys on the Cloud Controller app.
+const (
+	LabelMapped     = "hottopic.io/mapped"
+	AnnTopics       = "hottopic.io/topics"
+	AnnMin          = "hottopic.io/min-instances"
+	AnnMax          = "hottopic.io/max-instances"
+	AnnLagPer       = "hottopic.io/lag-per-instance"
+	AnnIdleSeconds  = "hottopic.io/idle-seconds"
+	AnnConcurrency  = "hottopic.io/concurrency"
+	AnnPath         = "hottopic.io/path"
+	AnnTimeout      = "hottopic.io/timeout-seconds"
+	AnnMaxDeliver   = "hottopic.io/max-deliver"
+	AnnOutputTopic  = "hottopic.io/output-topic"
+	LabelMappedTrue = "true"
+)
+
+// SettingAnnotations lists every settings annotation (not topics), in
+// documentation order.
+var SettingAnnotations = []string{AnnMin, AnnMax, AnnLagPer, AnnIdleSeconds, AnnConcurrency, AnnPath, AnnTimeout, AnnMaxDeliver, AnnOutputTopic}
+
+// Settings are a mapping's tunables. The JSON form is the KV value's schema.
+type Settings struct {
+	MinInstances   int    `json:"min_instances"`
+	MaxInstances   int    `json:"max_instances"`
+	LagPerInstance int    `json:"lag_per_instance"`
+	IdleSeconds    int    `json:"idle_seconds"`
+	Concurrency    int    `json:"concurrency"`
+	Path           string `json:"path"`
+	TimeoutSeconds int    `json:"timeout_seconds"`
+	MaxDeliver     int    `json:"max_deliver"`
+	OutputTopic    string `json:"output_topic,omitempty"`
+}
+
+// Defaults are the documented defaults.
+func Defaults() Settings {
+	return Settings{
+		MinInstances:   0,
+		MaxInstances:   10,
+		LagPerInstance: 10,
+		IdleSeconds:    60,
+		Concurrency:    1,
+		Path:           "/",
+		TimeoutSeconds: 60,
+		MaxDeliver:     5,
+	}
+}
+
+// Mapping is one app's resolved mapping: the value stored under key
+// <app-guid> in the KV bucket.
+type Mapping struct {
+	AppGUID string   `json:"app_guid"`
+	AppName string   `json:"app_name,omitempty"`
+	Topics  []string `json:"topics"`
+	Settings
+}
+
+// Validate checks the settings against each other and their ranges.
+func (s Settings) Validate() error {
+	switch {
+	case s.MinInstances < 0:
+		return fmt.Errorf("min-instances must be 0 or more, got %d", s.MinInstances)
+	case s.MaxInstances < 1:
+		return fmt.Errorf("max-instances must be 1 or more, got %d", s.MaxInstances)
+	case s.MinInstances > s.MaxInstances:
+		return fmt.Errorf("min-instances (%d) must not exceed max-instances (%d)", s.MinInstances, s.MaxInstances)
+	case s.LagPerInstance < 1:
+		return fmt.Errorf("lag-per-instance must be 1 or more, got %d", s.LagPerInstance)
+	case s.IdleSeconds < 0:
+		return fmt.Errorf("idle-seconds must be 0 or more, got %d", s.IdleSeconds)
+	case s.Concurrency < 1 || s.Concurrency > 1000:
+		return fmt.Errorf("concurrency must be between 1 and 1000, got %d", s.Concurrency)
+	case !strings.HasPrefix(s.Path, "/") || strings.ContainsAny(s.Path, " \t\r\n?#"):
+		return fmt.Errorf("path must start with '/' and hold no spaces, '?' or '#', got %q", s.Path)
+	case s.TimeoutSeconds < 1 || s.TimeoutSeconds > 86400:
+		return fmt.Errorf("timeout-seconds must be between 1 and 86400, got %d", s.TimeoutSeconds)
+	case s.MaxDeliver < 1:
+		return fmt.Errorf("max-deliver must be 1 or more, got %d", s.MaxDeliver)
+	}
+	if s.OutputTopic != "" {
+		if err := topic.Validate(s.OutputTopic); err != nil {
+			return fmt.Errorf("output-topic: %w", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks the whole mapping.
+func (m Mapping) Validate() error {
+	if len(m.Topics) == 0 {
+		return fmt.Errorf("no topics")
+	}
+	for _, t := range m.Topics {
+		if err := topic.Validate(t); err != nil {
+			return err
+		}
+	}
+	return m.Settings.Validate()
+}
+
+// Encode is the KV value.
+func (m Mapping) Encode() ([]byte, error) { return json.Marshal(m) }
+
+// Decode parses and validates a KV value.
+func Decode(b []byte) (Mapping, error) {
+	m := Mapping{Settings: Defaults()}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Mapping{}, fmt.Errorf("mapping value is not valid JSON: %v", err)
+	}
+	if err := m.Validate(); err != nil {
+		return Mapping{}, fmt.Errorf("mapping for app %s: %w", m.AppGUID, err)
+	}
+	return m, nil
+}
+
+// IsMapped reports whether the app's labels mark it as mapped.
+func IsMapped(labels map[string]string) bool { return labels[LabelMapped] == LabelMappedTrue }
+
+// FromMetadata resolves a mapping from an app's annotations. Missing settings
+// take their defaults; any bad value is an error naming the annotation.
+func FromMetadata(appGUID, appName string, annotations map[string]string) (Mapping, error) {
+	m := Mapping{AppGUID: appGUID, AppName: appName, Settings: Defaults()}
+	topics, err := topic.ParseList(annotations[AnnTopics])
+	if err != nil {
+		return m, fmt.Errorf("annotation %s: %w", AnnTopics, err)
+	}
+	if len(topics) == 0 {
+		return m, fmt.Errorf("annotation %s is empty or missing", AnnTopics)
+	}
+	m.Topics = topics
+	if err := applyValues(&m.Settings, func(k string) (string, bool) {
+		v, ok := annotations[k]
+		return v, ok
+	}, func(k string) string { return "annotation " + k }); err != nil {
+		return m, err
+	}
+	if err := m.Settings.Validate(); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// Env variables of the sidecar's static mode, keyed by the annotation they mirror.
+var envByAnnotation = map[string]string{
+	AnnPath:        "HOTTOPIC_PATH",
+	AnnConcurrency: "HOTTOPIC_CONCURRENCY",
+	AnnTimeout:     "HOTTOPIC_TIMEOUT_SECONDS",
+	AnnMaxDeliver:  "HOTTOPIC_MAX_DELIVER",
+	AnnOutputTopic: "HOTTOPIC_OUTPUT_TOPIC",
+}
+
+// EnvTopics switches the sidecar to static mode.
+const EnvTopics = "HOTTOPIC_TOPICS"
+
+// FromEnv resolves a static-mode mapping from HOTTOPIC_TOPICS and the
+// HOTTOPIC_* settings. ok is false when HOTTOPIC_TOPICS is unset (mapped mode).
+func FromEnv(appGUID, appName string, getenv func(string) string) (m Mapping, ok bool, err error) {
+	raw, set := lookup(getenv, EnvTopics)
+	if !set {
+		return Mapping{}, false, nil
+	}
+	m = Mapping{AppGUID: appGUID, AppName: appName, Settings: Defaults()}
+	topics, err := topic.ParseList(raw)
+	if err != nil {
+		return m, true, fmt.Errorf("%s: %w", EnvTopics, err)
+	}
+	if len(topics) == 0 {
+		return m, true, fmt.Errorf("%s is set but names no topic", EnvTopics)
+	}
+	m.Topics = topics
+	err = applyValues(&m.Settings, func(k string) (string, bool) {
+		env, ok := envByAnnotation[k]
+		if !ok {
+			return "", false
+		}
+		return lookup(getenv, env)
+	}, func(k string) string { return envByAnnotation[k] })
+	if err != nil {
+		return m, true, err
+	}
+	if err := m.Settings.Validate(); err != nil {
+		return m, true, err
+	}
+	return m, true, nil
+}
+
+func lookup(getenv func(string) string, k string) (string, bool) {
+	v := getenv(k)
+	return v, v != ""
+}
+
+func applyValues(s *Settings, get func(string) (string, bool), name func(string) string) error {
+	ints := map[string]*int{
+		AnnMin: &s.MinInstances, AnnMax: &s.MaxInstances, AnnLagPer: &s.LagPerInstance,
+		AnnIdleSeconds: &s.IdleSeconds, AnnConcurrency: &s.Concurrency,
+		AnnTimeout: &s.TimeoutSeconds, AnnMaxDeliver: &s.MaxDeliver,
+	}
+	keys := make([]string, 0, len(ints))
+	for k := range ints {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // a stable first error
+	for _, k := range keys {
+		v, ok := get(k)
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%s must be a whole number, got %q", name(k), v)
+		}
+		*ints[k] = n
+	}
+	if v, ok := get(AnnPath); ok {
+		s.Path = strings.TrimSpace(v)
+	}
+	if v, ok := get(AnnOutputTopic); ok {
+		s.OutputTopic = strings.TrimSpace(v)
+	}
+	return nil
+}
+
+// Annotations renders settings as annotation values (all of them), for the
+// CLI's PATCH and for manifests.
+func (s Settings) Annotations() map[string]string {
+	out := map[string]string{
+		AnnMin:         strconv.Itoa(s.MinInstances),
+		AnnMax:         strconv.Itoa(s.MaxInstances),
+		AnnLagPer:      strconv.Itoa(s.LagPerInstance),
+		AnnIdleSeconds: strconv.Itoa(s.IdleSeconds),
+		AnnConcurrency: strconv.Itoa(s.Concurrency),
+		AnnPath:        s.Path,
+		AnnTimeout:     strconv.Itoa(s.TimeoutSeconds),
+		AnnMaxDeliver:  strconv.Itoa(s.MaxDeliver),
+	}
+	if s.OutputTopic != "" {
+		out[AnnOutputTopic] = s.OutputTopic
+	}
+	return out
+}

@@ -1,0 +1,263 @@
+// Package natsconn finds Hot Topic's NATS server the CF way (a bound service
+// tagged "hottopic" or "nats", or HOTTOPIC_NATS_URL) and turns its credentials
+// into nats.go options. Sidecar, scaler and CLI all connect through it.
+package natsconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/hottopic-io/hottopic/cfenv"
+)
+
+// EnvURL overrides the NATS URL from VCAP_SERVICES (local runs).
+const EnvURL = "HOTTOPIC_NATS_URL"
+
+// Config is where and how to connect. Its String form never shows a secret.
+type Config struct {
+	URLs    []string
+	Source  string // "HOTTOPIC_NATS_URL" or `service "name"`
+	Options []nats.Option
+}
+
+// ErrNoNATS means no NATS service is bound and no URL is set.
+var ErrNoNATS = errors.New("no NATS server configured: bind a service tagged \"hottopic\" (or \"nats\") with a uri/urls credential, or set " + EnvURL)
+
+// FromEnv reads the NATS configuration from the environment: the service
+// found in VCAP_SERVICES supplies credentials, HOTTOPIC_NATS_URL (if set)
+// replaces its URLs.
+func FromEnv(getenv cfenv.Getenv) (Config, error) {
+	var cfg Config
+	services, err := cfenv.Services(getenv)
+	if err != nil {
+		return cfg, err
+	}
+	svc, found := cfenv.FindNATS(services)
+	if found {
+		cfg, err = fromService(svc)
+		if err != nil {
+			return cfg, err
+		}
+	}
+	if override := strings.TrimSpace(getenv(EnvURL)); override != "" {
+		urls, err := splitURLs(override, EnvURL)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.URLs, cfg.Source = urls, EnvURL
+	}
+	if len(cfg.URLs) == 0 {
+		if found {
+			return cfg, fmt.Errorf("NATS service %q has no \"uri\" or \"urls\" credential", svc.Name)
+		}
+		return cfg, ErrNoNATS
+	}
+	return cfg, nil
+}
+
+// FromURL is the configuration for a plain URL list (CLI flags, tests).
+func FromURL(u string) (Config, error) {
+	urls, err := splitURLs(u, "NATS URL")
+	if err != nil {
+		return Config{}, err
+	}
+	return Config{URLs: urls, Source: "flag"}, nil
+}
+
+func fromService(svc cfenv.Service) (Config, error) {
+	cfg := Config{Source: fmt.Sprintf("service %q", svc.Name)}
+	cred := func(k string) (string, error) {
+		v, err := svc.Credential(k)
+		return strings.TrimSpace(v), err
+	}
+	var raw string
+	for _, k := range []string{"urls", "uri", "url"} {
+		v, err := cred(k)
+		if err != nil {
+			return cfg, err
+		}
+		if v != "" {
+			raw = v
+			break
+		}
+	}
+	if raw != "" {
+		urls, err := splitURLs(raw, fmt.Sprintf("service %q credential uri/urls", svc.Name))
+		if err != nil {
+			return cfg, err
+		}
+		cfg.URLs = urls
+	}
+	user, err := cred("user")
+	if err != nil {
+		return cfg, err
+	}
+	if user == "" {
+		if user, err = cred("username"); err != nil {
+			return cfg, err
+		}
+	}
+	password, err := cred("password")
+	if err != nil {
+		return cfg, err
+	}
+	if user != "" {
+		cfg.Options = append(cfg.Options, nats.UserInfo(user, password))
+	}
+	token, err := cred("token")
+	if err != nil {
+		return cfg, err
+	}
+	if token != "" {
+		cfg.Options = append(cfg.Options, nats.Token(token))
+	}
+	seed, err := cred("nkey_seed")
+	if err != nil {
+		return cfg, err
+	}
+	if seed != "" {
+		kp, err := nkeys.FromSeed([]byte(seed))
+		if err != nil {
+			return cfg, fmt.Errorf("service %q credential nkey_seed is not a valid NATS nkey seed", svc.Name)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return cfg, fmt.Errorf("service %q credential nkey_seed is not a valid NATS nkey seed", svc.Name)
+		}
+		cfg.Options = append(cfg.Options, nats.Nkey(pub, kp.Sign))
+	}
+	creds, err := cred("creds")
+	if err != nil {
+		return cfg, err
+	}
+	if creds != "" {
+		userJWT, err := jwt.ParseDecoratedJWT([]byte(creds))
+		if err != nil || userJWT == "" {
+			return cfg, fmt.Errorf("service %q credential creds is not the content of a NATS .creds file (no user JWT)", svc.Name)
+		}
+		kp, err := nkeys.ParseDecoratedNKey([]byte(creds))
+		if err != nil {
+			return cfg, fmt.Errorf("service %q credential creds is not the content of a NATS .creds file (no nkey seed)", svc.Name)
+		}
+		userSeed, err := kp.Seed()
+		if err != nil {
+			return cfg, fmt.Errorf("service %q credential creds holds no usable nkey seed", svc.Name)
+		}
+		cfg.Options = append(cfg.Options, nats.UserJWTAndSeed(userJWT, string(userSeed)))
+	}
+	ca, err := cred("ca_cert")
+	if err != nil {
+		return cfg, err
+	}
+	if ca != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(ca)) {
+			return cfg, fmt.Errorf("service %q credential ca_cert holds no PEM certificate", svc.Name)
+		}
+		cfg.Options = append(cfg.Options, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
+	return cfg, nil
+}
+
+func splitURLs(raw, what string) ([]string, error) {
+	var out []string
+	for _, u := range strings.Split(raw, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			return nil, fmt.Errorf("%s: %q is not a NATS URL (want nats://host:port)", what, Redact(u))
+		}
+		switch p.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return nil, fmt.Errorf("%s: scheme %q is not supported (nats, tls, ws, wss)", what, p.Scheme)
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s is empty", what)
+	}
+	return out, nil
+}
+
+// Redact hides the user info of a URL (a token or user:password).
+func Redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		if i := strings.LastIndex(u, "@"); i >= 0 {
+			return "***@" + u[i+1:]
+		}
+		return u
+	}
+	if p.User != nil {
+		p.User = url.User("***")
+	}
+	return p.String()
+}
+
+// String describes the configuration without secrets.
+func (c Config) String() string {
+	red := make([]string, len(c.URLs))
+	for i, u := range c.URLs {
+		red[i] = Redact(u)
+	}
+	return fmt.Sprintf("%s (from %s)", strings.Join(red, ","), c.Source)
+}
+
+// Connect dials NATS and keeps reconnecting forever after the first success.
+// The first connection must succeed within ctx: a sidecar or scaler that
+// cannot reach NATS at start says so instead of idling silently. Extra options
+// (handlers, name) are applied after the configuration's own.
+func Connect(ctx context.Context, cfg Config, name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.Timeout(5 * time.Second),
+	}
+	opts = append(opts, cfg.Options...)
+	opts = append(opts, extra...)
+	servers := strings.Join(cfg.URLs, ",")
+	var lastErr error
+	for {
+		nc, err := nats.Connect(servers, opts...)
+		if err == nil {
+			return nc, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cannot connect to NATS at %s: %s", cfg, scrub(lastErr, cfg))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// scrub removes any URL user info that an error might echo.
+func scrub(err error, cfg Config) string {
+	msg := err.Error()
+	for _, u := range cfg.URLs {
+		msg = strings.ReplaceAll(msg, u, Redact(u))
+		if p, perr := url.Parse(u); perr == nil && p.User != nil {
+			msg = strings.ReplaceAll(msg, p.User.String(), "***")
+		}
+	}
+	return msg
+}
