@@ -1,0 +1,177 @@
+// Package provision creates the JetStream objects an event mapping needs: the
+// topic's stream, the dead-letter stream, and the app's durable consumer. The
+// sidecar (static mode) and the scaler both provision through here, so a
+// stream or consumer looks the same whoever made it.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+const (
+	// DefaultMaxAge bounds how long an unconsumed event is kept.
+	DefaultMaxAge = 7 * 24 * time.Hour
+
+	// Consumer metadata keys: the scaler finds a consumer's app and topic here.
+	MetaApp   = "hottopic.io/app"
+	MetaTopic = "hottopic.io/topic"
+
+	// Environment overrides for new streams (operators; both optional).
+	EnvReplicas = "HOTTOPIC_STREAM_REPLICAS"
+	EnvMaxAge   = "HOTTOPIC_STREAM_MAX_AGE"
+)
+
+// StreamOptions shape newly created streams. Zero values mean: replicas follow
+// the cluster's size, MaxAge is DefaultMaxAge.
+type StreamOptions struct {
+	Replicas int
+	MaxAge   time.Duration
+}
+
+// StreamOptionsFromEnv reads HOTTOPIC_STREAM_REPLICAS and HOTTOPIC_STREAM_MAX_AGE.
+func StreamOptionsFromEnv(getenv func(string) string) (StreamOptions, error) {
+	var o StreamOptions
+	if v := strings.TrimSpace(getenv(EnvReplicas)); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5 {
+			return o, fmt.Errorf("%s must be a whole number from 1 to 5, got %q", EnvReplicas, v)
+		}
+		o.Replicas = n
+	}
+	if v := strings.TrimSpace(getenv(EnvMaxAge)); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return o, fmt.Errorf("%s must be a positive Go duration such as 168h, got %q", EnvMaxAge, v)
+		}
+		o.MaxAge = d
+	}
+	return o, nil
+}
+
+// DefaultStreamOptions reads the environment of this process.
+func DefaultStreamOptions() (StreamOptions, error) { return StreamOptionsFromEnv(os.Getenv) }
+
+// Replicas is the replica count for new streams: as configured, else 3 on a
+// cluster of three or more servers, else 1.
+func (o StreamOptions) replicas(nc *nats.Conn) int {
+	if o.Replicas > 0 {
+		return o.Replicas
+	}
+	if nc != nil && nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3 {
+		return 3
+	}
+	return 1
+}
+
+func (o StreamOptions) maxAge() time.Duration {
+	if o.MaxAge > 0 {
+		return o.MaxAge
+	}
+	return DefaultMaxAge
+}
+
+// TopicStreamConfig is the configuration of a new topic stream.
+func TopicStreamConfig(t string, o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        topic.StreamName(t),
+		Description: "Hot Topic topic " + t,
+		Subjects:    []string{t},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.maxAge(),
+		Replicas:    o.replicas(nc),
+		Discard:     jetstream.DiscardOld,
+		Metadata:    map[string]string{MetaTopic: t},
+	}
+}
+
+// EnsureTopicStream returns topic t's stream, creating it if missing. An
+// existing stream is never reconfigured: an operator may have tuned it.
+func EnsureTopicStream(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
+	if err := topic.Validate(t); err != nil {
+		return nil, err
+	}
+	return ensureStream(ctx, js, TopicStreamConfig(t, o, js.Conn()))
+}
+
+// DLQStreamConfig is the configuration of the dead-letter stream: limits
+// retention, since nobody acks a dead letter.
+func DLQStreamConfig(o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        topic.DLQStream,
+		Description: "Hot Topic dead letters",
+		Subjects:    []string{topic.DLQPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.maxAge(),
+		Replicas:    o.replicas(nc),
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// EnsureDLQStream creates the dead-letter stream if missing.
+func EnsureDLQStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, DLQStreamConfig(o, js.Conn()))
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	s, err = js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.Stream(ctx, cfg.Name) // created concurrently by another sidecar or scaler
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// ConsumerConfig is the durable pull consumer of app appGUID on topic t.
+// AckWait is the delivery timeout: the sidecar extends it while the app works,
+// so it only matters when a sidecar died holding the event. New consumers start
+// with events published from now on; an existing one keeps its position.
+func ConsumerConfig(appGUID, t string, s mapping.Settings) jetstream.ConsumerConfig {
+	name := topic.ConsumerName(appGUID)
+	return jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "Hot Topic app " + appGUID + " on " + t,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
+		MaxDeliver:    s.MaxDeliver,
+		FilterSubject: t,
+		MaxAckPending: 1000,
+		Metadata:      map[string]string{MetaApp: appGUID, MetaTopic: t},
+	}
+}
+
+// EnsureConsumer creates or updates app appGUID's consumer on topic t (the
+// topic's stream must exist).
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, t string, s mapping.Settings) (jetstream.Consumer, error) {
+	if err := topic.ValidConsumerName(appGUID); err != nil {
+		return nil, err
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, topic.StreamName(t), ConsumerConfig(appGUID, t, s))
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on stream %s: %w", topic.ConsumerName(appGUID), topic.StreamName(t), err)
+	}
+	return c, nil
+}
