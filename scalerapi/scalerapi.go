@@ -1,0 +1,43 @@
+// Package scalerapi is the JSON the scaler serves at GET /v1/mappings, shared by
+// the scaler (which writes it) and the CLI's `events` (which reads it).
+package scalerapi
+
+import (
+	"time"
+
+	"github.com/hottopic-io/hottopic/mapping"
+)
+
+// Path is where the scaler serves the mappings.
+const Path = "/v1/mappings"
+
+// Mappings is the response body of GET /v1/mappings.
+type Mappings struct {
+	// Leader is true when the answering scaler instance is the one scaling.
+	Leader   bool      `json:"leader"`
+	Instance string    `json:"instance"`
+	Mappings []Mapping `json:"mappings"`
+}
+
+// Mapping is one app's mapping as the scaler sees it.
+type Mapping struct {
+	AppGUID  string            `json:"app_guid"`
+	AppName  string            `json:"app_name"`
+	Topics   []string          `json:"topics"`
+	Streams  map[string]string `json:"streams"` // topic → JetStream stream name
+	Settings mapping.Settings  `json:"settings"`
+	// Valid is false when the app's annotations could not be resolved; Error
+	// says why and the mapping is left as it was.
+	Valid bool   `json:"valid"`
+	Error string `json:"error,omitempty"`
+	// Lag is pending + ack pending over the app's consumers; LagKnown is false
+	// when it could not be read (then the app is not scaled).
+	Lag              int64     `json:"lag"`
+	LagKnown         bool      `json:"lag_known"`
+	CurrentInstances int       `json:"current_instances"`
+	DesiredInstances int       `json:"desired_instances"`
+	LastScaleTime    time.Time `json:"last_scale_time,omitzero"`
+	LastScaleReason  string    `json:"last_scale_reason,omitempty"`
+	// Errors are recent operational errors (CC, NATS) for this mapping.
+	Errors []string `json:"errors,omitempty"`
+}
