@@ -1,0 +1,123 @@
+package mapping_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/mapping"
+)
+
+func TestMapping(t *testing.T) {
+	spec.Run(t, "mapping", testMapping, spec.Report(report.Terminal{}))
+}
+
+func testMapping(t *testing.T, when spec.G, it spec.S) {
+	Expect := NewWithT(t).Expect
+
+	when("resolving CC annotations", func() {
+		it("fills defaults for missing settings", func() {
+			m, err := mapping.FromMetadata("g1", "thumbs", map[string]string{mapping.AnnTopics: "images.uploaded, images.resized"})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.Topics).To(Equal([]string{"images.uploaded", "images.resized"}))
+			Expect(m.Settings).To(Equal(mapping.Defaults()))
+			Expect(m.Settings).To(Equal(mapping.Settings{MaxInstances: 10, LagPerInstance: 10, IdleSeconds: 60, Concurrency: 1, Path: "/", TimeoutSeconds: 60, MaxDeliver: 5}))
+		})
+
+		it("reads every setting", func() {
+			m, err := mapping.FromMetadata("g1", "thumbs", map[string]string{
+				mapping.AnnTopics: "a", mapping.AnnMin: "1", mapping.AnnMax: "4", mapping.AnnLagPer: "5",
+				mapping.AnnIdleSeconds: "30", mapping.AnnConcurrency: "8", mapping.AnnPath: "/events",
+				mapping.AnnTimeout: "10", mapping.AnnMaxDeliver: "3", mapping.AnnOutputTopic: "b.c",
+			})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.Settings).To(Equal(mapping.Settings{MinInstances: 1, MaxInstances: 4, LagPerInstance: 5, IdleSeconds: 30, Concurrency: 8, Path: "/events", TimeoutSeconds: 10, MaxDeliver: 3, OutputTopic: "b.c"}))
+		})
+
+		it("names the bad annotation", func() {
+			cases := []struct {
+				ann  map[string]string
+				want string
+			}{
+				{map[string]string{}, "hottopic.io/topics is empty or missing"},
+				{map[string]string{mapping.AnnTopics: "a.*"}, "wildcards"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnMax: "ten"}, `annotation hottopic.io/max-instances must be a whole number, got "ten"`},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnMin: "5", mapping.AnnMax: "2"}, "min-instances (5) must not exceed max-instances (2)"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnMin: "-1"}, "min-instances must be 0 or more"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnPath: "events"}, "path must start with '/'"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnOutputTopic: "hottopic.x"}, "output-topic"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnConcurrency: "0"}, "concurrency"},
+			}
+			for _, c := range cases {
+				_, err := mapping.FromMetadata("g", "n", c.ann)
+				Expect(err).To(MatchError(ContainSubstring(c.want)), c.want)
+			}
+		})
+
+		it("knows the mapped label", func() {
+			Expect(mapping.IsMapped(map[string]string{mapping.LabelMapped: "true"})).To(BeTrue())
+			Expect(mapping.IsMapped(map[string]string{mapping.LabelMapped: "false"})).To(BeFalse())
+		})
+
+		it("renders settings back to annotations that resolve to the same settings", func() {
+			s := mapping.Defaults()
+			s.OutputTopic = "out"
+			ann := s.Annotations()
+			ann[mapping.AnnTopics] = "a"
+			m, err := mapping.FromMetadata("g", "n", ann)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.Settings).To(Equal(s))
+		})
+	})
+
+	when("static mode from the environment", func() {
+		env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+		it("is off without HOTTOPIC_TOPICS", func() {
+			_, ok, err := mapping.FromEnv("g", "n", env(nil))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeFalse())
+		})
+
+		it("reads topics and the sidecar settings", func() {
+			m, ok, err := mapping.FromEnv("g", "n", env(map[string]string{
+				"HOTTOPIC_TOPICS": "a,b", "HOTTOPIC_CONCURRENCY": "4", "HOTTOPIC_PATH": "/in",
+				"HOTTOPIC_TIMEOUT_SECONDS": "5", "HOTTOPIC_MAX_DELIVER": "2", "HOTTOPIC_OUTPUT_TOPIC": "c",
+			}))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(m.Topics).To(Equal([]string{"a", "b"}))
+			Expect(m.Concurrency).To(Equal(4))
+			Expect(m.Path).To(Equal("/in"))
+			Expect(m.TimeoutSeconds).To(Equal(5))
+			Expect(m.MaxDeliver).To(Equal(2))
+			Expect(m.OutputTopic).To(Equal("c"))
+		})
+
+		it("names the bad variable", func() {
+			_, _, err := mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "a", "HOTTOPIC_CONCURRENCY": "many"}))
+			Expect(err).To(MatchError(`HOTTOPIC_CONCURRENCY must be a whole number, got "many"`))
+			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "$SYS"}))
+			Expect(err).To(MatchError(ContainSubstring("HOTTOPIC_TOPICS")))
+			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": " , "}))
+			Expect(err).To(MatchError(ContainSubstring("names no topic")))
+		})
+	})
+
+	it("round-trips the KV value and validates on decode", func() {
+		m := mapping.Mapping{AppGUID: "g", AppName: "n", Topics: []string{"a"}, Settings: mapping.Defaults()}
+		b, err := m.Encode()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(b)).To(ContainSubstring(`"max_deliver":5`))
+		back, err := mapping.Decode(b)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(back).To(Equal(m))
+
+		_, err = mapping.Decode([]byte(`{"app_guid":"g","topics":[]}`))
+		Expect(err).To(MatchError(ContainSubstring("no topics")))
+		_, err = mapping.Decode([]byte(`{`))
+		Expect(err).To(HaveOccurred())
+	})
+}
