@@ -17,7 +17,7 @@ case "$name" in
   launcher)    mod=github.com/buildpacks/lifecycle; ver=v0.20.8; pkg=github.com/buildpacks/lifecycle/cmd/launcher ;;
   cf)          mod=code.cloudfoundry.org/cli/v8; ver=v8.18.0; pkg=code.cloudfoundry.org/cli/v8
                ldflags="-X code.cloudfoundry.org/cli/v8/version.binaryVersion=8.18.0" ;;
-  pack)        mod=github.com/buildpacks/pack; ver=v0.38.2; pkg=github.com/buildpacks/pack/cmd/pack ;;
+  pack)        mod=github.com/buildpacks/pack; ver=v0.38.2; pkg=github.com/buildpacks/pack ;;  # v0.38 keeps main at the module root
   nats)        mod=github.com/nats-io/natscli; ver=v0.5.0; pkg=github.com/nats-io/natscli/nats ;;
   nats-server) mod=github.com/nats-io/nats-server/v2; ver=v2.15.2; pkg=github.com/nats-io/nats-server/v2 ;;
   *) echo "tools.sh: unknown tool '$name' (lifecycle, launcher, cf, pack, nats, nats-server)" >&2; exit 2 ;;
