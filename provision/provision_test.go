@@ -1,0 +1,118 @@
+package provision_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/provision"
+)
+
+func TestProvision(t *testing.T) {
+	spec.Run(t, "provision", testProvision, spec.Report(report.Terminal{}))
+}
+
+func testProvision(t *testing.T, when spec.G, it spec.S) {
+	var (
+		Expect = NewWithT(t).Expect
+		ctx    = context.Background()
+		js     jetstream.JetStream
+	)
+
+	it.Before(func() {
+		s := natstest.Run(t)
+		var err error
+		js, err = jetstream.New(s.Connect())
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	it("creates a topic stream with interest retention, file storage and a 7-day age", func() {
+		s, err := provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		info, err := s.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Config.Name).To(Equal("HT_orders_created"))
+		Expect(info.Config.Subjects).To(Equal([]string{"orders.created"}))
+		Expect(info.Config.Retention).To(Equal(jetstream.InterestPolicy))
+		Expect(info.Config.Storage).To(Equal(jetstream.FileStorage))
+		Expect(info.Config.MaxAge).To(Equal(7 * 24 * time.Hour))
+		Expect(info.Config.Replicas).To(Equal(1))
+	})
+
+	it("never reconfigures a stream an operator tuned", func() {
+		_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		cfg := provision.TopicStreamConfig("orders", provision.StreamOptions{}, nil)
+		cfg.MaxAge = time.Hour
+		_, err = js.UpdateStream(ctx, cfg)
+		Expect(err).NotTo(HaveOccurred())
+
+		s, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{MaxAge: 48 * time.Hour})
+		Expect(err).NotTo(HaveOccurred())
+		info, err := s.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Config.MaxAge).To(Equal(time.Hour))
+	})
+
+	it("refuses a bad topic before touching JetStream", func() {
+		_, err := provision.EnsureTopicStream(ctx, js, "orders.>", provision.StreamOptions{})
+		Expect(err).To(MatchError(ContainSubstring("wildcards")))
+		names := js.StreamNames(ctx)
+		for range names.Name() {
+			t.Fatal("no stream expected")
+		}
+	})
+
+	it("creates the dead-letter stream for every hottopic.dlq subject", func() {
+		s, err := provision.EnsureDLQStream(ctx, js, provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		info, err := s.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Config.Name).To(Equal("HOTTOPIC_DLQ"))
+		Expect(info.Config.Subjects).To(Equal([]string{"hottopic.dlq.>"}))
+		Expect(info.Config.Retention).To(Equal(jetstream.LimitsPolicy))
+	})
+
+	it("makes the app's durable consumer from its settings and updates it in place", func() {
+		_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		s := mapping.Defaults()
+		c, err := provision.EnsureConsumer(ctx, js, "app-guid-1", "orders", s)
+		Expect(err).NotTo(HaveOccurred())
+		info, err := c.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Config.Durable).To(Equal("app-guid-1"))
+		Expect(info.Config.AckPolicy).To(Equal(jetstream.AckExplicitPolicy))
+		Expect(info.Config.MaxDeliver).To(Equal(5))
+		Expect(info.Config.AckWait).To(Equal(60 * time.Second))
+		Expect(info.Config.Metadata).To(HaveKeyWithValue(provision.MetaApp, "app-guid-1"))
+		Expect(info.Config.Metadata).To(HaveKeyWithValue(provision.MetaTopic, "orders"))
+
+		s.MaxDeliver, s.TimeoutSeconds = 2, 5
+		c, err = provision.EnsureConsumer(ctx, js, "app-guid-1", "orders", s)
+		Expect(err).NotTo(HaveOccurred())
+		info, err = c.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Config.MaxDeliver).To(Equal(2))
+		Expect(info.Config.AckWait).To(Equal(5 * time.Second))
+	})
+
+	it("reads operator overrides from the environment and names bad ones", func() {
+		o, err := provision.StreamOptionsFromEnv(func(k string) string {
+			return map[string]string{provision.EnvReplicas: "3", provision.EnvMaxAge: "24h"}[k]
+		})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(o).To(Equal(provision.StreamOptions{Replicas: 3, MaxAge: 24 * time.Hour}))
+		_, err = provision.StreamOptionsFromEnv(func(k string) string { return map[string]string{provision.EnvReplicas: "7"}[k] })
+		Expect(err).To(MatchError(ContainSubstring("HOTTOPIC_STREAM_REPLICAS")))
+		_, err = provision.StreamOptionsFromEnv(func(k string) string { return map[string]string{provision.EnvMaxAge: "week"}[k] })
+		Expect(err).To(MatchError(ContainSubstring("HOTTOPIC_STREAM_MAX_AGE")))
+	})
+}
