@@ -21,6 +21,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(cfCommands(openCFHome, true)...)
 	return root
 }
 

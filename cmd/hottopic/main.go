@@ -8,4 +8,10 @@ import (
 	"github.com/hottopic-io/hottopic/cli"
 )
 
-func main() { os.Exit(cli.Main(os.Args)) }
+func main() {
+	// cf runs its plugins as `hottopic RPC-PORT COMMAND ARGS…`.
+	if cli.IsPluginCall(os.Args) {
+		os.Exit(cli.RunPlugin())
+	}
+	os.Exit(cli.Main(os.Args))
+}

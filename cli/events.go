@@ -1,0 +1,335 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/scalerapi"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+// EnvScalerURL names the scaler whose /v1/mappings gives `events` its live
+// lag and instance columns.
+const EnvScalerURL = "HOTTOPIC_SCALER_URL"
+
+// notSeen marks a mapped app the scaler does not report (yet).
+const notSeen = "not yet seen by the scaler"
+
+// scalerTimeout bounds the live-data request: the table must not hang on a
+// scaler that is down.
+const scalerTimeout = 5 * time.Second
+
+// eventsJSON is what `events --json` prints: the scaler's mapping schema,
+// filled from Cloud Controller metadata and, when reachable, the scaler.
+type eventsJSON struct {
+	Source    string              `json:"source"` // "cf" or "dev"
+	Org       string              `json:"org,omitempty"`
+	Space     string              `json:"space,omitempty"`
+	ScalerURL string              `json:"scaler_url,omitempty"`
+	Live      bool                `json:"live"`
+	LiveError string              `json:"live_error,omitempty"`
+	Mappings  []scalerapi.Mapping `json:"mappings"`
+}
+
+// newEventsCmd lists mappings. standalone adds the dev-runtime rule: unless
+// --cf is given, a `hottopic dev` running in the current directory is what
+// `events` shows (as a cf plugin the user is always targeting CF).
+func newEventsCmd(open targetOpener, standalone bool) *cobra.Command {
+	var (
+		scalerFlag   string
+		asJSON       bool
+		forceDev, cf bool
+	)
+	cmd := &cobra.Command{
+		Use:   "events [APP]",
+		Short: "List the event mappings of the targeted space, with live lag and instances from the scaler",
+		Long: "List the apps of the targeted space that have event mappings: topics, their JetStream\n" +
+			"streams, min/max instances and lag per instance. With a reachable scaler (--scaler URL or\n" +
+			EnvScalerURL + ") it adds the live lag and instances (current/desired).",
+		Aliases: []string{"event-mappings"},
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var appName string
+			if len(args) == 1 {
+				appName = args[0]
+			}
+			if standalone && !cf {
+				st, err := devstate.Read(devstate.DefaultDir)
+				if err == nil {
+					return devEvents(cmd.Context(), cmd.OutOrStdout(), st.ScalerURL, appName, asJSON)
+				}
+				if forceDev {
+					return fmt.Errorf("--dev: %v in %s", err, devstate.DefaultDir)
+				}
+			}
+			scaler := scalerFlag
+			if scaler == "" {
+				scaler = os.Getenv(EnvScalerURL)
+			}
+			if scaler != "" {
+				if err := checkScalerURL(scaler); err != nil {
+					return err
+				}
+			}
+			return cfEvents(cmd.Context(), cmd.OutOrStdout(), open, scaler, appName, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&scalerFlag, "scaler", "", "URL of the scaler for live lag and instances (default $"+EnvScalerURL+")")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the scaler's /v1/mappings schema) for scripts")
+	if standalone {
+		cmd.Flags().BoolVar(&forceDev, "dev", false, "show the `hottopic dev` runtime running in this directory (the default when one runs)")
+		cmd.Flags().BoolVar(&cf, "cf", false, "show the targeted Cloud Foundry space even when a `hottopic dev` runs here")
+		cmd.MarkFlagsMutuallyExclusive("dev", "cf")
+	}
+	return cmd
+}
+
+func checkScalerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("bad scaler URL %q: want http(s)://HOST[:PORT]", redactedURL(s))
+	}
+	return nil
+}
+
+func cfEvents(ctx context.Context, out io.Writer, open targetOpener, scalerURL, appName string, asJSON bool) error {
+	t, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		fmt.Fprintf(out, "Getting event mappings %s...\n\n", t.where())
+	}
+	var apps []ccApp
+	if appName != "" {
+		app, err := resolveApp(ctx, t, appName)
+		if err != nil {
+			return err
+		}
+		if mapping.IsMapped(app.Metadata.Labels) {
+			apps = append(apps, *app)
+		}
+	} else if apps, err = t.cc.mappedApps(ctx, t.spaceGUID); err != nil {
+		return ccFailure("list the mapped apps", err)
+	}
+	rows := make([]scalerapi.Mapping, 0, len(apps))
+	for _, a := range apps {
+		rows = append(rows, fromCC(a))
+	}
+	res := eventsJSON{Source: "cf", Org: t.org, Space: t.space, ScalerURL: redactedURL(scalerURL), Mappings: rows}
+	var liveErr error
+	if scalerURL != "" {
+		live, err := fetchScaler(ctx, scalerURL)
+		if err != nil {
+			liveErr = fmt.Errorf("scaler at %s unreachable (%v): no live lag and instances shown", redactedURL(scalerURL), err)
+			res.LiveError = liveErr.Error()
+		} else {
+			res.Live = true
+			mergeLive(rows, live)
+		}
+	}
+	if asJSON {
+		if err := writeJSON(out, res); err != nil {
+			return err
+		}
+		return liveErr
+	}
+	switch {
+	case len(rows) == 0 && appName != "":
+		fmt.Fprintf(out, "App %s has no event mappings.\n", appName)
+	case len(rows) == 0:
+		fmt.Fprintln(out, "No event mappings found.")
+	default:
+		writeTable(out, rows, res.Live)
+	}
+	if scalerURL == "" {
+		fmt.Fprintf(out, "\nLive lag and instances: pass --scaler URL or set %s.\n", EnvScalerURL)
+	}
+	return liveErr
+}
+
+// devEvents shows the mappings of the `hottopic dev` runtime, all live.
+func devEvents(ctx context.Context, out io.Writer, scalerURL, appName string, asJSON bool) error {
+	live, err := fetchScaler(ctx, scalerURL)
+	if err != nil {
+		return fmt.Errorf("the `hottopic dev` scaler at %s is unreachable: %v", scalerURL, err)
+	}
+	rows := make([]scalerapi.Mapping, 0, len(live.Mappings))
+	for _, m := range live.Mappings {
+		if appName == "" || m.AppName == appName {
+			rows = append(rows, m)
+		}
+	}
+	if asJSON {
+		return writeJSON(out, eventsJSON{Source: "dev", ScalerURL: scalerURL, Live: true, Mappings: rows})
+	}
+	fmt.Fprintf(out, "Getting event mappings of the `hottopic dev` runtime (scaler %s)...\n\n", scalerURL)
+	switch {
+	case len(rows) == 0 && appName != "":
+		return fmt.Errorf("app '%s' has no event mappings in the `hottopic dev` runtime", appName)
+	case len(rows) == 0:
+		fmt.Fprintln(out, "No event mappings found.")
+	default:
+		writeTable(out, rows, true)
+	}
+	return nil
+}
+
+// fromCC resolves an app's metadata as the scaler does; an invalid mapping
+// is kept, with the reason, so the user sees what to fix.
+func fromCC(a ccApp) scalerapi.Mapping {
+	m, err := mapping.FromMetadata(a.GUID, a.Name, a.Metadata.Annotations)
+	row := scalerapi.Mapping{AppGUID: a.GUID, AppName: a.Name, Topics: m.Topics, Settings: m.Settings, Valid: err == nil}
+	if err != nil {
+		row.Error = err.Error()
+		row.Topics = nil
+		for _, s := range strings.Split(a.Metadata.Annotations[mapping.AnnTopics], ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				row.Topics = append(row.Topics, s)
+			}
+		}
+	}
+	row.Streams = map[string]string{}
+	for _, t := range row.Topics {
+		if topic.Validate(t) == nil {
+			row.Streams[t] = topic.StreamName(t)
+		}
+	}
+	return row
+}
+
+// mergeLive copies the scaler's live view into the rows, by app GUID.
+func mergeLive(rows []scalerapi.Mapping, live *scalerapi.Mappings) {
+	byGUID := map[string]scalerapi.Mapping{}
+	for _, m := range live.Mappings {
+		byGUID[m.AppGUID] = m
+	}
+	for i := range rows {
+		m, ok := byGUID[rows[i].AppGUID]
+		if !ok {
+			rows[i].Errors = append(rows[i].Errors, notSeen)
+			continue
+		}
+		rows[i].Lag, rows[i].LagKnown = m.Lag, m.LagKnown
+		rows[i].CurrentInstances, rows[i].DesiredInstances = m.CurrentInstances, m.DesiredInstances
+		rows[i].LastScaleTime, rows[i].LastScaleReason = m.LastScaleTime, m.LastScaleReason
+		rows[i].Errors = append(rows[i].Errors, m.Errors...)
+	}
+}
+
+func fetchScaler(ctx context.Context, base string) (*scalerapi.Mappings, error) {
+	ctx, cancel := context.WithTimeout(ctx, scalerTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+scalerapi.Path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, unwrapURLError(err)
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s answered %s", scalerapi.Path, resp.Status)
+	}
+	var m scalerapi.Mappings
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("GET %s: unreadable answer: %v", scalerapi.Path, err)
+	}
+	return &m, nil
+}
+
+// writeTable prints an aligned table in the cf CLI's style.
+func writeTable(out io.Writer, rows []scalerapi.Mapping, live bool) {
+	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	head := []string{"name", "topics", "streams"}
+	if live {
+		head = append(head, "lag", "instances")
+	}
+	head = append(head, "min/max", "lag-per-instance", "status")
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, m := range rows {
+		streams := make([]string, 0, len(m.Topics))
+		for _, t := range m.Topics {
+			if s := m.Streams[t]; s != "" {
+				streams = append(streams, s)
+			}
+		}
+		cols := []string{m.AppName, orDash(strings.Join(m.Topics, ",")), orDash(strings.Join(streams, ","))}
+		if live {
+			lag, inst := "-", "-"
+			if seenByScaler(m) {
+				lag = "?"
+				if m.LagKnown {
+					lag = strconv.FormatInt(m.Lag, 10)
+				}
+				inst = fmt.Sprintf("%d/%d", m.CurrentInstances, m.DesiredInstances)
+			}
+			cols = append(cols, lag, inst)
+		}
+		bounds, per := "-", "-"
+		if m.Valid {
+			bounds = fmt.Sprintf("%d/%d", m.Settings.MinInstances, m.Settings.MaxInstances)
+			per = strconv.Itoa(m.Settings.LagPerInstance)
+		}
+		cols = append(cols, bounds, per, status(m, live))
+		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	}
+	tw.Flush()
+}
+
+func seenByScaler(m scalerapi.Mapping) bool {
+	for _, e := range m.Errors {
+		if e == notSeen {
+			return false
+		}
+	}
+	return true
+}
+
+func status(m scalerapi.Mapping, live bool) string {
+	switch {
+	case !m.Valid:
+		return "invalid: " + m.Error
+	case len(m.Errors) > 0:
+		return m.Errors[len(m.Errors)-1]
+	case live && !m.LagKnown:
+		return "lag unknown"
+	}
+	return "ok"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func writeJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// redactedURL hides a password in a URL before it is printed.
+func redactedURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s
+}
