@@ -1,0 +1,60 @@
+package classic
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Main runs the classic script named command (detect, supply or finalize)
+// for the buildpack rooted at root, and returns the process exit code.
+// Errors are one line on stderr.
+func Main(command string, args []string, root string, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "%s: %v\n", Name, err)
+		return 1
+	}
+	switch command {
+	case "detect":
+		ok, err := Detect(os.LookupEnv)
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			return 1
+		}
+		v, err := Version(root)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "%s %s\n", Name, v)
+		return 0
+	case "supply":
+		s := Supplier{Root: root, Lookup: os.LookupEnv, Out: stdout}
+		if err := s.Supply(args); err != nil {
+			if errors.Is(err, errUsage) {
+				return fail(err)
+			}
+			return fail(fmt.Errorf("supply failed: %w", err))
+		}
+		return 0
+	case "finalize", "release", "compile":
+		return fail(fmt.Errorf("this is a supply buildpack: name it before the app's language buildpack, e.g. cf push APP -b %s -b python_buildpack", Name))
+	}
+	return fail(fmt.Errorf("unknown command %q", command))
+}
+
+// RootFromExecutable finds the buildpack root from the running binary, which
+// scripts/build.sh puts at <root>/bin/<os>-<arch>/hottopic-buildpack.
+func RootFromExecutable() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locate the buildpack: %w", err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return "", fmt.Errorf("locate the buildpack: %w", err)
+	}
+	return filepath.Dir(filepath.Dir(filepath.Dir(exe))), nil
+}
