@@ -1,0 +1,9 @@
+//go:build unix && !linux
+
+package supervisor
+
+import "syscall"
+
+// sysProcAttr puts every process in its own group, so Ctrl-C in the
+// terminal reaches only the dev runtime, which stops instances in order.
+func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
