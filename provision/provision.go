@@ -126,6 +126,53 @@ func EnsureDLQStream(ctx context.Context, js jetstream.JetStream, o StreamOption
 	return ensureStream(ctx, js, DLQStreamConfig(o, js.Conn()))
 }
 
+// AdvisoryStream keeps JetStream's max-deliveries advisories (plain NATS
+// messages, lost when nobody listens) until the scaler has dead-lettered the
+// events they name, so a scaler restart or leader change loses none.
+const (
+	AdvisoryStream  = "HOTTOPIC_ADVISORIES"
+	AdvisorySubject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
+)
+
+// AdvisoryStreamConfig is the configuration of the advisory stream: a work
+// queue the scaler's one durable consumer drains.
+func AdvisoryStreamConfig(o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        AdvisoryStream,
+		Description: "Hot Topic: max-deliveries advisories awaiting dead-lettering by the scaler",
+		Subjects:    []string{AdvisorySubject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.maxAge(),
+		Replicas:    o.replicas(nc),
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// EnsureAdvisoryStream creates the advisory stream if missing.
+func EnsureAdvisoryStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, AdvisoryStreamConfig(o, js.Conn()))
+}
+
+// AdvisoryConsumer is the scaler's durable consumer on the advisory stream
+// (shared by all scaler instances; only the leader pulls).
+const AdvisoryConsumer = "hottopic-scaler"
+
+// EnsureAdvisoryConsumer creates or updates the scaler's advisory consumer.
+func EnsureAdvisoryConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, AdvisoryStream, jetstream.ConsumerConfig{
+		Durable:     AdvisoryConsumer,
+		Description: "Hot Topic scaler: dead-letters events whose deliveries ran out",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     30 * time.Second,
+		MaxDeliver:  -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on stream %s: %w", AdvisoryConsumer, AdvisoryStream, err)
+	}
+	return c, nil
+}
+
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, cfg.Name)
 	if err == nil {

@@ -1,0 +1,167 @@
+// Command hottopic-scaler discovers event mappings in Cloud Controller, keeps
+// JetStream streams, consumers and the mapping KV in line with them, and
+// scales each mapped app by its queue length. It runs as an ordinary CF app
+// (see manifest.yml at the repository root); all configuration comes from the
+// environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hottopic-io/hottopic/cfenv"
+	"github.com/hottopic-io/hottopic/natsconn"
+	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/scaler/cfplatform"
+)
+
+// Environment variables of the scaler itself (CF_* are read by cfplatform).
+const (
+	EnvPort              = "PORT"
+	EnvPollInterval      = "HOTTOPIC_POLL_INTERVAL"
+	EnvDiscoveryInterval = "HOTTOPIC_DISCOVERY_INTERVAL"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, log); err != nil {
+		fmt.Fprintln(os.Stderr, "hottopic-scaler:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	port      string
+	poll      time.Duration
+	discovery time.Duration
+	cf        cfplatform.Config
+	nats      natsconn.Config
+	streams   provision.StreamOptions
+}
+
+func load(getenv func(string) string) (settings, error) {
+	var s settings
+	var err error
+	s.port = strings.TrimSpace(getenv(EnvPort))
+	if s.port == "" {
+		s.port = "8080"
+	}
+	if n, perr := parsePort(s.port); perr != nil || n == 0 {
+		return s, fmt.Errorf("%s must be a TCP port number, got %q", EnvPort, s.port)
+	}
+	if s.poll, err = duration(getenv, EnvPollInterval, scaler.DefaultPollInterval); err != nil {
+		return s, err
+	}
+	if s.discovery, err = duration(getenv, EnvDiscoveryInterval, scaler.DefaultDiscoveryInterval); err != nil {
+		return s, err
+	}
+	if s.cf, err = cfplatform.FromEnv(getenv); err != nil {
+		return s, err
+	}
+	if s.nats, err = natsconn.FromEnv(cfenv.Getenv(getenv)); err != nil {
+		return s, err
+	}
+	if s.streams, err = provision.StreamOptionsFromEnv(getenv); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func parsePort(p string) (int, error) {
+	var n int
+	_, err := fmt.Sscanf(p, "%d", &n)
+	if err != nil || n < 0 || n > 65535 || fmt.Sprint(n) != p {
+		return 0, errors.New("bad port")
+	}
+	return n, nil
+}
+
+func duration(getenv func(string) string, key string, def time.Duration) (time.Duration, error) {
+	v := strings.TrimSpace(getenv(key))
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s must be a positive Go duration such as 1s or 500ms, got %q", key, v)
+	}
+	return d, nil
+}
+
+func instanceID(getenv func(string) string) string {
+	if g := strings.TrimSpace(getenv("CF_INSTANCE_GUID")); g != "" {
+		return g
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+func run(ctx context.Context, getenv func(string) string, log *slog.Logger) error {
+	s, err := load(getenv)
+	if err != nil {
+		return err
+	}
+	platform, err := cfplatform.New(s.cf)
+	if err != nil {
+		return err
+	}
+	// Listen first: CF's health check needs the port while NATS comes up.
+	ln, err := net.Listen("tcp", ":"+s.port)
+	if err != nil {
+		return fmt.Errorf("listen on port %s: %w", s.port, err)
+	}
+	log.Info("connecting to NATS", "nats", s.nats.String(), "cf", s.cf.String())
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	nc, err := natsconn.Connect(cctx, s.nats, "hottopic-scaler",
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+	cancel()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	sc := scaler.New(js, platform,
+		scaler.WithPollInterval(s.poll),
+		scaler.WithDiscoveryInterval(s.discovery),
+		scaler.WithLogger(log),
+		scaler.WithInstanceID(instanceID(getenv)),
+		scaler.WithStreamOptions(s.streams),
+	)
+	srv := &http.Server{Handler: sc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "error", err)
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String())
+	err = sc.Run(ctx)
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	return err
+}

@@ -1,0 +1,205 @@
+package scaler
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hottopic-io/hottopic/scalerapi"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+// Handler serves GET /v1/mappings, /healthz and /metrics.
+func (s *Scaler) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+scalerapi.Path, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.health())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// Health is the body of GET /healthz. The scaler answers 200 whenever it runs:
+// NATS or platform outages are reported here but are not a reason for the
+// platform to restart it.
+type Health struct {
+	Status        string    `json:"status"`
+	Instance      string    `json:"instance"`
+	Leader        bool      `json:"leader"`
+	NATSConnected bool      `json:"nats_connected"`
+	LastPoll      time.Time `json:"last_poll,omitzero"`
+	LagError      string    `json:"lag_error,omitempty"`
+	DiscoveryErr  string    `json:"discovery_error,omitempty"`
+	PlatformError string    `json:"platform_error,omitempty"`
+}
+
+func (s *Scaler) health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Health{
+		Status:        "ok",
+		Instance:      s.o.instanceID,
+		Leader:        s.leader.Load(),
+		NATSConnected: s.api.nc.IsConnected(),
+		LastPoll:      s.lastPoll,
+		LagError:      s.lagErr,
+		DiscoveryErr:  s.discoveryErr,
+		PlatformError: s.platformState,
+	}
+}
+
+// Status is the body of GET /v1/mappings, sorted by app name.
+func (s *Scaler) Status() scalerapi.Mappings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := scalerapi.Mappings{Leader: s.leader.Load(), Instance: s.o.instanceID, Mappings: make([]scalerapi.Mapping, 0, len(s.apps))}
+	for guid, st := range s.apps {
+		m := scalerapi.Mapping{
+			AppGUID:          guid,
+			AppName:          st.app.Name,
+			Valid:            st.invalid == nil,
+			Lag:              st.lag,
+			LagKnown:         st.lagKnown,
+			CurrentInstances: st.current,
+			DesiredInstances: st.desired,
+			LastScaleTime:    st.lastScale,
+			LastScaleReason:  st.lastReason,
+			Errors:           sortedErrors(st.errors),
+		}
+		if st.invalid != nil {
+			m.Error = st.invalid.Error()
+			m.LagKnown = false
+		} else {
+			m.Topics = st.m.Topics
+			m.Settings = st.m.Settings
+			m.Streams = make(map[string]string, len(st.m.Topics))
+			for _, t := range st.m.Topics {
+				m.Streams[t] = topic.StreamName(t)
+			}
+		}
+		if !st.currentKnown {
+			m.DesiredInstances = st.current
+		}
+		out.Mappings = append(out.Mappings, m)
+	}
+	sort.Slice(out.Mappings, func(i, j int) bool {
+		a, b := out.Mappings[i], out.Mappings[j]
+		if a.AppName != b.AppName {
+			return a.AppName < b.AppName
+		}
+		return a.AppGUID < b.AppGUID
+	})
+	return out
+}
+
+type metrics struct {
+	reg              *prometheus.Registry
+	discoveries      prometheus.Counter
+	discoveryErrors  prometheus.Counter
+	discoverySeconds prometheus.Histogram
+	pollErrors       prometheus.Counter
+	pollSeconds      prometheus.Histogram
+	pollCPUSeconds   prometheus.Histogram
+	pollRequests     prometheus.Histogram
+	consumerReads    prometheus.Counter
+	scales           *prometheus.CounterVec
+	scaleErrors      prometheus.Counter
+	reconcileErrors  prometheus.Counter
+	deadLetters      prometheus.Counter
+	leaderChanges    prometheus.Counter
+}
+
+func newMetrics(s *Scaler) *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{reg: reg}
+	m.discoveries = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_discoveries_total", Help: "Discoveries of mapped apps on the platform."})
+	m.discoveryErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_discovery_errors_total", Help: "Discoveries that failed (mappings kept as they were)."})
+	m.discoverySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hottopic_scaler_discovery_seconds", Help: "Time to list mapped apps.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)})
+	m.pollErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_poll_errors_total", Help: "Poll cycles whose lag could not be read."})
+	m.pollSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hottopic_scaler_poll_seconds", Help: "Wall time of one poll cycle (lag read, decisions, scale calls).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	m.pollCPUSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hottopic_scaler_poll_cpu_seconds", Help: "Process CPU time spent during one poll cycle.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
+	m.pollRequests = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hottopic_scaler_poll_nats_requests", Help: "JetStream API requests per poll cycle.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
+	m.consumerReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_consumer_list_reads_total", Help: "Streams whose consumers were listed (changed or pending)."})
+	m.scales = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hottopic_scaler_scale_total", Help: "Scale calls made, by direction."}, []string{"direction"})
+	m.scaleErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_scale_errors_total", Help: "Scale calls that failed."})
+	m.reconcileErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_reconcile_errors_total", Help: "Failed stream, consumer or KV changes."})
+	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_dead_letters_total", Help: "Events dead-lettered from max-deliveries advisories."})
+	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_leader_acquired_total", Help: "Times this scaler became leader."})
+	for _, c := range []prometheus.Collector{m.discoveries, m.discoveryErrors, m.discoverySeconds, m.pollErrors, m.pollSeconds,
+		m.pollCPUSeconds, m.pollRequests, m.consumerReads, m.scales, m.scaleErrors, m.reconcileErrors, m.deadLetters, m.leaderChanges} {
+		f(c)
+	}
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hottopic_scaler_nats_api_requests_total", Help: "JetStream API requests made by the lag reader."},
+		func() float64 { return float64(s.api.requests.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hottopic_scaler_leader", Help: "1 when this scaler leads."},
+		func() float64 {
+			if s.leader.Load() {
+				return 1
+			}
+			return 0
+		}))
+	f(appCollector{s})
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// appCollector exports per-app figures from the status at scrape time, so a
+// poll cycle never touches metric series of idle apps.
+type appCollector struct{ s *Scaler }
+
+var (
+	descLag     = prometheus.NewDesc("hottopic_scaler_app_lag", "Pending plus in-flight events over the app's consumers.", []string{"app", "app_guid"}, nil)
+	descCurrent = prometheus.NewDesc("hottopic_scaler_app_instances", "Instances the platform reports for the app's web process.", []string{"app", "app_guid"}, nil)
+	descDesired = prometheus.NewDesc("hottopic_scaler_app_desired_instances", "Instances the policy wants.", []string{"app", "app_guid"}, nil)
+	descValid   = prometheus.NewDesc("hottopic_scaler_app_valid", "1 when the app's mapping annotations are valid.", []string{"app", "app_guid"}, nil)
+)
+
+func (c appCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descLag
+	ch <- descCurrent
+	ch <- descDesired
+	ch <- descValid
+}
+
+func (c appCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.s.Status().Mappings {
+		valid := 0.0
+		if m.Valid {
+			valid = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descValid, prometheus.GaugeValue, valid, m.AppName, m.AppGUID)
+		if m.LagKnown {
+			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(m.Lag), m.AppName, m.AppGUID)
+		}
+		ch <- prometheus.MustNewConstMetric(descCurrent, prometheus.GaugeValue, float64(m.CurrentInstances), m.AppName, m.AppGUID)
+		ch <- prometheus.MustNewConstMetric(descDesired, prometheus.GaugeValue, float64(m.DesiredInstances), m.AppName, m.AppGUID)
+	}
+}
+
+// processCPU is the CPU time (user + system) this process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
