@@ -502,6 +502,17 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 			Expect(form.Get("client_id")).To(Equal("deployer"))
 			Expect(w.patches(orders)).To(HaveLen(1))
 		})
+
+		it("asks for cf auth again when cf kept no client secret (cf v8)", func() {
+			w.cc.AddClient("deployer", "client-secret", ccdouble.SpaceDeveloper(w.spaceGUID))
+			w.loginClient("deployer", "client-secret")
+			cfg := w.config()
+			cfg["UAAOAuthClientSecret"] = ""
+			w.saveConfig(cfg)
+			w.cc.ExpireTokens()
+			failsWith(t, run("map-event", "orders", "t"), "not logged in: the client-credentials token expired; run 'cf auth CLIENT_ID CLIENT_SECRET --client-credentials' again")
+			Expect(w.patches(orders)).To(BeEmpty())
+		})
 	})
 }
 

@@ -100,6 +100,8 @@ type cfHomeAuth struct {
 	hc   *http.Client
 }
 
+var errExpiredClientToken = errors.New("not logged in: the client-credentials token expired; run 'cf auth CLIENT_ID CLIENT_SECRET --client-credentials' again")
+
 // refreshMargin: refresh a token that expires this soon, as cf does.
 const refreshMargin = time.Minute
 
@@ -116,6 +118,9 @@ func (a *cfHomeAuth) refresh(ctx context.Context) (string, error) {
 	form := url.Values{}
 	clientCreds := a.cfg.UAAGrantType == "client_credentials"
 	if clientCreds {
+		if a.cfg.UAAOAuthClientSecret == "" { // cf v8 does not keep the secret
+			return "", errExpiredClientToken
+		}
 		form.Set("client_id", a.cfg.UAAOAuthClient)
 		form.Set("client_secret", a.cfg.UAAOAuthClientSecret)
 		form.Set("grant_type", "client_credentials")
@@ -162,6 +167,9 @@ func (a *cfHomeAuth) refresh(ctx context.Context) (string, error) {
 		reason := tok.Error
 		if reason == "" {
 			reason = resp.Status
+		}
+		if clientCreds {
+			return "", errExpiredClientToken
 		}
 		return "", fmt.Errorf("not logged in: the cf CLI token could not be refreshed (%s); use 'cf login'", reason)
 	}

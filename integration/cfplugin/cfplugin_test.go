@@ -1,0 +1,235 @@
+// Package cfplugin_test runs the real cf CLI (v8.18.0, from
+// scripts/tools.sh) against the Cloud Controller double, installs the built
+// hottopic binary as its plugin and drives cf map-event / unmap-event /
+// event-mappings through it.
+package cfplugin_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/mapping"
+)
+
+func TestCFPlugin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the cf CLI and the hottopic binary")
+	}
+	spec.Run(t, "cf plugin", testCFPlugin, spec.Report(report.Terminal{}))
+}
+
+const (
+	clientID     = "hottopic-ci"
+	clientSecret = "ci-secret"
+)
+
+func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
+	Expect := NewWithT(t).Expect
+
+	var (
+		cc         *ccdouble.CC
+		cfBin, bin string
+		env        []string
+		spaceGUID  string
+		orders     string
+	)
+
+	// cf runs the cf CLI with the isolated CF_HOME and returns its output.
+	cf := func(args ...string) (string, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, cfBin, args...)
+		cmd.Env = env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("cf %s: %v", strings.Join(args, " "), err)
+		}
+		return out.String(), code
+	}
+	mustCF := func(args ...string) string {
+		t.Helper()
+		out, code := cf(args...)
+		Expect(code).To(Equal(0), "cf %s:\n%s", strings.Join(args, " "), out)
+		return out
+	}
+	patches := func() []string {
+		var out []string
+		for _, c := range cc.CallsTo(http.MethodPatch, "/v3/apps/"+orders) {
+			Expect(c.Subject).To(Equal(clientID), "the plugin uses cf's token")
+			out = append(out, string(c.Body))
+		}
+		return out
+	}
+
+	it.Before(func() {
+		root := repoRoot(t)
+		cfBin = tool(t, root, "cf")
+		tmp := t.TempDir()
+		bin = filepath.Join(tmp, "hottopic")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/hottopic")
+		build.Dir = root
+		out, err := build.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+
+		cc = ccdouble.New(t, ccdouble.WithTLS())
+		org := cc.AddOrg("acme")
+		spaceGUID = cc.AddSpace(org, "dev")
+		cc.AddClient(clientID, clientSecret, ccdouble.SpaceDeveloper(spaceGUID))
+		orders = cc.AddApp(spaceGUID, "orders", nil, nil)
+		cc.AddApp(spaceGUID, "web", nil, nil)
+
+		home := filepath.Join(tmp, "home")
+		Expect(os.MkdirAll(home, 0o700)).To(Succeed())
+		env = []string{"HOME=" + home, "CF_HOME=" + home, "CF_COLOR=false", "CF_DIAL_TIMEOUT=5",
+			"PATH=" + os.Getenv("PATH"), "TMPDIR=" + tmp}
+
+		mustCF("api", cc.URL(), "--skip-ssl-validation")
+		mustCF("auth", clientID, clientSecret, "--client-credentials")
+		mustCF("target", "-o", "acme", "-s", "dev")
+		out2 := mustCF("install-plugin", "-f", bin)
+		Expect(out2).To(ContainSubstring("successfully installed"))
+		cc.ResetCalls()
+	})
+
+	it("maps, lists and unmaps events through cf, on the v3 API only", func() {
+		out := mustCF("plugins")
+		Expect(out).To(MatchRegexp(`hottopic\s+\S+\s+map-event`))
+		Expect(out).To(MatchRegexp(`hottopic\s+\S+\s+event-mappings`))
+
+		out = mustCF("map-event", "orders", "orders.created", "--max", "5")
+		Expect(out).To(ContainSubstring("Mapping topic orders.created to app orders in org acme / space dev as " + clientID + "..."))
+		Expect(out).To(ContainSubstring("OK"))
+		lookups := cc.CallsTo(http.MethodGet, "/v3/apps")
+		Expect(lookups).NotTo(BeEmpty())
+		Expect(lookups[0].Query().Get("names")).To(Equal("orders"))
+		Expect(lookups[0].Query().Get("space_guids")).To(Equal(spaceGUID))
+		Expect(patches()).To(HaveLen(1))
+		Expect(patches()[0]).To(MatchJSON(`{"metadata":{
+			"labels":{"hottopic.io/mapped":"true"},
+			"annotations":{"hottopic.io/topics":"orders.created","hottopic.io/max-instances":"5"}}}`))
+
+		mustCF("map-event", "orders", "orders.updated")
+		Expect(patches()[1]).To(MatchJSON(`{"metadata":{"annotations":{"hottopic.io/topics":"orders.created,orders.updated"}}}`))
+
+		out = mustCF("map-event", "orders", "orders.updated")
+		Expect(out).To(ContainSubstring("Topic orders.updated is already mapped to app orders."))
+		Expect(patches()).To(HaveLen(2))
+
+		cc.ResetCalls()
+		out = mustCF("event-mappings")
+		Expect(out).To(ContainSubstring("Getting event mappings in org acme / space dev as " + clientID + "..."))
+		Expect(out).To(MatchRegexp(`(?m)^orders\s+orders.created,orders.updated\s+HT_orders_created,HT_orders_updated\s+0/5\s+10\s+ok$`))
+		Expect(out).NotTo(ContainSubstring("web"))
+		lists := cc.CallsTo(http.MethodGet, "/v3/apps")
+		Expect(lists).To(HaveLen(1))
+		Expect(lists[0].Query().Get("label_selector")).To(Equal(mapping.LabelMapped + "=true"))
+		Expect(lists[0].Query().Get("space_guids")).To(Equal(spaceGUID))
+
+		cc.ResetCalls()
+		mustCF("unmap-event", "orders", "orders.created")
+		Expect(patches()).To(Equal([]string{`{"metadata":{"annotations":{"hottopic.io/topics":"orders.updated"}}}`}))
+		mustCF("unmap-event", "orders", "orders.updated")
+		Expect(patches()).To(HaveLen(2))
+		Expect(patches()[1]).To(MatchJSON(`{"metadata":{
+			"labels":{"hottopic.io/mapped":null},
+			"annotations":{"hottopic.io/topics":null,"hottopic.io/min-instances":null,"hottopic.io/max-instances":null,
+				"hottopic.io/lag-per-instance":null,"hottopic.io/idle-seconds":null,"hottopic.io/concurrency":null,
+				"hottopic.io/path":null,"hottopic.io/timeout-seconds":null,"hottopic.io/max-deliver":null,
+				"hottopic.io/output-topic":null}}}`))
+		Expect(cc.App(orders).Labels).To(BeEmpty())
+		Expect(cc.App(orders).Annotations).To(BeEmpty())
+
+		for _, c := range cc.Calls() {
+			Expect(c.Path).NotTo(HavePrefix("/v2"), "the plugin must not go through the legacy v2 API")
+		}
+	})
+
+	it("fails in one line with exit code 1 and changes nothing", func() {
+		out, code := cf("map-event", "nope", "orders.created")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: App 'nope' not found in org acme / space dev"))
+
+		out, code = cf("map-event", "orders", "orders.>")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring(`Error: invalid topic "orders.>": wildcards`))
+
+		out, code = cf("map-event", "orders", "t", "--min", "7", "--max", "3")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("--min 7 is greater than --max 3"))
+
+		cc.Revoke(clientID)
+		cc.Grant(clientID, ccdouble.SpaceAuditor(spaceGUID))
+		out, code = cf("map-event", "orders", "t")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: not authorized to change app 'orders'"))
+		Expect(cc.App(orders).Annotations).To(BeEmpty())
+		Expect(patches()).To(HaveLen(1)) // the refused one
+	})
+
+	it("uses the token cf refreshed for it", func() {
+		// A user login has a refresh token (cf v8 keeps no client secret after
+		// cf auth --client-credentials, so those tokens cannot be refreshed).
+		cc.AddUser("dev@example.com", "user-pass", ccdouble.SpaceDeveloper(spaceGUID))
+		cc.SetTokenLifetime(30 * time.Second) // cf refreshes tokens with less than a minute left
+		mustCF("logout")
+		mustCF("auth", "dev@example.com", "user-pass")
+		out, code := cf("map-event", "orders", "orders.created") // cf auth forgets the target
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: no space targeted: use 'cf target -o ORG -s SPACE' first"))
+		mustCF("target", "-o", "acme", "-s", "dev")
+		cc.SetTokenLifetime(time.Hour)
+		cc.ResetCalls()
+		out = mustCF("map-event", "orders", "orders.created")
+		Expect(out).To(ContainSubstring("as dev@example.com..."))
+		refreshes := cc.CallsTo(http.MethodPost, "/uaa/oauth/token")
+		Expect(refreshes).To(HaveLen(1))
+		Expect(string(refreshes[0].Body)).To(ContainSubstring("grant_type=refresh_token"))
+		var seq []string
+		for _, c := range cc.CallsTo("", "/v3") {
+			seq = append(seq, c.Method+" "+c.Path+" "+http.StatusText(c.Status))
+		}
+		Expect(seq).To(Equal([]string{"GET /v3/apps OK", "PATCH /v3/apps/" + orders + " OK"}))
+	})
+
+	it("uninstalls cleanly", func() {
+		mustCF("uninstall-plugin", "hottopic")
+		Expect(mustCF("plugins")).NotTo(ContainSubstring("map-event"))
+	})
+}
+
+// repoRoot is the module root, two levels above this file.
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// tool builds (or takes from the cache) a third-party tool.
+func tool(t *testing.T, root, name string) string {
+	out, err := exec.Command(filepath.Join(root, "scripts", "tools.sh"), name).Output()
+	if err != nil {
+		t.Fatalf("scripts/tools.sh %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(out))
+}
