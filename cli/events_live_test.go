@@ -1,0 +1,127 @@
+package cli_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/cli"
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/scaler/cfplatform"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+func TestEventsLive(t *testing.T) {
+	spec.Run(t, "events with a scaler", testEventsLive, spec.Report(report.Terminal{}))
+}
+
+// testEventsLive runs a real scaler (embedded JetStream, the CC double as
+// its platform) and reads its /v1/mappings through `events`.
+func testEventsLive(t *testing.T, when spec.G, it spec.S) {
+	var (
+		Expect     = NewWithT(t).Expect
+		Eventually = NewWithT(t).Eventually
+		w          *cfWorld
+		orders     string
+		scalerURL  string
+		js         jetstream.JetStream
+	)
+
+	it.Before(func() {
+		w = newCFWorld(t)
+		orders = w.cc.AddApp(w.spaceGUID, "orders", nil, nil)
+		w.cc.AddApp(w.spaceGUID, "billing", nil, nil)
+		w.cc.AddClient("scaler", "scaler-secret", ccdouble.SpaceDeveloper(w.spaceGUID))
+
+		ns := natstest.Run(t)
+		nc, err := nats.Connect(ns.URL())
+		Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(nc.Close)
+		js, err = jetstream.New(nc)
+		Expect(err).NotTo(HaveOccurred())
+		p, err := cfplatform.New(cfplatform.Config{API: w.cc.URL(), ClientID: "scaler", ClientSecret: "scaler-secret"})
+		Expect(err).NotTo(HaveOccurred())
+		s := scaler.New(js, p,
+			scaler.WithPollInterval(50*time.Millisecond),
+			scaler.WithDiscoveryInterval(100*time.Millisecond),
+			scaler.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		srv := httptest.NewServer(s.Handler())
+		t.Cleanup(srv.Close)
+		scalerURL = srv.URL
+
+		Expect(run("map-event", "orders", "orders.created", "--max", "5", "--lag-per-instance", "2").code).To(Equal(0))
+		Expect(run("map-event", "billing", "invoices.due").code).To(Equal(0))
+		// The consumer exists once the scaler reconciled; events published
+		// from then on are the app's lag.
+		Eventually(func() error {
+			_, err := js.Consumer(context.Background(), topic.StreamName("orders.created"), topic.ConsumerName(orders))
+			return err
+		}, 10*time.Second, 20*time.Millisecond).Should(Succeed())
+		for range 6 {
+			_, err := js.Publish(context.Background(), "orders.created", []byte("{}"))
+			Expect(err).NotTo(HaveOccurred())
+		}
+	})
+
+	it("adds live lag and current/desired instances to the CF table", func() {
+		Eventually(func() string {
+			return run("events", "--scaler", scalerURL).stdout
+		}, 10*time.Second, 50*time.Millisecond).Should(MatchRegexp(
+			`(?m)^orders\s+orders.created\s+HT_orders_created\s+6\s+3/3\s+0/5\s+2\s+ok$`))
+		r := run("events", "--scaler", scalerURL)
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(MatchRegexp(`(?m)^name\s+topics\s+streams\s+lag\s+instances\s+min/max\s+lag-per-instance\s+status$`))
+		Expect(r.stdout).To(MatchRegexp(`(?m)^billing\s+invoices.due\s+HT_invoices_due\s+0\s+\d+/\d+\s+0/10\s+10\s+ok$`))
+		Expect(w.cc.Instances(orders, "web")).To(Equal(3), "the scaler scaled the app it reports")
+
+		t.Setenv(cli.EnvScalerURL, scalerURL)
+		r = run("events", "orders", "--json")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring(`"live": true`))
+		Expect(r.stdout).To(ContainSubstring(`"lag": 6`))
+		Expect(r.stdout).To(ContainSubstring(`"desired_instances": 3`))
+	})
+
+	it("shows a running `hottopic dev` runtime instead of CF, unless --cf", func() {
+		Eventually(func() string { return run("events", "--cf", "--scaler", scalerURL).stdout },
+			10*time.Second, 50*time.Millisecond).Should(MatchRegexp(`(?m)^orders\s+\S+\s+\S+\s+6\s+3/3`))
+		failsWith(t, run("events", "--dev"), "--dev: no running `hottopic dev` found in .hottopic")
+
+		Expect(os.MkdirAll(devstate.DefaultDir, 0o755)).To(Succeed())
+		Expect(devstate.Write(devstate.DefaultDir, devstate.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
+		w.cc.ResetCalls()
+		r := run("events")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring("Getting event mappings of the `hottopic dev` runtime (scaler " + scalerURL + ")..."))
+		Expect(r.stdout).To(MatchRegexp(`(?m)^orders\s+orders.created\s+HT_orders_created\s+6\s+3/3\s+0/5\s+2\s+ok$`))
+		Expect(w.cc.CallsTo("", "/v3")).To(BeEmpty(), "the dev runtime needs no Cloud Foundry")
+
+		r = run("events", "billing", "--dev")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring("billing"))
+		Expect(r.stdout).NotTo(ContainSubstring("orders.created"))
+
+		r = run("events", "--cf")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring("in org acme / space dev"))
+		Expect(w.cc.CallsTo(http.MethodGet, "/v3/apps")).NotTo(BeEmpty())
+	})
+}
