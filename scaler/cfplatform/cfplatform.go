@@ -304,7 +304,6 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 	err := p.call(ctx, "list mapped apps", func(ctx context.Context, cf *client.Client) error {
 		opts := client.NewAppListOptions()
 		opts.PerPage = 5000
-		opts.LabelSel = client.LabelSelector{} // nil in NewAppListOptions: EqualTo would panic
 		opts.LabelSel = client.LabelSelector{}
 		opts.LabelSel.EqualTo(mapping.LabelMapped, mapping.LabelMappedTrue)
 		apps, err := cf.Applications.ListAll(ctx, opts)
