@@ -22,6 +22,8 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(cfCommands(openCFHome, true)...)
+	root.AddCommand(newDevCommand())
+	root.AddCommand(newPublishCommand())
 	return root
 }
 

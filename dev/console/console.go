@@ -81,17 +81,41 @@ func (w *lineWriter) Close() error {
 	return nil
 }
 
+// HandlerOption adjusts what a Handler prints.
+type HandlerOption func(*handler)
+
+// Hide leaves out attributes with these keys (identifiers that only add noise).
+func Hide(keys ...string) HandlerOption {
+	return func(h *handler) {
+		for _, k := range keys {
+			h.hide[k] = true
+		}
+	}
+}
+
+// Verbatim prints records whose message starts with prefix as the message
+// alone: lines that already say everything.
+func Verbatim(prefix string) HandlerOption {
+	return func(h *handler) { h.verbatim = append(h.verbatim, prefix) }
+}
+
 // Handler is a slog.Handler printing records from source: the message as
 // is, then its attributes as key=value. Debug records are dropped.
-func (c *Console) Handler(source string) slog.Handler {
-	return &handler{c: c, source: source}
+func (c *Console) Handler(source string, opts ...HandlerOption) slog.Handler {
+	h := &handler{c: c, source: source, hide: map[string]bool{}}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
 }
 
 type handler struct {
-	c      *Console
-	source string
-	attrs  string // preformatted, from WithAttrs
-	group  string
+	c        *Console
+	source   string
+	attrs    string // preformatted, from WithAttrs
+	group    string
+	hide     map[string]bool
+	verbatim []string
 }
 
 func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
@@ -105,9 +129,15 @@ func (h *handler) Handle(_ context.Context, r slog.Record) error {
 		b.WriteString("warning: ")
 	}
 	b.WriteString(r.Message)
+	for _, p := range h.verbatim {
+		if strings.HasPrefix(r.Message, p) {
+			h.c.Line(h.source, b.String())
+			return nil
+		}
+	}
 	b.WriteString(h.attrs)
 	r.Attrs(func(a slog.Attr) bool {
-		writeAttr(&b, h.group, a)
+		h.writeAttr(&b, h.group, a)
 		return true
 	})
 	h.c.Line(h.source, b.String())
@@ -117,7 +147,7 @@ func (h *handler) Handle(_ context.Context, r slog.Record) error {
 func (h *handler) WithAttrs(as []slog.Attr) slog.Handler {
 	var b strings.Builder
 	for _, a := range as {
-		writeAttr(&b, h.group, a)
+		h.writeAttr(&b, h.group, a)
 	}
 	n := *h
 	n.attrs += b.String()
@@ -132,14 +162,14 @@ func (h *handler) WithGroup(name string) slog.Handler {
 	return &n
 }
 
-func writeAttr(b *strings.Builder, group string, a slog.Attr) {
+func (h *handler) writeAttr(b *strings.Builder, group string, a slog.Attr) {
 	a.Value = a.Value.Resolve()
-	if a.Equal(slog.Attr{}) {
+	if a.Equal(slog.Attr{}) || h.hide[group+a.Key] {
 		return
 	}
 	if a.Value.Kind() == slog.KindGroup {
 		for _, g := range a.Value.Group() {
-			writeAttr(b, group+a.Key+".", g)
+			h.writeAttr(b, group+a.Key+".", g)
 		}
 		return
 	}

@@ -49,12 +49,14 @@ func testConsole(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	it("prints slog records as message and key=value attributes, dropping debug", func() {
-		log := slog.New(c.Handler("[HOTTOPIC/SCALER]")).With("app", "thumbnailer")
-		log.Info("scaled thumbnailer 0 → 3: lag 27, 10 per instance")
+		log := slog.New(c.Handler("[HOTTOPIC/SCALER]", Verbatim("scaled "), Hide("app_guid"))).With("app", "thumbnailer")
+		log.Info("scaled thumbnailer 0 → 3: lag 27, 10 per instance", "lag", 27)
+		log.Info("mapped app", "app_guid", "x-y", "topics", []string{"a", "b"})
 		log.Debug("noise")
 		log.WithGroup("nats").Warn("lag unknown", "err", errors.New("timeout reading"), "n", 2)
 		Expect(out.String()).To(Equal(
-			"03:04:05.006 [HOTTOPIC/SCALER] scaled thumbnailer 0 → 3: lag 27, 10 per instance app=thumbnailer\n" +
+			"03:04:05.006 [HOTTOPIC/SCALER] scaled thumbnailer 0 → 3: lag 27, 10 per instance\n" +
+				"03:04:05.006 [HOTTOPIC/SCALER] mapped app app=thumbnailer topics=\"[a b]\"\n" +
 				"03:04:05.006 [HOTTOPIC/SCALER] warning: lag unknown app=thumbnailer nats.err=\"timeout reading\" nats.n=2\n"))
 	})
 }

@@ -1,0 +1,190 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/natsconn"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+func newPublishCommand() *cobra.Command {
+	var (
+		natsURL string
+		dataDir string
+		headers []string
+		count   int
+	)
+	cmd := &cobra.Command{
+		Use:   "publish TOPIC [DATA | -]",
+		Short: "Publish an event to a topic (DATA, or - to read it from stdin)",
+		Long: `Publish an event to a topic with a JetStream publish, waiting until it is stored.
+The server is --nats if given, else HOTTOPIC_NATS_URL or a bound service in
+VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir), else ` + devstate.DefaultNATSURL + `.`,
+		Example: `  hottopic publish words "the quick brown fox"
+  hottopic publish images.uploaded - < photo.png --header Content-Type=image/png
+  hottopic publish words "load test" --count 500`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t := args[0]
+			if err := topic.Validate(t); err != nil {
+				return err
+			}
+			if count < 1 {
+				return fmt.Errorf("--count must be 1 or more, got %d", count)
+			}
+			hdr, err := parseHeaders(headers)
+			if err != nil {
+				return err
+			}
+			var data []byte
+			if len(args) == 2 {
+				data = []byte(args[1])
+				if args[1] == "-" {
+					if data, err = io.ReadAll(cmd.InOrStdin()); err != nil {
+						return fmt.Errorf("reading the event from stdin: %v", err)
+					}
+				}
+			}
+			cfg, hint, err := publishTarget(natsURL, dataDir, os.Getenv)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			nc, err := natsconn.Connect(ctx, cfg, "hottopic-publish")
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%v%s", err, hint)
+			}
+			defer nc.Close()
+			n, seq, err := publish(cmd.Context(), nc, t, data, hdr, count)
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				fmt.Fprintf(cmd.OutOrStdout(), "published 1 event to %s (stream %s, sequence %d)\n", t, topic.StreamName(t), seq)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "published %d events to %s (stream %s, last sequence %d)\n", n, t, topic.StreamName(t), seq)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&natsURL, "nats", "", "NATS server URL (default: HOTTOPIC_NATS_URL, VCAP_SERVICES, the running hottopic dev, "+devstate.DefaultNATSURL+")")
+	f.StringArrayVar(&headers, "header", nil, "event header K=V (repeatable), e.g. Content-Type=application/json or ce-type=order.created")
+	f.IntVarP(&count, "count", "n", 1, "publish the event this many times (load)")
+	f.StringVar(&dataDir, "data-dir", devstate.DefaultDir, "data directory of the running hottopic dev")
+	return cmd
+}
+
+// publishTarget picks the server: the flag, then the environment the CF
+// way, then the running dev runtime, then the dev runtime's default address.
+// hint is appended to a connection error.
+func publishTarget(flagURL, dataDir string, getenv func(string) string) (cfg natsconn.Config, hint string, err error) {
+	if flagURL != "" {
+		cfg, err = natsconn.FromURL(flagURL)
+		if err != nil {
+			return cfg, "", fmt.Errorf("--nats: %v", err)
+		}
+		return cfg, "", nil
+	}
+	if getenv(natsconn.EnvURL) != "" || getenv("VCAP_SERVICES") != "" {
+		cfg, err = natsconn.FromEnv(getenv)
+		if !errors.Is(err, natsconn.ErrNoNATS) {
+			return cfg, "", err
+		}
+	}
+	const notRunning = " (is `hottopic dev` running? start it, or point --nats at a server)"
+	st, err := devstate.Read(dataDir)
+	switch {
+	case err == nil:
+		cfg, err = natsconn.FromURL(st.NATSURL)
+		cfg.Source = "the running hottopic dev"
+		return cfg, notRunning, err
+	case errors.Is(err, devstate.ErrNotRunning):
+		cfg, err = natsconn.FromURL(devstate.DefaultNATSURL)
+		cfg.Source = "default"
+		return cfg, notRunning, err
+	default:
+		return cfg, "", err
+	}
+}
+
+func parseHeaders(kvs []string) (nats.Header, error) {
+	h := nats.Header{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || strings.ContainsAny(k, " \t\r\n:") {
+			return nil, fmt.Errorf("--header %q: want NAME=VALUE", kv)
+		}
+		h.Add(k, v)
+	}
+	return h, nil
+}
+
+// publish stores count copies of the event, with up to 256 acks pending at
+// once. A Nats-Msg-Id given for several copies gets "-<n>" appended, so that
+// de-duplication does not fold them into one.
+func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats.Header, count int) (int, uint64, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		return 0, 0, err
+	}
+	msgID := hdr.Get(jetstream.MsgIDHeader)
+	mk := func(i int) *nats.Msg {
+		m := &nats.Msg{Subject: t, Data: data, Header: nats.Header{}}
+		for k, v := range hdr {
+			m.Header[k] = append([]string(nil), v...)
+		}
+		if msgID != "" && count > 1 {
+			m.Header.Set(jetstream.MsgIDHeader, msgID+"-"+strconv.Itoa(i+1))
+		}
+		return m
+	}
+	if count == 1 {
+		ack, err := js.PublishMsg(ctx, mk(0))
+		if err != nil {
+			return 0, 0, publishError(t, err)
+		}
+		return 1, ack.Sequence, nil
+	}
+	futures := make([]jetstream.PubAckFuture, 0, count)
+	for i := range count {
+		f, err := js.PublishMsgAsync(mk(i))
+		if err != nil {
+			return 0, 0, publishError(t, err)
+		}
+		futures = append(futures, f)
+	}
+	var last uint64
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			last = max(last, ack.Sequence)
+		case err := <-f.Err():
+			return i, last, fmt.Errorf("%d of %d events stored, then: %v", i, count, publishError(t, err))
+		case <-ctx.Done():
+			return i, last, ctx.Err()
+		}
+	}
+	return count, last, nil
+}
+
+func publishError(t string, err error) error {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("no stream stores topic %s yet: map an app to it first (in `hottopic dev`, an app in the manifest with annotation hottopic.io/topics: %s)", t, t)
+	}
+	return fmt.Errorf("publish to %s: %v", t, err)
+}

@@ -1,0 +1,368 @@
+// Package dev is `hottopic dev`: the whole system on one machine. It reads
+// a Cloud Foundry manifest, runs an embedded JetStream server (or uses an
+// existing one), runs the scaler on the local platform (dev/supervisor), and
+// shows every process's output with CF-style prefixes.
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-envparse"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hottopic-io/hottopic/dev/console"
+	"github.com/hottopic-io/hottopic/dev/manifest"
+	"github.com/hottopic-io/hottopic/dev/supervisor"
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/natsconn"
+	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+// Defaults of the dev runtime. The intervals are shorter than the scaler's
+// own defaults: the local platform is cheap to ask, and a newcomer should
+// see scale-from-zero at once.
+const (
+	DefaultNATSPort          = 4222
+	DefaultPollInterval      = 500 * time.Millisecond
+	DefaultDiscoveryInterval = 2 * time.Second
+)
+
+// Options configure one run.
+type Options struct {
+	Manifest string // path of the CF manifest
+	DataDir  string // default devstate.DefaultDir
+	NATSPort int    // embedded server port, default DefaultNATSPort
+	NATSURL  string // use this server instead of an embedded one
+	EnvFile  string // KEY=VALUE lines added to every app's environment
+
+	PollInterval      time.Duration
+	DiscoveryInterval time.Duration
+	GracePeriod       time.Duration // per process on stop, default supervisor.DefaultGracePeriod
+
+	// Executable runs this project's sidecar (`<Executable> sidecar`);
+	// default: this very binary, so the code path is the production one.
+	Executable string
+	Out        io.Writer // default os.Stdout
+}
+
+const devSource = "[HOTTOPIC/DEV]"
+
+// Run runs the manifest's apps until ctx ends, then stops everything:
+// sidecars drain, apps stop, the server shuts down. A value on abort (a
+// second Ctrl-C) kills what is still stopping instead of waiting.
+func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
+	o = withDefaults(o)
+	m, err := manifest.Load(o.Manifest)
+	if err != nil {
+		return err
+	}
+	fileEnv, err := loadEnvFile(o.EnvFile)
+	if err != nil {
+		return err
+	}
+	if st, err := devstate.Read(o.DataDir); err == nil {
+		return fmt.Errorf("hottopic dev is already running from %s (pid %d): stop it first, or use another --data-dir", o.DataDir, st.PID)
+	}
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory %s: %v", o.DataDir, errors.Unwrap(err))
+	}
+	exe := o.Executable
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return fmt.Errorf("cannot find this executable to run the sidecar: %v", err)
+		}
+	}
+	con := console.New(o.Out)
+	if n := m.IgnoredNotice(); n != "" {
+		con.Line(devSource, n)
+	}
+
+	// NATS: embedded unless --nats.
+	natsURL := o.NATSURL
+	var srv *server.Server
+	if natsURL == "" {
+		if srv, err = startNATS(o.DataDir, o.NATSPort, con); err != nil {
+			return err
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			con.Line(devSource, "NATS server stopped")
+		}()
+		natsURL = srv.ClientURL()
+		con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", natsURL, filepath.Join(o.DataDir, "jetstream"))
+	}
+	cfg, err := natsconn.FromURL(natsURL)
+	if err != nil {
+		return fmt.Errorf("--nats: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	closed := make(chan struct{})
+	nc, err := natsconn.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	apps := supervisorApps(m, fileEnv, exe, con)
+	if err := provisionApps(ctx, js, apps, m); err != nil {
+		return err
+	}
+	sup, err := supervisor.New(supervisor.Config{Console: con, NATSURL: natsURL, GracePeriod: o.GracePeriod}, apps)
+	if err != nil {
+		return err
+	}
+
+	// The scaler, with its HTTP API on a free loopback port for `hottopic events`.
+	logger := slog.New(con.Handler("[HOTTOPIC/SCALER]", console.Verbatim("scaled "), console.Hide("app_guid", "instance")))
+	sc := scaler.New(js, sup,
+		scaler.WithPollInterval(o.PollInterval),
+		scaler.WithDiscoveryInterval(o.DiscoveryInterval),
+		scaler.WithLogger(logger),
+		scaler.WithInstanceID(fmt.Sprintf("dev-%d", os.Getpid())))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("scaler API: %v", err)
+	}
+	api := &http.Server{Handler: sc.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = api.Serve(ln) }()
+	scalerURL := "http://" + ln.Addr().String()
+
+	dlq, err := watchDeadLetters(nc, apps, con)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dlq.Unsubscribe() }()
+
+	if err := devstate.Write(o.DataDir, devstate.State{PID: os.Getpid(), NATSURL: natsURL, ScalerURL: scalerURL}); err != nil {
+		return fmt.Errorf("cannot record the running dev runtime in %s: %v", o.DataDir, err)
+	}
+	defer devstate.Remove(o.DataDir)
+
+	scCtx, stopScaler := context.WithCancel(context.Background())
+	supCtx, stopSup := context.WithCancel(context.Background())
+	defer stopScaler()
+	defer stopSup()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	scDone := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		defer close(scDone)
+		if err := sc.Run(scCtx); err != nil {
+			con.Printf(devSource, "scaler stopped: %v", err)
+		}
+	}()
+	supDone := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		defer close(supDone)
+		_ = sup.Run(supCtx)
+	}()
+
+	con.Printf(devSource, "ready: %s; scaler API %s. Publish with `hottopic publish TOPIC DATA`, see mappings with `hottopic events`; Ctrl-C stops", describe(m), scalerURL)
+
+	<-ctx.Done()
+	con.Line(devSource, "stopping: sidecars drain, then apps stop (Ctrl-C again to kill at once)")
+	go func() {
+		select {
+		case <-abort:
+			sup.Abort()
+		case <-supDone:
+		}
+	}()
+	// The scaler first, so that nothing is rescaled while instances stop.
+	stopScaler()
+	<-scDone
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = api.Shutdown(sctx)
+	cancel()
+	stopSup()
+	wg.Wait()
+	if err := nc.Drain(); err == nil {
+		select {
+		case <-closed:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	con.Line(devSource, "all apps stopped")
+	return nil
+}
+
+func withDefaults(o Options) Options {
+	if o.DataDir == "" {
+		o.DataDir = devstate.DefaultDir
+	}
+	if o.NATSPort == 0 {
+		o.NATSPort = DefaultNATSPort
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.DiscoveryInterval <= 0 {
+		o.DiscoveryInterval = DefaultDiscoveryInterval
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	return o
+}
+
+func loadEnvFile(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("env file %s not found", path)
+		}
+		return nil, fmt.Errorf("env file %s: %v", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	env, err := envparse.Parse(f)
+	if err != nil {
+		var pe *envparse.ParseError
+		if errors.As(err, &pe) && pe.Line > 0 {
+			return nil, fmt.Errorf("env file %s: line %d: %v", path, pe.Line, pe.Err)
+		}
+		return nil, fmt.Errorf("env file %s: %v", path, err)
+	}
+	return env, nil
+}
+
+// AppGUID is an app's GUID in the dev runtime: derived from its name, so a
+// restart finds the same JetStream consumers and KV key.
+func AppGUID(name string) string { return supervisor.NameUUID("dev/" + name) }
+
+// supervisorApps turns manifest apps into instances to run. A sidecar whose
+// command is hottopic-sidecar runs as `<this binary> sidecar`; a mapped app
+// that declares none gets one anyway, as the buildpack would give it.
+func supervisorApps(m *manifest.Manifest, fileEnv map[string]string, exe string, con *console.Console) []supervisor.App {
+	var out []supervisor.App
+	for _, a := range m.Apps {
+		env := map[string]string{}
+		for k, v := range a.Env {
+			env[k] = v
+		}
+		for k, v := range fileEnv { // local values win over the manifest's
+			env[k] = v
+		}
+		sa := supervisor.App{
+			GUID: AppGUID(a.Name), Name: a.Name, Dir: a.Dir, Command: a.Command,
+			Env: env, Instances: a.Instances,
+			Mapped: a.Mapping != nil, Annotations: a.Annotations,
+		}
+		for _, s := range a.Sidecars {
+			if s.IsHotTopic() {
+				sa.Sidecars = append(sa.Sidecars, supervisor.Sidecar{
+					Name: s.Name, Path: exe, Args: append([]string{"sidecar"}, strings.Fields(s.Command)[1:]...), Drains: true,
+				})
+				continue
+			}
+			sa.Sidecars = append(sa.Sidecars, supervisor.Sidecar{Name: s.Name, Command: s.Command})
+		}
+		if a.Mapping != nil && !a.HasHotTopicSidecar() {
+			con.Printf(devSource, "app %s is mapped but declares no hottopic-sidecar; running it anyway, as the buildpack does", a.Name)
+			sa.Sidecars = append(sa.Sidecars, supervisor.Sidecar{Name: "hottopic", Path: exe, Args: []string{"sidecar"}, Drains: true})
+		}
+		out = append(out, sa)
+	}
+	return out
+}
+
+// provisionApps creates the streams and consumers of every mapped app
+// before the dev runtime says it is ready: an event published right after
+// must not find a topic without a stream or a consumer (the scaler, which
+// also keeps them, may not have run its first discovery yet).
+func provisionApps(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, m *manifest.Manifest) error {
+	so, err := provision.DefaultStreamOptions()
+	if err != nil {
+		return err
+	}
+	if _, err := provision.EnsureDLQStream(ctx, js, so); err != nil {
+		return err
+	}
+	for i, a := range m.Apps {
+		if a.Mapping == nil {
+			continue
+		}
+		for _, t := range a.Mapping.Topics {
+			if _, err := provision.EnsureTopicStream(ctx, js, t, so); err != nil {
+				return err
+			}
+			if _, err := provision.EnsureConsumer(ctx, js, apps[i].GUID, t, a.Mapping.Settings); err != nil {
+				return err
+			}
+		}
+		if out := a.Mapping.OutputTopic; out != "" {
+			if _, err := provision.EnsureTopicStream(ctx, js, out, so); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// watchDeadLetters prints each dead letter as it is stored, so a developer
+// sees poison events without a separate tool.
+func watchDeadLetters(nc *nats.Conn, apps []supervisor.App, con *console.Console) (*nats.Subscription, error) {
+	names := map[string]string{}
+	for _, a := range apps {
+		names[a.GUID] = a.Name
+	}
+	return nc.Subscribe(topic.DLQPrefix+">", func(msg *nats.Msg) {
+		app := msg.Header.Get("Hottopic-App")
+		if n, ok := names[app]; ok {
+			app = n
+		}
+		con.Printf("[HOTTOPIC/DLQ]", "dead letter on %s for app %s after %s deliveries: %s (%d bytes: %s)",
+			strings.TrimPrefix(msg.Subject, topic.DLQPrefix), app, msg.Header.Get("Hottopic-Deliveries"),
+			msg.Header.Get("Hottopic-Reason"), len(msg.Data), preview(msg.Data))
+	})
+}
+
+func preview(b []byte) string {
+	const max = 60
+	s := strings.ToValidUTF8(string(b), "?")
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// describe summarises the manifest for the ready line.
+func describe(m *manifest.Manifest) string {
+	var parts []string
+	for _, a := range m.Apps {
+		if a.Mapping != nil {
+			parts = append(parts, fmt.Sprintf("%s ← %s (%d–%d instances)", a.Name, strings.Join(a.Mapping.Topics, ","), a.Mapping.MinInstances, a.Mapping.MaxInstances))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s (%d instances)", a.Name, a.Instances))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,72 @@
+package dev
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/hottopic-io/hottopic/dev/console"
+)
+
+// startNATS runs the embedded JetStream server on 127.0.0.1:port with file
+// storage under dataDir, so queued events survive a restart.
+func startNATS(dataDir string, port int, con *console.Console) (*server.Server, error) {
+	// The server reports a busy port only in its log; say it plainly first.
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("port %d on 127.0.0.1 is in use (another hottopic dev or NATS server?): choose another with --nats-port, or use that server with --nats nats://127.0.0.1:%d", port, port)
+		}
+		return nil, fmt.Errorf("cannot listen on 127.0.0.1:%d: %v", port, err)
+	}
+	l.Close()
+	store, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{
+		ServerName: "hottopic-dev",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   store,
+		NoSigs:     true,
+		MaxPayload: 8 << 20,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS server: %v", err)
+	}
+	srv.SetLoggerV2(natsLogger{con}, false, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server did not start on 127.0.0.1:%d within 15s (is %s usable?)", port, store)
+	}
+	return srv, nil
+}
+
+// natsLogger shows the server's warnings and errors; its routine notices
+// would drown the apps' output.
+type natsLogger struct{ c *console.Console }
+
+const natsSource = "[HOTTOPIC/NATS]"
+
+func (natsLogger) Noticef(string, ...any) {}
+func (natsLogger) Debugf(string, ...any)  {}
+func (natsLogger) Tracef(string, ...any)  {}
+func (l natsLogger) Warnf(format string, v ...any) {
+	l.c.Printf(natsSource, "warning: "+format, v...)
+}
+func (l natsLogger) Errorf(format string, v ...any) {
+	l.c.Printf(natsSource, "error: "+format, v...)
+}
+func (l natsLogger) Fatalf(format string, v ...any) {
+	l.c.Printf(natsSource, "fatal: "+format, v...)
+}
