@@ -1,0 +1,113 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+// api is the sidecar's own HTTP API for the app: publish, health, metrics.
+type api struct {
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	m       *metrics
+	streams provision.StreamOptions
+	mode    string
+	topics  func() []string
+}
+
+func (a *api) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /publish/{topic...}", a.publish)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.m.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+type publishReply struct {
+	Topic     string `json:"topic"`
+	Stream    string `json:"stream"`
+	Sequence  uint64 `json:"sequence"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	t := r.PathValue("topic")
+	if err := topic.Validate(t); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !a.nc.IsConnected() {
+		a.m.pubAPIErr.Inc()
+		writeError(w, http.StatusServiceUnavailable, "NATS is unreachable; the event was not stored")
+		return
+	}
+	limit := a.nc.MaxPayload()
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "cannot read the request body")
+		return
+	}
+	if int64(len(body)) > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "the event is larger than the NATS payload limit")
+		return
+	}
+	msg := &nats.Msg{Subject: t, Header: nats.Header{}, Data: body}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		msg.Header.Set("Content-Type", ct)
+	}
+	if id := r.Header.Get(jetstream.MsgIDHeader); id != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+	}
+	for k, v := range r.Header {
+		if lk := strings.ToLower(k); (strings.HasPrefix(lk, "ce-") || lk == "traceparent" || lk == "tracestate") && len(v) > 0 {
+			msg.Header[lk] = v
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), publishWait)
+	defer cancel()
+	ack, err := publish(ctx, a.js, msg, a.streams)
+	if err != nil {
+		a.m.pubAPIErr.Inc()
+		code := http.StatusServiceUnavailable
+		if errors.Is(err, context.Canceled) {
+			code = http.StatusRequestTimeout
+		}
+		a.log.Warn("publish failed", "topic", t, "error", err)
+		writeError(w, code, "the event was not stored: "+err.Error())
+		return
+	}
+	a.m.pubAPIOK.Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(publishReply{Topic: t, Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
+	status, code := "ok", http.StatusOK
+	natsState := "connected"
+	if !a.nc.IsConnected() {
+		status, code, natsState = "degraded", http.StatusServiceUnavailable, strings.ToLower(a.nc.Status().String())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "nats": natsState, "mode": a.mode, "topics": a.topics()})
+}

@@ -1,0 +1,110 @@
+package sidecar
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hottopic-io/hottopic/cfenv"
+	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/natsconn"
+	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+// Environment variables read by the sidecar beyond the CF ones.
+const (
+	EnvListen = "HOTTOPIC_LISTEN"
+	// EnvConnectTimeout bounds the first NATS connection (Go duration).
+	EnvConnectTimeout = "HOTTOPIC_NATS_CONNECT_TIMEOUT"
+
+	DefaultListen         = "127.0.0.1:8383"
+	DefaultConnectTimeout = 30 * time.Second
+	// ShutdownGrace is how long in-flight deliveries may finish after SIGTERM:
+	// inside CF's 10 s, with room to nak the rest and flush.
+	ShutdownGrace = 9 * time.Second
+)
+
+// Config is everything the sidecar reads from its environment.
+type Config struct {
+	AppPort        int
+	App            cfenv.Application
+	NATS           natsconn.Config
+	Static         *mapping.Mapping // nil: follow the KV mapping
+	Listen         string
+	Streams        provision.StreamOptions
+	ConnectTimeout time.Duration
+}
+
+// LoadConfig reads and checks the environment. Errors are one line naming
+// the variable and never echo a credential.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	var c Config
+	rawPort := strings.TrimSpace(getenv("PORT"))
+	if rawPort == "" {
+		return c, fmt.Errorf("PORT is not set: the sidecar delivers events to the app on 127.0.0.1:$PORT")
+	}
+	port, err := strconv.Atoi(rawPort)
+	if err != nil || port < 1 || port > 65535 {
+		return c, fmt.Errorf("PORT must be a port number from 1 to 65535, got %q", rawPort)
+	}
+	c.AppPort = port
+
+	if c.App, err = cfenv.App(getenv); err != nil {
+		return c, err
+	}
+	if strings.TrimSpace(getenv("VCAP_APPLICATION")) == "" {
+		return c, fmt.Errorf("VCAP_APPLICATION is not set: the sidecar needs the app GUID (application_id) to name its consumers")
+	}
+	if err := topic.ValidConsumerName(c.App.ID); err != nil {
+		return c, fmt.Errorf("VCAP_APPLICATION application_id: %w", err)
+	}
+
+	if c.NATS, err = natsconn.FromEnv(getenv); err != nil {
+		return c, err
+	}
+
+	m, static, err := mapping.FromEnv(c.App.ID, c.App.Name, getenv)
+	if err != nil {
+		return c, err
+	}
+	if static {
+		c.Static = &m
+	}
+
+	c.Listen = strings.TrimSpace(getenv(EnvListen))
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	host, lport, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return c, fmt.Errorf("%s must be host:port, got %q", EnvListen, c.Listen)
+	}
+	if n, err := strconv.Atoi(lport); err != nil || n < 0 || n > 65535 {
+		return c, fmt.Errorf("%s port must be a number from 0 to 65535, got %q", EnvListen, lport)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return c, fmt.Errorf("%s host must be an IP address or localhost, got %q", EnvListen, host)
+	}
+
+	if c.Streams, err = provision.StreamOptionsFromEnv(getenv); err != nil {
+		return c, err
+	}
+
+	c.ConnectTimeout = DefaultConnectTimeout
+	if v := strings.TrimSpace(getenv(EnvConnectTimeout)); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("%s must be a positive Go duration such as 30s, got %q", EnvConnectTimeout, v)
+		}
+		c.ConnectTimeout = d
+	}
+	return c, nil
+}
+
+// window is how many events one topic may hold: every worker busy plus a
+// little prefetch (half the concurrency, at least one) so the next event is
+// already here when a worker frees up.
+func window(concurrency int) int { return concurrency + max(1, concurrency/2) }

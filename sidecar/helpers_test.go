@@ -1,0 +1,244 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var sidecarBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hottopic-sidecar-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sidecarBin = filepath.Join(dir, "hottopic-sidecar")
+	build := exec.Command("go", "build", "-o", sidecarBin, "github.com/hottopic-io/hottopic/cmd/hottopic-sidecar")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building hottopic-sidecar:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// delivery is one request the test app received.
+type delivery struct {
+	Header http.Header
+	Body   string
+}
+
+// testApp is the function app: an HTTP server on 127.0.0.1 recording every event.
+type testApp struct {
+	port int
+	srv  *http.Server
+
+	mu      sync.Mutex
+	got     []delivery
+	handler func(d delivery, w http.ResponseWriter)
+}
+
+func newApp(t *testing.T, port int, handler func(d delivery, w http.ResponseWriter)) *testApp {
+	t.Helper()
+	if port == 0 {
+		port = freePort(t)
+	}
+	a := &testApp{port: port, handler: handler}
+	a.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		d := delivery{Header: r.Header.Clone(), Body: string(body)}
+		d.Header.Set("X-Path", r.URL.Path)
+		a.mu.Lock()
+		a.got = append(a.got, d)
+		h := a.handler
+		a.mu.Unlock()
+		if h != nil {
+			h(d, w)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})}
+	return a
+}
+
+func (a *testApp) start(t *testing.T) *testApp {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(a.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.srv.Serve(l) }()
+	t.Cleanup(func() { _ = a.srv.Close() })
+	return a
+}
+
+func (a *testApp) deliveries() []delivery {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]delivery(nil), a.got...)
+}
+
+// bodies counts deliveries per body.
+func (a *testApp) bodies() map[string]int {
+	out := map[string]int{}
+	for _, d := range a.deliveries() {
+		out[d.Body]++
+	}
+	return out
+}
+
+// proc is a running hottopic-sidecar process.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	code int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startSidecar(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	cmd := exec.Command(sidecarBin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		p.code = cmd.ProcessState.ExitCode()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		if t.Failed() {
+			t.Logf("sidecar output:\n%s", p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) signal(s syscall.Signal) { _ = p.cmd.Process.Signal(s) }
+
+// exited reports whether the process ended (for Eventually).
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// env is the CF-shaped environment of one instance.
+func env(appGUID string, appPort int, natsURL string, extra ...string) map[string]string {
+	e := map[string]string{
+		"PORT":                          strconv.Itoa(appPort),
+		"VCAP_APPLICATION":              fmt.Sprintf(`{"application_id":%q,"application_name":"fn","instance_index":0}`, appGUID),
+		"HOTTOPIC_NATS_URL":             natsURL,
+		"HOTTOPIC_LISTEN":               "127.0.0.1:0",
+		"HOTTOPIC_NATS_CONNECT_TIMEOUT": "3s",
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		e[extra[i]] = extra[i+1]
+	}
+	return e
+}
+
+func jsFor(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func publishN(t *testing.T, js jetstream.JetStream, subject string, n int, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		if _, err := js.Publish(ctx, subject, []byte(prefix+strconv.Itoa(i))); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+func consumerInfo(t *testing.T, js jetstream.JetStream, stream, name string) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, stream, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// listenAddr finds the sidecar API address from its log (HOTTOPIC_LISTEN=127.0.0.1:0 in tests).
+func apiPort(t *testing.T) int { return freePort(t) }
+
+func jsonMap(b []byte) map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+func lines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
