@@ -116,6 +116,10 @@ func (c *CC) serveV3(w http.ResponseWriter, r *http.Request, p string) {
 		err = c.withProcess(k, parts[1], func(p *process) { c.writeStats(w, p) })
 	case post && len(parts) == 4 && parts[0] == "processes" && parts[2] == "actions" && parts[3] == "scale":
 		err = c.scaleProcess(w, r, k, parts[1])
+	case get && len(parts) == 1 && parts[0] == "routes":
+		// the double has no routes; cf apps lists them for every app
+		err = c.listEmpty(w, r, "app_guids", "domain_guids", "hosts", "organization_guids", "paths", "ports",
+			"space_guids", "service_instance_guids", "include", "label_selector", "created_ats", "updated_ats")
 	default:
 		err = errUnknownRequest()
 	}
@@ -234,6 +238,15 @@ func toOne(guid string) map[string]any {
 
 func metadataJSON(labels, annotations map[string]string) map[string]any {
 	return map[string]any{"labels": cloneMap(labels), "annotations": cloneMap(annotations)}
+}
+
+func (c *CC) listEmpty(w http.ResponseWriter, r *http.Request, allowed ...string) *ccError {
+	lq, err := parseList(r, allowed...)
+	if err != nil {
+		return err
+	}
+	c.writePage(w, r, lq, nil, nil)
+	return nil
 }
 
 // ---- organizations and spaces ----

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloudfoundry/go-cfclient/v3/client"
 	"github.com/cloudfoundry/go-cfclient/v3/config"
@@ -33,11 +34,13 @@ type ccErr struct {
 
 func testCCDouble(t *testing.T, when spec.G, it spec.S) {
 	var (
-		Expect = NewWithT(t).Expect
-		ctx    = context.Background()
-		cc     *ccdouble.CC
-		space  string
-		other  string
+		g          = NewWithT(t)
+		Expect     = g.Expect
+		Eventually = g.Eventually
+		ctx        = context.Background()
+		cc         *ccdouble.CC
+		space      string
+		other      string
 	)
 
 	it.Before(func() {
@@ -215,6 +218,259 @@ func testCCDouble(t *testing.T, when spec.G, it spec.S) {
 			Expect(gets).To(HaveLen(3))
 			Expect(gets[1].Status).To(Equal(http.StatusUnauthorized))
 			Expect(gets[2].Status).To(Equal(http.StatusOK))
+		})
+	})
+
+	when("requests are malformed or unauthenticated", func() {
+		it("answers with CC's codes and the error envelope", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			tok := token("scaler", "s3cret")
+			for _, tc := range []struct {
+				method, path, tok, body string
+				status, code            int
+			}{
+				{"GET", "/v3/apps", "", "", 401, 10002},
+				{"GET", "/v3/apps", "not-a-jwt", "", 401, 1000},
+				{"GET", "/v3/apps/" + guid, tok + "x", "", 401, 1000},
+				{"GET", "/v3/apps?per_page=0", tok, "", 400, 10005},
+				{"GET", "/v3/apps?per_page=5001", tok, "", 400, 10005},
+				{"GET", "/v3/apps?page=0", tok, "", 400, 10005},
+				{"GET", "/v3/apps?colour=red", tok, "", 400, 10005},
+				{"GET", "/v3/apps?label_selector=env%3D%3D%3Dprod", tok, "", 400, 10005},
+				{"GET", "/v3/apps?label_selector=", tok, "", 400, 10005},
+				{"GET", "/v3/apps/no-such-guid", tok, "", 404, 10010},
+				{"GET", "/v3/nothing-here", tok, "", 404, 10000},
+				{"PATCH", "/v3/apps/" + guid, tok, `{"metadata":{"labels":{"a":"b"}},"colour":"red"}`, 422, 10008},
+				{"PATCH", "/v3/apps/" + guid, tok, `{"metadata":{"labels":{"a":"b c"}}}`, 422, 10008},
+				{"PATCH", "/v3/apps/" + guid, tok, `{not json`, 400, 1001},
+				{"POST", "/v3/apps/" + guid + "/processes/web/actions/scale", tok, `{"instances":-1}`, 422, 10008},
+				{"POST", "/v3/apps/" + guid + "/processes/web/actions/scale", tok, `{"instances":1.5}`, 422, 10008},
+				{"POST", "/v3/apps/" + guid + "/processes/web/actions/scale", tok, `{"instances":"2"}`, 422, 10008},
+				{"POST", "/v3/apps/" + guid + "/processes/web/actions/scale", tok, `{"instances":2,"colour":"red"}`, 422, 10008},
+				{"POST", "/v3/apps/" + guid + "/processes/worker/actions/scale", tok, `{"instances":2}`, 404, 10010},
+				{"POST", "/v3/processes/no-such-guid/actions/scale", tok, `{"instances":2}`, 404, 10010},
+			} {
+				status, e, raw := do(tc.method, tc.path, tc.tok, tc.body)
+				Expect(status).To(Equal(tc.status), "%s %s: %s", tc.method, tc.path, raw)
+				Expect(e.Code).To(Equal(tc.code), "%s %s: %s", tc.method, tc.path, raw)
+				Expect(e.Title).To(HavePrefix("CF-"), "%s %s", tc.method, tc.path)
+				Expect(e.Detail).NotTo(BeEmpty())
+			}
+			Expect(cc.App(guid).Instances).To(Equal(1))
+			Expect(cc.App(guid).Labels).To(BeEmpty())
+		})
+
+		it("rejects bad UAA credentials in UAA's format", func() {
+			_, err := config.New(cc.URL(), config.ClientCredentials("scaler", "wrong"))
+			Expect(err).NotTo(HaveOccurred()) // discovery only; the token is fetched on first use
+			cfg, _ := config.New(cc.URL(), config.ClientCredentials("scaler", "wrong"))
+			cf, err := client.New(cfg)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = cf.Applications.ListAll(ctx, nil)
+			Expect(err).To(MatchError(ContainSubstring("Bad credentials")))
+			Expect(cc.CallsTo("GET", "/v3/apps")).To(BeEmpty())
+		})
+	})
+
+	when("callers have different roles", func() {
+		it("hides other spaces and forbids writes to read-only roles", func() {
+			mine := cc.AddApp(space, "orders", nil, nil)
+			hidden := cc.AddApp(other, "billing", nil, nil)
+
+			apps, err := cfClient("auditor", "audit-secret").Applications.ListAll(ctx, nil)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(apps).To(HaveLen(1))
+			Expect(apps[0].GUID).To(Equal(mine))
+
+			auditor := cfClient("auditor", "audit-secret")
+			web, err := auditor.Processes.FirstForApp(ctx, mine, client.NewProcessOptions())
+			Expect(err).NotTo(HaveOccurred())
+			_, err = auditor.Processes.Scale(ctx, web.GUID, resource.NewProcessScale().WithInstances(2))
+			Expect(cfError(err).Code).To(Equal(10003))
+			_, err = auditor.Applications.Update(ctx, mine, &resource.AppUpdate{Name: "orders", Metadata: resource.NewMetadata().WithLabel("", "a", "b")})
+			Expect(cfError(err).Code).To(Equal(10003))
+			_, err = auditor.Applications.Get(ctx, hidden)
+			Expect(cfError(err).Code).To(Equal(10010))
+
+			scaler := cfClient("scaler", "s3cret")
+			_, err = scaler.Processes.Scale(ctx, cc.ProcessGUID(hidden, "web"), resource.NewProcessScale().WithInstances(2))
+			Expect(cfError(err).Code).To(Equal(10010))
+
+			all, err := cfClient("admin", "admin-secret").Applications.ListAll(ctx, nil)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(all).To(HaveLen(2))
+			Expect(cc.App(mine).Instances).To(Equal(1))
+			Expect(cc.App(hidden).Instances).To(Equal(1))
+		})
+
+		it("lets a space supporter scale but not relabel, and honours app_scaling and deployments", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			cc.AddClient("supporter", "sup", ccdouble.SpaceSupporter(space))
+			sup := cfClient("supporter", "sup")
+			_, err := sup.Processes.Scale(ctx, cc.ProcessGUID(guid, "web"), resource.NewProcessScale().WithInstances(0))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(cc.App(guid).Instances).To(Equal(0))
+			_, err = sup.Applications.Update(ctx, guid, &resource.AppUpdate{Name: "orders"})
+			Expect(cfError(err).Code).To(Equal(10003))
+
+			cc.SetFeatureFlag("app_scaling", false)
+			_, err = sup.Processes.Scale(ctx, cc.ProcessGUID(guid, "web"), resource.NewProcessScale().WithInstances(2))
+			Expect(cfError(err).Code).To(Equal(330002))
+			_, err = cfClient("admin", "admin-secret").Processes.Scale(ctx, cc.ProcessGUID(guid, "web"), resource.NewProcessScale().WithInstances(2))
+			Expect(err).NotTo(HaveOccurred())
+
+			cc.SetDeploying(guid, true)
+			_, err = cfClient("admin", "admin-secret").Processes.Scale(ctx, cc.ProcessGUID(guid, "web"), resource.NewProcessScale().WithInstances(3))
+			Expect(cfError(err).Detail).To(ContainSubstring("deployment is in flight"))
+			Expect(cc.App(guid).Instances).To(Equal(2))
+		})
+
+		it("answers 403 CF-InsufficientScope to a token without cloud_controller scopes", func() {
+			cc.AddClient("bare", "bare-secret", ccdouble.SpaceDeveloper(space))
+			cc.SetScopes("bare", "uaa.none")
+			status, e, _ := do("GET", "/v3/apps", token("bare", "bare-secret"), "")
+			Expect(status).To(Equal(403))
+			Expect(e.Code).To(Equal(10007))
+		})
+	})
+
+	when("the app scale endpoint and stats are used", func() {
+		it("scales by app and type, reports one stat per instance and keeps seeded states", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			cc.AddProcess(guid, "worker", 2)
+			cc.SetInstanceState(guid, "worker", 1, "CRASHED")
+			tok := token("scaler", "s3cret")
+			status, _, raw := do("POST", "/v3/apps/"+guid+"/processes/worker/actions/scale", tok, `{"instances":4,"memory_in_mb":256}`)
+			Expect(status).To(Equal(202), string(raw))
+			var p resource.Process
+			Expect(json.Unmarshal(raw, &p)).To(Succeed())
+			Expect(p.Type).To(Equal("worker"))
+			Expect(p.Instances).To(Equal(4))
+			Expect(p.MemoryInMB).To(Equal(256))
+			Expect(p.Links["scale"].Href).To(Equal(cc.URL() + "/v3/processes/" + p.GUID + "/actions/scale"))
+
+			stats, err := cfClient("scaler", "s3cret").Processes.GetStatsForApp(ctx, guid, "worker")
+			Expect(err).NotTo(HaveOccurred())
+			var states []string
+			for _, s := range stats.Stats {
+				states = append(states, s.State)
+			}
+			Expect(states).To(Equal([]string{"RUNNING", "CRASHED", "RUNNING", "RUNNING"}))
+
+			sc := cc.ScaleCalls(guid)
+			Expect(sc).To(HaveLen(1))
+			Expect(sc[0].ProcessType).To(Equal("worker"))
+			Expect(cc.Instances(guid, "web")).To(Equal(1))
+			Expect(cc.Instances(guid, "worker")).To(Equal(4))
+		})
+	})
+
+	when("faults are injected", func() {
+		it("fails the next matching requests with the given status and code, then recovers", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			tok := token("scaler", "s3cret")
+			cc.FailNext(ccdouble.Fault{Method: "GET", PathPrefix: "/v3/apps", Times: 2, Status: 503})
+			cc.FailNext(ccdouble.Fault{PathPrefix: "/v3/processes", Status: 429, RetryAfter: 3 * time.Second})
+
+			status, e, _ := do("GET", "/v3/apps/"+guid, tok, "")
+			Expect(status).To(Equal(503))
+			Expect(e.Code).To(Equal(10015))
+			_, err := cfClient("scaler", "s3cret").Applications.Get(ctx, guid)
+			Expect(cfError(err).Code).To(Equal(10015))
+			status, _, _ = do("GET", "/v3/apps/"+guid, tok, "")
+			Expect(status).To(Equal(200))
+
+			req, _ := http.NewRequest("GET", cc.URL()+"/v3/processes/"+cc.ProcessGUID(guid, "web"), nil)
+			req.Header.Set("Authorization", "bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(resp.StatusCode).To(Equal(429))
+			Expect(resp.Header.Get("Retry-After")).To(Equal("3"))
+			Expect(cc.PendingFaults()).To(Equal(0))
+
+			cc.FailNext(ccdouble.Fault{PathPrefix: "/v3/apps", Drop: true})
+			_, err = http.Get(cc.URL() + "/v3/apps")
+			Expect(err).To(HaveOccurred())
+			Expect(cc.CallsTo("GET", "/v3/apps")[3].Status).To(Equal(0))
+		})
+
+		it("goes down with connection refused and comes back on the same URL", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			cf := cfClient("scaler", "s3cret")
+			_, err := cf.Applications.Get(ctx, guid)
+			Expect(err).NotTo(HaveOccurred())
+
+			cc.Down()
+			_, err = cf.Applications.Get(ctx, guid)
+			Expect(err).To(MatchError(ContainSubstring("connection refused")))
+			cc.Up()
+			_, err = cf.Applications.Get(ctx, guid)
+			Expect(err).NotTo(HaveOccurred())
+
+			cc.SetUnavailable(true)
+			_, err = cf.Applications.Get(ctx, guid)
+			Expect(cfError(err).Code).To(Equal(10015))
+			cc.SetUnavailable(false)
+			_, err = cf.Applications.Get(ctx, guid)
+			Expect(err).NotTo(HaveOccurred())
+		})
+
+		it("lets an OnRequest hook hold a request and OnCall observe it", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			release := make(chan struct{})
+			held := make(chan ccdouble.Call, 1)
+			seen := make(chan ccdouble.Call, 10)
+			cc.OnRequest(func(c ccdouble.Call) {
+				if strings.HasSuffix(c.Path, "/actions/scale") {
+					held <- c
+					<-release
+				}
+			})
+			cc.OnCall(func(c ccdouble.Call) { seen <- c })
+			tok := token("scaler", "s3cret")
+			done := make(chan int)
+			req, err := http.NewRequest("POST", cc.URL()+"/v3/apps/"+guid+"/processes/web/actions/scale", strings.NewReader(`{"instances":5}`))
+			Expect(err).NotTo(HaveOccurred())
+			req.Header.Set("Authorization", "bearer "+tok)
+			go func() {
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					done <- 0
+					return
+				}
+				resp.Body.Close()
+				done <- resp.StatusCode
+			}()
+			Eventually(held).Should(Receive())
+			Expect(cc.App(guid).Instances).To(Equal(1))
+			close(release)
+			Eventually(done).Should(Receive(Equal(202)))
+			Eventually(seen).Should(Receive(HaveField("Status", 202)))
+			Expect(cc.App(guid).Instances).To(Equal(5))
+		})
+	})
+
+	when("many clients use it at once", func() {
+		it("stays consistent", func() {
+			guid := cc.AddApp(space, "orders", nil, nil)
+			cf := cfClient("scaler", "s3cret")
+			web := cc.ProcessGUID(guid, "web")
+			errs := make(chan error, 20)
+			for i := range 20 {
+				go func() {
+					_, err := cf.Processes.Scale(ctx, web, resource.NewProcessScale().WithInstances(i+1))
+					if err == nil {
+						_, err = cf.Applications.ListAll(ctx, nil)
+					}
+					errs <- err
+				}()
+			}
+			for range 20 {
+				Eventually(errs).Should(Receive(BeNil()))
+			}
+			Expect(cc.ScaleCalls(guid)).To(HaveLen(20))
+			Expect(cc.App(guid).Instances).To(BeNumerically(">=", 1))
 		})
 	})
 }

@@ -31,6 +31,12 @@ func (c Call) Query() url.Values {
 	return q
 }
 
+// Form parses a form-encoded Body (UAA token requests).
+func (c Call) Form() url.Values {
+	f, _ := url.ParseQuery(string(c.Body))
+	return f
+}
+
 // ScaleCall is a scale request for one app, with its decoded body.
 type ScaleCall struct {
 	Call

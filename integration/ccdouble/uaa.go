@@ -403,12 +403,6 @@ func (c *CC) authenticate(r *http.Request) (*claims, *ccError) {
 
 // subjectOf names who makes a request, for the call record.
 func (c *CC) subjectOf(r *http.Request, body []byte) string {
-	if tok, ok := bearer(r); ok {
-		if cl, err := c.decode(tok); err == nil {
-			return cl.subject()
-		}
-		return ""
-	}
 	if strings.HasPrefix(r.URL.Path, "/uaa/") {
 		if u, _, ok := r.BasicAuth(); ok {
 			if id, err := url.QueryUnescape(u); err == nil {
@@ -418,6 +412,11 @@ func (c *CC) subjectOf(r *http.Request, body []byte) string {
 		}
 		if form, err := url.ParseQuery(string(body)); err == nil {
 			return form.Get("client_id")
+		}
+	}
+	if tok, ok := bearer(r); ok {
+		if cl, err := c.decode(tok); err == nil {
+			return cl.subject()
 		}
 	}
 	return ""
