@@ -473,4 +473,26 @@ func testCCDouble(t *testing.T, when spec.G, it spec.S) {
 			Expect(cc.App(guid).Instances).To(BeNumerically(">=", 1))
 		})
 	})
+
+	when("it serves TLS", func() {
+		it("works with go-cfclient trusting its certificate, and with a user login", func() {
+			tlsCC := ccdouble.New(t, ccdouble.WithTLS())
+			sp := tlsCC.AddSpace(tlsCC.AddOrg("acme"), "prod")
+			tlsCC.AddUser("alice", "pa55", ccdouble.SpaceDeveloper(sp))
+			guid := tlsCC.AddApp(sp, "orders", nil, nil)
+			Expect(tlsCC.URL()).To(HavePrefix("https://127.0.0.1:"))
+
+			cfg, err := config.New(tlsCC.URL(), config.UserPassword("alice", "pa55"), config.HttpClient(tlsCC.HTTPClient()))
+			Expect(err).NotTo(HaveOccurred())
+			cf, err := client.New(cfg)
+			Expect(err).NotTo(HaveOccurred())
+			app, err := cf.Applications.Get(ctx, guid)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(app.Name).To(Equal("orders"))
+			Expect(tlsCC.CallsTo("GET", "/v3/apps/")[0].Subject).To(Equal("alice"))
+
+			_, err = http.Get(tlsCC.URL() + "/v3/info")
+			Expect(err).To(MatchError(ContainSubstring("certificate")))
+		})
+	})
 }
