@@ -1,0 +1,512 @@
+package scaler_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/deadletter"
+	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/scaler/cfplatform"
+	"github.com/hottopic-io/hottopic/scalerapi"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+func TestScaler(t *testing.T) {
+	spec.Run(t, "Scaler", testScaler, spec.Report(report.Terminal{}))
+}
+
+// logBuffer collects log lines for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func testScaler(t *testing.T, when spec.G, it spec.S) {
+	var (
+		Expect       = NewWithT(t).Expect
+		Eventually   = NewWithT(t).Eventually
+		Consistently = NewWithT(t).Consistently
+
+		ns      *natstest.Server
+		natsURL string
+		js      jetstream.JetStream
+		cc      *ccdouble.CC
+		space   string
+		logs    *logBuffer
+	)
+
+	const secret = "s3cret-never-logged"
+
+	it.Before(func() {
+		ns = natstest.Run(t)
+		natsURL = ns.URL()
+		var err error
+		js, err = jetstream.New(ns.Connect())
+		Expect(err).NotTo(HaveOccurred())
+		cc = ccdouble.New(t)
+		space = cc.AddSpace(cc.AddOrg("acme"), "prod")
+		cc.AddClient("hottopic-scaler", secret, ccdouble.SpaceDeveloper(space))
+		logs = &logBuffer{}
+	})
+
+	// addApp maps an app with the given annotations (topics included), at
+	// the given instance count.
+	addApp := func(name string, instances int, ann map[string]string) string {
+		guid := cc.AddApp(space, name, map[string]string{mapping.LabelMapped: "true"}, ann)
+		cc.SetInstances(guid, "web", instances)
+		return guid
+	}
+
+	newPlatform := func() *cfplatform.Platform {
+		p, err := cfplatform.New(cfplatform.Config{API: cc.URL(), ClientID: "hottopic-scaler", ClientSecret: secret, CacheTTL: 300 * time.Millisecond})
+		Expect(err).NotTo(HaveOccurred())
+		return p
+	}
+
+	// start runs a scaler with fast intervals on its own NATS connection;
+	// the returned stop cancels it and waits for Run to return.
+	start := func(id string, opts ...scaler.Option) (*scaler.Scaler, *nats.Conn, func()) {
+		var sjs jetstream.JetStream
+		nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.RetryOnFailedConnect(true))
+		Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(nc.Close)
+		sjs, err = jetstream.New(nc)
+		Expect(err).NotTo(HaveOccurred())
+		all := append([]scaler.Option{
+			scaler.WithPollInterval(50 * time.Millisecond),
+			scaler.WithDiscoveryInterval(150 * time.Millisecond),
+			scaler.WithLeaderTTL(time.Second),
+			scaler.WithInstanceID(id),
+			scaler.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
+		}, opts...)
+		s := scaler.New(sjs, newPlatform(), all...)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return s, nc, stop
+	}
+
+	scaleTo := func(guid string) []int {
+		var out []int
+		for _, c := range cc.ScaleCalls(guid) {
+			if c.Status == http.StatusAccepted && c.Instances != nil {
+				out = append(out, *c.Instances)
+			}
+		}
+		return out
+	}
+
+	publish := func(subject string, n int) {
+		for range n {
+			_, err := js.Publish(context.Background(), subject, []byte("event"))
+			Expect(err).NotTo(HaveOccurred())
+		}
+	}
+
+	statusOf := func(s *scaler.Scaler, guid string) scalerapi.Mapping {
+		for _, m := range s.Status().Mappings {
+			if m.AppGUID == guid {
+				return m
+			}
+		}
+		return scalerapi.Mapping{}
+	}
+
+	waitLeader := func(s *scaler.Scaler) { Eventually(s.Leader, 10*time.Second, 20*time.Millisecond).Should(BeTrue()) }
+
+	consumerExists := func(t0, guid string) func() bool {
+		return func() bool {
+			_, err := js.Consumer(context.Background(), topic.StreamName(t0), topic.ConsumerName(guid))
+			return err == nil
+		}
+	}
+
+	when("an app is mapped, changed and unmapped", func() {
+		it("keeps streams, one consumer per (app, topic) and the KV key in line with its metadata", func() {
+			guid := addApp("thumbnailer", 0, map[string]string{
+				mapping.AnnTopics: "images.uploaded, images.resized", mapping.AnnMaxDeliver: "7", mapping.AnnTimeout: "42",
+			})
+			s, _, _ := start("a")
+			waitLeader(s)
+
+			Eventually(consumerExists("images.uploaded", guid), 5*time.Second).Should(BeTrue())
+			Eventually(consumerExists("images.resized", guid), 5*time.Second).Should(BeTrue())
+			c, err := js.Consumer(context.Background(), topic.StreamName("images.uploaded"), guid)
+			Expect(err).NotTo(HaveOccurred())
+			cfg := c.CachedInfo().Config
+			Expect(cfg.MaxDeliver).To(Equal(7))
+			Expect(cfg.AckWait).To(Equal(42 * time.Second))
+			Expect(cfg.FilterSubject).To(Equal("images.uploaded"))
+			Expect(cfg.AckPolicy).To(Equal(jetstream.AckExplicitPolicy))
+
+			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
+			Expect(err).NotTo(HaveOccurred())
+			var m mapping.Mapping
+			Eventually(func() error {
+				e, err := kv.Get(context.Background(), guid)
+				if err != nil {
+					return err
+				}
+				m, err = mapping.Decode(e.Value())
+				return err
+			}, 5*time.Second).Should(Succeed())
+			Expect(m.AppName).To(Equal("thumbnailer"))
+			Expect(m.Topics).To(Equal([]string{"images.uploaded", "images.resized"}))
+			Expect(m.MaxDeliver).To(Equal(7))
+			Expect(m.TimeoutSeconds).To(Equal(42))
+
+			// Unmap one topic: its consumer goes, its stream stays.
+			cc.SetAnnotations(guid, map[string]string{mapping.AnnTopics: "images.uploaded", mapping.AnnMaxDeliver: "7", mapping.AnnTimeout: "42"})
+			Eventually(consumerExists("images.resized", guid), 5*time.Second).Should(BeFalse())
+			Expect(consumerExists("images.uploaded", guid)()).To(BeTrue())
+			_, err = js.Stream(context.Background(), topic.StreamName("images.resized"))
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(func() []string {
+				e, err := kv.Get(context.Background(), guid)
+				if err != nil {
+					return nil
+				}
+				m, _ := mapping.Decode(e.Value())
+				return m.Topics
+			}, 5*time.Second).Should(Equal([]string{"images.uploaded"}))
+
+			// Unmap the app: key and consumers go, streams stay.
+			cc.SetLabels(guid, nil)
+			Eventually(func() error {
+				_, err := kv.Get(context.Background(), guid)
+				return err
+			}, 5*time.Second).Should(MatchError(jetstream.ErrKeyNotFound))
+			Expect(consumerExists("images.uploaded", guid)()).To(BeFalse())
+			_, err = js.Stream(context.Background(), topic.StreamName("images.uploaded"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(logs.String()).NotTo(ContainSubstring(secret))
+		})
+	})
+
+	when("events arrive", func() {
+		it("activates an idle app on the first event and scales up in proportion, within bounds", func() {
+			guid := addApp("thumbnailer", 0, map[string]string{mapping.AnnTopics: "images.uploaded", mapping.AnnMax: "4"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("images.uploaded", guid), 5*time.Second).Should(BeTrue())
+			Consistently(func() []int { return scaleTo(guid) }, 300*time.Millisecond).Should(BeEmpty(), "no lag, nothing to do")
+
+			publish("images.uploaded", 1)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1}))
+			Expect(cc.Instances(guid, "web")).To(Equal(1))
+			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled thumbnailer 0 → 1: lag 1, 10 per instance"))
+
+			publish("images.uploaded", 26)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1, 3}))
+			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled thumbnailer 1 → 3: lag 27, 10 per instance"))
+
+			publish("images.uploaded", 100)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1, 3, 4}))
+			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("capped at max-instances 4"))
+
+			st := statusOf(s, guid)
+			Expect(st.Lag).To(BeEquivalentTo(127))
+			Expect(st.LagKnown).To(BeTrue())
+			Expect(st.CurrentInstances).To(Equal(4))
+			Expect(st.DesiredInstances).To(Equal(4))
+			Expect(st.LastScaleReason).To(Equal("lag 127, 10 per instance, capped at max-instances 4"))
+			Expect(st.LastScaleTime).NotTo(BeZero())
+		})
+
+		it("keeps an app at min-instances with no events", func() {
+			guid := addApp("ticker", 0, map[string]string{mapping.AnnTopics: "ticks", mapping.AnnMin: "2"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{2}))
+			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled ticker 0 → 2: min-instances 2"))
+		})
+
+		it("scales down after idle-seconds and to zero once the lag stayed 0", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs", mapping.AnnIdleSeconds: "1"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+			publish("jobs", 27)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{3}))
+
+			// The app works through all but 4 events: 3 → 1 after idle-seconds.
+			c, err := js.Consumer(context.Background(), topic.StreamName("jobs"), guid)
+			Expect(err).NotTo(HaveOccurred())
+			ack := func(n int) {
+				batch, err := c.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
+				Expect(err).NotTo(HaveOccurred())
+				got := 0
+				for m := range batch.Messages() {
+					Expect(m.DoubleAck(context.Background())).To(Succeed())
+					got++
+				}
+				Expect(got).To(Equal(n))
+			}
+			ack(23)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{3, 1}))
+			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled resizer 3 → 1: lag 4, 10 per instance, after 1s idle"))
+			ack(4)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{3, 1, 0}))
+			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled resizer 1 → 0: no lag for 1s"))
+			Eventually(logs.String, 2*time.Second).Should(MatchRegexp(`msg="scaled resizer 1 → 0: no lag for 1s" app=resizer app_guid=` + guid + ` from=1 to=0 lag=0`))
+		})
+	})
+
+	when("Cloud Controller fails", func() {
+		it("changes nothing while CC answers 500 or is down, and scales once it is back", func() {
+			guid := addApp("thumbnailer", 0, map[string]string{mapping.AnnTopics: "images.uploaded"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("images.uploaded", guid), 5*time.Second).Should(BeTrue())
+
+			cc.FailNext(ccdouble.Fault{Status: http.StatusInternalServerError, Times: -1})
+			publish("images.uploaded", 15)
+			Eventually(func() []string { return statusOf(s, guid).Errors }, 5*time.Second).ShouldNot(BeEmpty())
+			Consistently(func() int { return cc.Instances(guid, "web") }, 500*time.Millisecond).Should(Equal(0))
+
+			cc.ClearFaults()
+			Eventually(func() []int { return scaleTo(guid) }, 10*time.Second).Should(Equal([]int{2}))
+
+			cc.Down()
+			publish("images.uploaded", 20)
+			Consistently(func() []int { return scaleTo(guid) }, 500*time.Millisecond).Should(Equal([]int{2}))
+			cc.Up()
+			Eventually(func() []int { return scaleTo(guid) }, 10*time.Second).Should(Equal([]int{2, 4}))
+			Eventually(func() []string { return statusOf(s, guid).Errors }, 5*time.Second).Should(BeEmpty())
+			Expect(logs.String()).NotTo(ContainSubstring(secret))
+		})
+
+		it("fetches a new token when the old one expires", func() {
+			guid := addApp("thumbnailer", 0, map[string]string{mapping.AnnTopics: "images.uploaded"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("images.uploaded", guid), 5*time.Second).Should(BeTrue())
+			issued := cc.TokensIssued()
+			Expect(issued).To(BeNumerically(">=", 1))
+
+			cc.ExpireTokens()
+			publish("images.uploaded", 1)
+			Eventually(func() []int { return scaleTo(guid) }, 10*time.Second).Should(Equal([]int{1}))
+			Expect(cc.TokensIssued()).To(BeNumerically(">", issued))
+		})
+	})
+
+	when("NATS is down", func() {
+		it("leaves apps as they are and carries on when NATS is back", func() {
+			guid := addApp("resizer", 2, map[string]string{mapping.AnnTopics: "jobs", mapping.AnnIdleSeconds: "1"})
+			// Streams and consumers exist; the scaler then starts with NATS gone.
+			s, _, stop := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+			stop()
+			cc.ResetCalls()
+			cc.SetInstances(guid, "web", 2)
+
+			ns.Shutdown()
+			s2, _, _ := start("b")
+			Eventually(func() bool { return statusOf(s2, guid).AppGUID == guid }, 5*time.Second).Should(BeTrue())
+			Consistently(func() []int { return scaleTo(guid) }, 2*time.Second).Should(BeEmpty(),
+				"an idle app is not scaled down while its lag cannot be read")
+			Expect(statusOf(s2, guid).LagKnown).To(BeFalse())
+
+			ns.Restart()
+			Eventually(func() []int { return scaleTo(guid) }, 15*time.Second).Should(Equal([]int{0}))
+		})
+	})
+
+	when("one mapping is invalid", func() {
+		it("reports it with the reason and handles the others", func() {
+			bad := addApp("broken", 0, map[string]string{mapping.AnnTopics: "orders", mapping.AnnMin: "5", mapping.AnnMax: "2"})
+			nan := addApp("typo", 0, map[string]string{mapping.AnnTopics: "orders", mapping.AnnLagPer: "ten"})
+			wild := addApp("wild", 0, map[string]string{mapping.AnnTopics: "orders.*"})
+			good := addApp("orders", 0, map[string]string{mapping.AnnTopics: "orders"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("orders", good), 5*time.Second).Should(BeTrue())
+			publish("orders", 1)
+			Eventually(func() []int { return scaleTo(good) }, 5*time.Second).Should(Equal([]int{1}))
+
+			Expect(statusOf(s, bad).Valid).To(BeFalse())
+			Expect(statusOf(s, bad).Error).To(ContainSubstring("min-instances (5) must not exceed max-instances (2)"))
+			Expect(statusOf(s, nan).Error).To(ContainSubstring("annotation hottopic.io/lag-per-instance must be a whole number"))
+			Expect(statusOf(s, wild).Error).To(ContainSubstring("wildcards"))
+			for _, g := range []string{bad, nan, wild} {
+				Expect(consumerExists("orders", g)()).To(BeFalse())
+				Expect(scaleTo(g)).To(BeEmpty())
+			}
+			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = kv.Get(context.Background(), bad)
+			Expect(err).To(MatchError(jetstream.ErrKeyNotFound))
+		})
+	})
+
+	when("two scalers run", func() {
+		it("lets exactly one scale, and the other takes over when the leader dies", func() {
+			guid := addApp("thumbnailer", 0, map[string]string{mapping.AnnTopics: "images.uploaded"})
+			a, anc, astop := start("a")
+			b, bnc, bstop := start("b")
+			Eventually(func() int {
+				n := 0
+				for _, s := range []*scaler.Scaler{a, b} {
+					if s.Leader() {
+						n++
+					}
+				}
+				return n
+			}, 10*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Consistently(func() bool { return a.Leader() != b.Leader() }, 1500*time.Millisecond, 20*time.Millisecond).Should(BeTrue())
+
+			leader, lnc, lstop, follower := a, anc, astop, b
+			if b.Leader() {
+				leader, lnc, lstop, follower = b, bnc, bstop, a
+			}
+			_ = leader
+			Eventually(consumerExists("images.uploaded", guid), 5*time.Second).Should(BeTrue())
+			publish("images.uploaded", 1)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1}))
+			Consistently(func() []int { return scaleTo(guid) }, 300*time.Millisecond).Should(Equal([]int{1}), "one scale call, not one per scaler")
+			Expect(follower.Status().Leader).To(BeFalse())
+			Expect(statusOf(follower, guid).Lag).To(BeEquivalentTo(1), "followers observe too")
+
+			// Kill the leader without a goodbye: its key must expire.
+			lnc.Close()
+			lstop()
+			Eventually(follower.Leader, 10*time.Second, 20*time.Millisecond).Should(BeTrue())
+			publish("images.uploaded", 20)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1, 3}))
+		})
+	})
+
+	when("an event's deliveries run out with no sidecar alive", func() {
+		it("dead-letters it from the max-deliveries advisory with the sidecar's headers", func() {
+			guid := addApp("crasher", 1, map[string]string{mapping.AnnTopics: "payments", mapping.AnnMaxDeliver: "2", mapping.AnnTimeout: "1"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("payments", guid), 5*time.Second).Should(BeTrue())
+			_, err := js.Stream(context.Background(), topic.DLQStream)
+			Eventually(func() error { _, err = js.Stream(context.Background(), "HOTTOPIC_ADVISORIES"); return err }, 5*time.Second).Should(Succeed())
+
+			msg := nats.NewMsg("payments")
+			msg.Data = []byte(`{"amount":42}`)
+			msg.Header.Set("Content-Type", "application/json")
+			msg.Header.Set("ce-type", "payment.made")
+			_, err = js.PublishMsg(context.Background(), msg)
+			Expect(err).NotTo(HaveOccurred())
+
+			// A sidecar that takes the event and dies, twice; the next pull
+			// makes the server give up on it.
+			c, err := js.Consumer(context.Background(), topic.StreamName("payments"), guid)
+			Expect(err).NotTo(HaveOccurred())
+			for range 2 {
+				batch, err := c.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+				Expect(err).NotTo(HaveOccurred())
+				n := 0
+				for range batch.Messages() {
+					n++
+				}
+				Expect(n).To(Equal(1))
+			}
+			batch, err := c.Fetch(1, jetstream.FetchMaxWait(2500*time.Millisecond))
+			Expect(err).NotTo(HaveOccurred())
+			for range batch.Messages() {
+				t.Fatal("delivered beyond max-deliver")
+			}
+
+			dlq, err := js.Stream(context.Background(), topic.DLQStream)
+			Expect(err).NotTo(HaveOccurred())
+			var letter *jetstream.RawStreamMsg
+			Eventually(func() error {
+				letter, err = dlq.GetLastMsgForSubject(context.Background(), topic.DLQSubject("payments"))
+				return err
+			}, 10*time.Second).Should(Succeed())
+			Expect(letter.Data).To(Equal([]byte(`{"amount":42}`)))
+			Expect(letter.Header.Get("Content-Type")).To(Equal("application/json"))
+			Expect(letter.Header.Get("ce-type")).To(Equal("payment.made"))
+			Expect(letter.Header.Get(deadletter.HeaderApp)).To(Equal(guid))
+			Expect(letter.Header.Get(deadletter.HeaderDeliveries)).To(Equal("2"))
+			Expect(letter.Header.Get(deadletter.HeaderStreamSequence)).To(Equal("1"))
+			Expect(letter.Header.Get(deadletter.HeaderReason)).To(ContainSubstring("max deliveries (2)"))
+
+			adv, err := js.Stream(context.Background(), "HOTTOPIC_ADVISORIES")
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(func() uint64 {
+				info, err := adv.Info(context.Background())
+				if err != nil {
+					return 99
+				}
+				return info.State.Msgs
+			}, 5*time.Second).Should(BeZero(), "the advisory is consumed once handled")
+		})
+	})
+
+	when("serving HTTP", func() {
+		it("answers /v1/mappings, /healthz and /metrics", func() {
+			guid := addApp("thumbnailer", 0, map[string]string{mapping.AnnTopics: "images.uploaded"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			srv := httptest.NewServer(s.Handler())
+			defer srv.Close()
+			Eventually(func() bool { return statusOf(s, guid).LagKnown }, 5*time.Second).Should(BeTrue())
+
+			resp, err := http.Get(srv.URL + scalerapi.Path)
+			Expect(err).NotTo(HaveOccurred())
+			var body scalerapi.Mappings
+			Expect(json.NewDecoder(resp.Body).Decode(&body)).To(Succeed())
+			resp.Body.Close()
+			Expect(body.Leader).To(BeTrue())
+			Expect(body.Instance).To(Equal("a"))
+			Expect(body.Mappings).To(HaveLen(1))
+			Expect(body.Mappings[0].AppName).To(Equal("thumbnailer"))
+			Expect(body.Mappings[0].Topics).To(Equal([]string{"images.uploaded"}))
+			Expect(body.Mappings[0].Streams).To(HaveKeyWithValue("images.uploaded", topic.StreamName("images.uploaded")))
+			Expect(body.Mappings[0].Settings).To(Equal(mapping.Defaults()))
+			Expect(body.Mappings[0].Valid).To(BeTrue())
+
+			resp, err = http.Get(srv.URL + "/healthz")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.StatusCode).To(Equal(http.StatusOK))
+			resp.Body.Close()
+
+			resp, err = http.Get(srv.URL + "/metrics")
+			Expect(err).NotTo(HaveOccurred())
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			Expect(string(b)).To(ContainSubstring("hottopic_scaler_leader 1"))
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_app_lag{app="thumbnailer",app_guid="` + guid + `"} 0`))
+			Expect(strings.Count(string(b), "hottopic_scaler_poll_nats_requests_count")).To(Equal(1))
+		})
+	})
+}
