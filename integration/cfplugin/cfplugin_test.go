@@ -74,10 +74,21 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		Expect(code).To(Equal(0), "cf %s:\n%s", strings.Join(args, " "), out)
 		return out
 	}
+	// hottopic runs the binary standalone on cf's own login (same CF_HOME).
+	hottopic := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env, cmd.Dir = env, t.TempDir()
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(out), ee.ExitCode()
+		}
+		Expect(err).NotTo(HaveOccurred())
+		return string(out), 0
+	}
 	patches := func() []string {
 		var out []string
 		for _, c := range cc.CallsTo(http.MethodPatch, "/v3/apps/"+orders) {
-			Expect(c.Subject).To(Equal(clientID), "the plugin uses cf's token")
 			out = append(out, string(c.Body))
 		}
 		return out
@@ -126,6 +137,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		Expect(lookups[0].Query().Get("names")).To(Equal("orders"))
 		Expect(lookups[0].Query().Get("space_guids")).To(Equal(spaceGUID))
 		Expect(patches()).To(HaveLen(1))
+		Expect(cc.CallsTo(http.MethodPatch, "/v3/apps")[0].Subject).To(Equal(clientID), "the plugin uses cf's token")
 		Expect(patches()[0]).To(MatchJSON(`{"metadata":{
 			"labels":{"hottopic.io/mapped":"true"},
 			"annotations":{"hottopic.io/topics":"orders.created","hottopic.io/max-instances":"5"}}}`))
@@ -164,6 +176,14 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		for _, c := range cc.Calls() {
 			Expect(c.Path).NotTo(HavePrefix("/v2"), "the plugin must not go through the legacy v2 API")
 		}
+
+		// standalone, on the config.json cf wrote (TLS skipped as cf was told)
+		out, code := hottopic("map-event", "orders", "orders.created")
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(ContainSubstring("in org acme / space dev as " + clientID))
+		out, code = hottopic("events")
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(MatchRegexp(`(?m)^orders\s+orders.created\s+HT_orders_created\s+0/10\s+10\s+ok$`))
 	})
 
 	it("fails in one line with exit code 1 and changes nothing", func() {
@@ -211,6 +231,20 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 			seq = append(seq, c.Method+" "+c.Path+" "+http.StatusText(c.Status))
 		}
 		Expect(seq).To(Equal([]string{"GET /v3/apps OK", "PATCH /v3/apps/" + orders + " OK"}))
+
+		// standalone: refresh, write the token back, and cf still reads its config
+		cc.SetTokenLifetime(30 * time.Second)
+		mustCF("auth", "dev@example.com", "user-pass")
+		mustCF("target", "-o", "acme", "-s", "dev")
+		cc.SetTokenLifetime(time.Hour)
+		cc.ResetCalls()
+		out, code = hottopic("unmap-event", "orders", "orders.created")
+		Expect(code).To(Equal(0), out)
+		Expect(cc.CallsTo(http.MethodPost, "/uaa/oauth/token")).To(HaveLen(1))
+		Expect(patches()).To(HaveLen(1))
+		cc.ResetCalls()
+		mustCF("target", "-o", "acme", "-s", "dev")
+		Expect(cc.CallsTo(http.MethodPost, "/uaa/oauth/token")).To(BeEmpty(), "cf uses the fresh token hottopic saved")
 	})
 
 	it("uninstalls cleanly", func() {
