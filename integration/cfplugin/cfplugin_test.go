@@ -206,6 +206,17 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		Expect(out).To(ContainSubstring("Error: not authorized to change app 'orders'"))
 		Expect(cc.App(orders).Annotations).To(BeEmpty())
 		Expect(patches()).To(HaveLen(1)) // the refused one
+
+		cc.Down()
+		out, code = cf("event-mappings")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: cannot reach Cloud Controller at " + cc.URL()))
+		cc.Up()
+
+		mustCF("logout")
+		out, code = cf("unmap-event", "orders", "t")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: not logged in: use 'cf login' first"))
 	})
 
 	it("uses the token cf refreshed for it", func() {
