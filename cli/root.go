@@ -33,7 +33,7 @@ func Main(args []string) int {
 	root := NewRoot()
 	root.SetArgs(args[1:])
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		fmt.Fprintln(os.Stderr, "Error:", oneLine(err))
 		return 1
 	}
 	return 0
