@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 
 	"github.com/hottopic-io/hottopic/internal/natstest"
 )
@@ -118,10 +118,10 @@ func testCNB(t *testing.T, context spec.G, it spec.S) {
 		sidecar := start(t, lc.launch("hottopic-sidecar"), sidecarEnv(t, nats.URL(), appPort)...)
 
 		publish(t, nats, []byte("hello from the CNB lifecycle"))
-		g.Eventually(app.out.String, 30*time.Second, 100*time.Millisecond).Should(
-			ContainSubstring(`"body":"hello from the CNB lifecycle"`), func() string { return "sidecar:\n" + sidecar.out.String() })
-		Expect(app.out.String()).To(ContainSubstring(`"ce-source":"hottopic:` + topicName + `"`))
-		Expect(app.out.String()).To(ContainSubstring(`"hottopic-topic":"` + topicName + `"`))
+		g.Eventually(app.output, 30*time.Second, 100*time.Millisecond).Should(
+			ContainSubstring(`"body":"hello from the CNB lifecycle"`), func() string { return "sidecar:\n" + sidecar.output() })
+		Expect(app.output()).To(ContainSubstring(`"ce-source":"hottopic:` + topicName + `"`))
+		Expect(app.output()).To(ContainSubstring(`"hottopic-topic":"` + topicName + `"`))
 	})
 
 	it("does not take part when the user opts out", func() {
@@ -176,7 +176,7 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 
 		publish(t, nats, []byte("hello from the classic lifecycle"))
 		var r *http.Request
-		g.Eventually(events, 30*time.Second).Should(Receive(&r), func() string { return "sidecar:\n" + sidecar.out.String() })
+		g.Eventually(events, 30*time.Second).Should(Receive(&r), func() string { return "sidecar:\n" + sidecar.output() })
 		Expect(<-bodies).To(Equal("hello from the classic lifecycle"))
 		Expect(r.Header.Get("Ce-Specversion")).To(Equal("1.0"))
 		Expect(r.Header.Get("Hottopic-Topic")).To(Equal(topicName))
@@ -403,8 +403,11 @@ func blob(layout, digest string) string {
 // proc is a started process whose output is collected.
 type proc struct {
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *gbytes.Buffer // safe to read while the process writes
 }
+
+// output is what the process wrote so far.
+func (p *proc) output() string { return string(p.out.Contents()) }
 
 func start(t *testing.T, cmd *exec.Cmd, env ...string) *proc {
 	t.Helper()
@@ -412,7 +415,7 @@ func start(t *testing.T, cmd *exec.Cmd, env ...string) *proc {
 		cmd.Env = os.Environ()
 	}
 	cmd.Env = append(cmd.Env, env...)
-	p := &proc{cmd: cmd, out: &syncBuffer{}}
+	p := &proc{cmd: cmd, out: gbytes.NewBuffer()}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -422,7 +425,7 @@ func start(t *testing.T, cmd *exec.Cmd, env ...string) *proc {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), p.out.String())
+			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), p.output())
 		}
 	})
 	return p
@@ -533,22 +536,4 @@ func freePort(t *testing.T) string {
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
