@@ -51,6 +51,8 @@ type Config struct {
 	CacheTTL time.Duration
 	// RequestTimeout bounds one CC request (default 20s).
 	RequestTimeout time.Duration
+	// PageSize is per_page of list requests (default 5000, CC's maximum).
+	PageSize int
 }
 
 // String never shows the secret.
@@ -131,6 +133,9 @@ func New(cfg Config) (*Platform, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 20 * time.Second
+	}
+	if cfg.PageSize <= 0 || cfg.PageSize > 5000 {
+		cfg.PageSize = 5000
 	}
 	base := cfg.HTTPClient
 	var inner http.RoundTripper
@@ -303,7 +308,7 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 	var out []scaler.App
 	err := p.call(ctx, "list mapped apps", func(ctx context.Context, cf *client.Client) error {
 		opts := client.NewAppListOptions()
-		opts.PerPage = 5000
+		opts.PerPage = p.cfg.PageSize
 		opts.LabelSel = client.LabelSelector{}
 		opts.LabelSel.EqualTo(mapping.LabelMapped, mapping.LabelMappedTrue)
 		apps, err := cf.Applications.ListAll(ctx, opts)
@@ -334,7 +339,7 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 		}
 		err := p.call(ctx, "list web processes", func(ctx context.Context, cf *client.Client) error {
 			opts := client.NewProcessOptions()
-			opts.PerPage = 5000
+			opts.PerPage = p.cfg.PageSize
 			opts.AppGUIDs.EqualTo(chunk...)
 			opts.Types.EqualTo("web")
 			procs, err := cf.Processes.ListAll(ctx, opts)
