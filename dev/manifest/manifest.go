@@ -6,6 +6,7 @@
 package manifest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -138,7 +139,7 @@ func (p *parser) errf(n *yaml.Node, format string, args ...any) error {
 func (p *parser) parse(b []byte) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return p.yamlError(err)
+		return p.yamlError(b, err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return p.errf(nil, "the manifest is empty; it needs an applications: list")
@@ -185,8 +186,26 @@ func (p *parser) parse(b []byte) error {
 	return nil
 }
 
-// yamlError keeps the parser's own line-numbered message on one line.
-func (p *parser) yamlError(err error) error {
+// yamlError keeps the parser's message on one line with the line where the
+// problem is. The parser's own line number is often one off (it counts some
+// positions from zero, and names where the enclosing construct starts), so
+// the line is the first one after which the file fails the same way.
+func (p *parser) yamlError(b []byte, err error) error {
+	msg := yamlMessage(err)
+	line := 0
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	for k := 1; k <= len(lines); k++ {
+		var n yaml.Node
+		if perr := yaml.Unmarshal(bytes.Join(lines[:k], nil), &n); perr != nil && yamlMessage(perr) == msg {
+			line = k
+			break
+		}
+	}
+	return &Error{File: p.file, Line: line, Msg: "invalid YAML: " + msg}
+}
+
+// yamlMessage is the parser's message without its "yaml: line N:" prefix.
+func yamlMessage(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -195,12 +214,12 @@ func (p *parser) yamlError(err error) error {
 	msg = strings.Join(strings.Fields(msg), " ")
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if i := strings.Index(rest, ":"); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				return &Error{File: p.file, Line: n, Msg: "invalid YAML: " + strings.TrimSpace(rest[i+1:])}
+			if _, err := strconv.Atoi(rest[:i]); err == nil {
+				msg = strings.TrimSpace(rest[i+1:])
 			}
 		}
 	}
-	return &Error{File: p.file, Msg: "invalid YAML: " + msg}
+	return msg
 }
 
 func (p *parser) app(n *yaml.Node) (App, error) {

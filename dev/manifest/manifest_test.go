@@ -92,7 +92,11 @@ applications:
 
 	type bad struct{ yaml, want string }
 	for _, c := range []bad{
-		{"applications:\n- name: a\n  command: x\n   bad: [\n", "manifest.yml: line 4: invalid YAML: "},
+		{"applications:\n- name: a\n  command: x\n   bad: [\n", "manifest.yml: line 4: invalid YAML: mapping values are not allowed in this context"},
+		{"---\napplications:\n- name: a\n  command: x\n  instances: [0\n  env: {}\n", "manifest.yml: line 5: invalid YAML: did not find expected ',' or ']'"},
+		{"applications:\n- name: a\n  command: x\n bad: 1\n", "manifest.yml: line 4: invalid YAML: did not find expected key"},
+		{"applications:\n- name: a\n\tcommand: x\n", "manifest.yml: line 3: invalid YAML: found a tab character that violates indentation"},
+		{"applications:\n- name: a\n  env: {A: 1,\n    B: 2}\n  command: \"x\n  path: .\n", "manifest.yml: line 5: invalid YAML: found unexpected end of stream"},
 		{"applications:\n- name: a\n  command: x\njunk: 1\n", "manifest.yml: line 4: unknown top-level field \"junk\""},
 		{"applications:\n- name: a\n  command: x\n  comand: y\n", "manifest.yml: line 4: app \"a\": unknown field \"comand\""},
 		{"applications:\n- name: a\n  command: x\n  instances: many\n", "manifest.yml: line 4: instances must be a whole number of 0 or more, got \"many\""},

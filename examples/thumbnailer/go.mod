@@ -1,0 +1,3 @@
+module thumbnailer
+
+go 1.22

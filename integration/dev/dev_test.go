@@ -1,0 +1,273 @@
+//go:build linux
+
+// Package dev_test runs `hottopic dev` as a real process on the wordcount
+// example: scale from zero under load, every event processed, back to zero,
+// a restart that loses no queued event, Ctrl-C that leaves no process, and a
+// broken manifest refused with its line number.
+package dev_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/scalerapi"
+)
+
+var bin string
+
+func TestDev(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs hottopic dev with real processes")
+	}
+	for _, tool := range []string{"python3", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	bin = filepath.Join(t.TempDir(), "hottopic")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/hottopic")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/hottopic: %v\n%s", err, out)
+	}
+	spec.Run(t, "Dev", testDev, spec.Report(report.Terminal{}))
+}
+
+// devProc is one running `hottopic dev`.
+type devProc struct {
+	cmd     *exec.Cmd
+	out     *gbytes.Buffer
+	dataDir string
+	marker  string
+	exited  chan struct{}
+}
+
+func testDev(t *testing.T, when spec.G, it spec.S) {
+	var (
+		dataDir  string
+		natsPort int
+		marker   string
+	)
+
+	it.Before(func() {
+		RegisterTestingT(t)
+		dataDir = filepath.Join(t.TempDir(), "data")
+		natsPort = freePort()
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		marker = hex.EncodeToString(b)
+		// Whatever happens, no process of this test outlives it.
+		t.Cleanup(func() { killMarked(marker) })
+	})
+
+	start := func(manifest string) *devProc {
+		d := &devProc{out: gbytes.NewBuffer(), dataDir: dataDir, marker: marker, exited: make(chan struct{})}
+		d.cmd = exec.Command(bin, "dev", "-f", filepath.Join("testdata", manifest),
+			"--data-dir", dataDir, "--nats-port", strconv.Itoa(natsPort),
+			"--poll-interval", "200ms", "--discovery-interval", "1s")
+		d.cmd.Env = append(os.Environ(), "DEVTEST_MARKER="+marker)
+		d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		Expect(d.cmd.Start()).To(Succeed())
+		go func() { _ = d.cmd.Wait(); close(d.exited) }()
+		t.Cleanup(func() {
+			_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+			if t.Failed() {
+				t.Logf("hottopic dev output:\n%s", tail(string(d.out.Contents()), 80))
+			}
+		})
+		Eventually(d.out, 30*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: `))
+		return d
+	}
+
+	publish := func(d *devProc, n int) {
+		// The address comes from the running runtime's record, as a user's would.
+		cmd := exec.Command(bin, "publish", "words", "the quick brown fox jumps over the lazy dog", "--count", strconv.Itoa(n), "--data-dir", d.dataDir)
+		cmd.Env = withoutNATSEnv(os.Environ())
+		out, err := cmd.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(string(out)).To(ContainSubstring(fmt.Sprintf("published %d events to words", n)))
+	}
+
+	processed := func(d *devProc) map[string]int {
+		ids := map[string]int{}
+		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (HT_words-\d+) \(delivery`).FindAllStringSubmatch(string(d.out.Contents()), -1) {
+			ids[m[1]]++
+		}
+		return ids
+	}
+
+	stop := func(d *devProc) {
+		Expect(d.cmd.Process.Signal(syscall.SIGINT)).To(Succeed())
+		Eventually(d.exited, 30*time.Second).Should(BeClosed())
+		Expect(d.cmd.ProcessState.ExitCode()).To(Equal(0), "hottopic dev exit code")
+		Expect(marked(d.marker)).To(BeEmpty(), "processes left behind after Ctrl-C")
+		_, err := os.Stat(filepath.Join(d.dataDir, "runtime.json"))
+		Expect(os.IsNotExist(err)).To(BeTrue(), "runtime.json is removed on a clean stop")
+	}
+
+	it("scales from zero under load, processes every event, and goes back to zero", func() {
+		d := start("wordcount.yml")
+		st, err := devstate.Read(dataDir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.NATSURL).To(Equal(fmt.Sprintf("nats://127.0.0.1:%d", natsPort)))
+		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(Equal(0))
+
+		publish(d, 500)
+		Eventually(d.out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → (\d+): lag \d+`))
+		up := regexp.MustCompile(`scaled wordcount 0 → (\d+)`).FindStringSubmatch(string(d.out.Contents()))
+		Expect(strconv.Atoi(up[1])).To(BeNumerically(">", 1), "scaled above one instance")
+		Eventually(func() string { return string(d.out.Contents()) }).Should(MatchRegexp(`wordcount \[APP/PROC/WEB/1/hottopic\] `), "each instance runs its sidecar")
+
+		Eventually(func() int { return len(processed(d)) }, 45*time.Second).Should(Equal(500), "every event processed at least once")
+
+		Eventually(d.out, 20*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount \d+ → 0`))
+		m := mappingOf(st.ScalerURL, "wordcount")
+		Expect(m.Lag).To(BeZero())
+		Expect(m.CurrentInstances).To(BeZero())
+		Eventually(func() []string { return marked(marker, d.cmd.Process.Pid) }, 15*time.Second).Should(BeEmpty(), "no instance process left at zero")
+
+		stop(d)
+	})
+
+	it("loses no queued event across a restart, and Ctrl-C stops running instances, sidecars and grandchildren", func() {
+		d := start("restart.yml")
+		Eventually(d.out, 10*time.Second).Should(gbytes.Say(`keeper \[APP/PROC/WEB/1\] OUT wordcount listening`))
+		publish(d, 300)
+		stop(d) // right away: the events are still queued
+		first := processed(d)
+		Expect(len(first)).To(BeNumerically("<", 300), "some events were still queued at the restart")
+
+		d = start("restart.yml")
+		Eventually(func() int {
+			all := processed(d)
+			for id := range first {
+				all[id]++
+			}
+			return len(all)
+		}, 45*time.Second).Should(Equal(300), "every event queued before the restart is delivered after it")
+		Expect(string(d.out.Contents())).To(MatchRegexp(`wordcount \[APP/PROC/WEB/0/hottopic\] `))
+		Expect(marked(marker, d.cmd.Process.Pid)).NotTo(BeEmpty())
+
+		stop(d) // with instances, sidecars and a grandchild running
+	})
+
+	it("refuses a broken manifest with one line naming the line", func() {
+		cmd := exec.Command(bin, "dev", "-f", filepath.Join("testdata", "broken.yml"), "--data-dir", dataDir, "--nats-port", strconv.Itoa(natsPort))
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		Expect(err).To(HaveOccurred())
+		Expect(cmd.ProcessState.ExitCode()).To(Equal(1))
+		Expect(stderr.String()).To(MatchRegexp(`^Error: testdata/broken\.yml: line 6: invalid YAML: [^\n]+\n$`))
+		Expect(stdout.String()).To(BeEmpty())
+	})
+}
+
+func mappingOf(scalerURL, app string) scalerapi.Mapping {
+	var found scalerapi.Mapping
+	Eventually(func() error {
+		resp, err := http.Get(scalerURL + scalerapi.Path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var ms scalerapi.Mappings
+		if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+			return err
+		}
+		for _, m := range ms.Mappings {
+			if m.AppName == app && m.LagKnown {
+				found = m
+				return nil
+			}
+		}
+		return fmt.Errorf("no mapping with known lag for %s yet", app)
+	}, 10*time.Second).Should(Succeed())
+	return found
+}
+
+// marked lists the processes (but except) whose environment carries the
+// test's marker: every process hottopic dev started, however deep.
+func marked(marker string, except ...int) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || contains(except, pid) {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil || !bytes.Contains(env, []byte("DEVTEST_MARKER="+marker)) {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && bytes.Contains(stat, []byte(") Z ")) {
+			continue // exited, waiting to be reaped
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		out = append(out, fmt.Sprintf("%d %s", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
+	}
+	return out
+}
+
+func killMarked(marker string) {
+	for _, p := range marked(marker) {
+		pid, _ := strconv.Atoi(strings.Fields(p)[0])
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+func contains(list []int, n int) bool {
+	for _, x := range list {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// withoutNATSEnv drops what would point publish elsewhere than the runtime.
+func withoutNATSEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "HOTTOPIC_NATS_URL=") && !strings.HasPrefix(kv, "VCAP_SERVICES=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
