@@ -159,17 +159,6 @@ func writeYAML(path string, v interface{}) error {
 	return nil
 }
 
-// Detect implements `bin/detect BUILD_DIR`. The lifecycle skips it when the
-// buildpack is named with -b; when it does run, the app is a candidate
-// unless the user opted out.
-func Detect(lookup buildpack.Lookup) (bool, error) {
-	cfg, err := buildpack.ReadConfig(lookup)
-	if err != nil {
-		return false, err
-	}
-	return cfg.Enabled, nil
-}
-
 // Version is the buildpack's version from its buildpack.toml.
 func Version(root string) (string, error) {
 	var d struct {

@@ -150,11 +150,9 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 		var stdout, stderr *bytes.Buffer
 		it.Before(func() { stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{} })
 
-		it("detects unless the user opted out", func() {
-			Expect(classic.Main("detect", []string{t.TempDir()}, root, stdout, stderr)).To(Equal(0))
-			Expect(stdout.String()).To(Equal("hottopic-buildpack 0.1.0\n"))
-			t.Setenv("BP_HOTTOPIC_ENABLED", "false")
+		it("never detects, so auto-detection cannot make it the final buildpack", func() {
 			Expect(classic.Main("detect", []string{t.TempDir()}, root, stdout, stderr)).To(Equal(1))
+			Expect(stdout.String()).To(BeEmpty())
 			Expect(stderr.String()).To(BeEmpty())
 		})
 

@@ -18,19 +18,9 @@ func Main(command string, args []string, root string, stdout, stderr io.Writer) 
 	}
 	switch command {
 	case "detect":
-		ok, err := Detect(os.LookupEnv)
-		if err != nil {
-			return fail(err)
-		}
-		if !ok {
-			return 1
-		}
-		v, err := Version(root)
-		if err != nil {
-			return fail(err)
-		}
-		fmt.Fprintf(stdout, "%s %s\n", Name, v)
-		return 0
+		// Never chosen by auto-detection: as the only (final) buildpack it could
+		// not run the app. Named with -b, the lifecycle skips detect.
+		return 1
 	case "supply":
 		s := Supplier{Root: root, Lookup: os.LookupEnv, Out: stdout}
 		if err := s.Supply(args); err != nil {

@@ -143,6 +143,10 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 	Expect := g.Expect
 
 	it("supplies the sidecar and launch.yml, and the declared command delivers events", func() {
+		// Never auto-detected: only named with -b (which skips detect).
+		_, code := run(t, exec.Command(filepath.Join(tree, "bin", "detect"), worldDir(t, "build-")))
+		Expect(code).To(Equal(1))
+
 		deps := worldDir(t, "deps-")
 		runOK(t, exec.Command(filepath.Join(tree, "bin", "supply"), worldDir(t, "build-"), worldDir(t, "cache-"), deps, "0"))
 		expectSupplied(t, deps, "0")
