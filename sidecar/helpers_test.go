@@ -242,3 +242,5 @@ func jsonMap(b []byte) map[string]any {
 }
 
 func lines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+
+func natsUser(user, password string) nats.Option { return nats.UserInfo(user, password) }

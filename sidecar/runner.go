@@ -204,6 +204,7 @@ func provisionStatic(ctx context.Context, js jetstream.JetStream, m *mapping.Map
 // watchMapping follows key <app-guid> of the mapping bucket.
 func (r *runner) watchMapping(ctx context.Context) {
 	var kv jetstream.KeyValue
+	idleSaid := false
 	for attempt := 0; ; attempt++ {
 		var err error
 		kv, err = r.js.KeyValue(ctx, mapping.Bucket)
@@ -212,6 +213,7 @@ func (r *runner) watchMapping(ctx context.Context) {
 		}
 		if attempt == 0 {
 			r.log.Info("no event mapping for this app yet (mapping bucket does not exist); idle until the scaler maps one", "bucket", mapping.Bucket, "key", r.appGUID)
+			idleSaid = true
 		}
 		select {
 		case <-ctx.Done():
@@ -235,8 +237,9 @@ func (r *runner) watchMapping(ctx context.Context) {
 				return
 			}
 			if e == nil {
-				if !mapped {
+				if !mapped && !idleSaid {
 					r.log.Info("no event mapping for this app yet; idle until the scaler maps one", "bucket", mapping.Bucket, "key", r.appGUID)
+					idleSaid = true
 				}
 				continue
 			}
