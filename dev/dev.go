@@ -149,11 +149,11 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	go func() { _ = api.Serve(ln) }()
 	scalerURL := "http://" + ln.Addr().String()
 
-	dlq, err := watchDeadLetters(nc, apps, con)
+	dlq, err := watchDeadLetters(ctx, js, apps, con)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = dlq.Unsubscribe() }()
+	defer dlq.Stop()
 
 	if err := devstate.Write(o.DataDir, devstate.State{PID: os.Getpid(), NATSURL: natsURL, ScalerURL: scalerURL}); err != nil {
 		return fmt.Errorf("cannot record the running dev runtime in %s: %v", o.DataDir, err)
@@ -325,21 +325,27 @@ func provisionApps(ctx context.Context, js jetstream.JetStream, apps []superviso
 	return nil
 }
 
-// watchDeadLetters prints each dead letter as it is stored, so a developer
-// sees poison events without a separate tool.
-func watchDeadLetters(nc *nats.Conn, apps []supervisor.App, con *console.Console) (*nats.Subscription, error) {
+// watchDeadLetters prints each dead letter once it is stored, so a
+// developer sees poison events without a separate tool. An ordered consumer
+// sees what the stream holds (a publish retried after a lost ack shows once).
+func watchDeadLetters(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, con *console.Console) (jetstream.ConsumeContext, error) {
 	names := map[string]string{}
 	for _, a := range apps {
 		names[a.GUID] = a.Name
 	}
-	return nc.Subscribe(topic.DLQPrefix+">", func(msg *nats.Msg) {
-		app := msg.Header.Get("Hottopic-App")
+	c, err := js.OrderedConsumer(ctx, topic.DLQStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("watch dead letters: %v", err)
+	}
+	return c.Consume(func(msg jetstream.Msg) {
+		h := msg.Headers()
+		app := h.Get("Hottopic-App")
 		if n, ok := names[app]; ok {
 			app = n
 		}
 		con.Printf("[HOTTOPIC/DLQ]", "dead letter on %s for app %s after %s deliveries: %s (%d bytes: %s)",
-			strings.TrimPrefix(msg.Subject, topic.DLQPrefix), app, msg.Header.Get("Hottopic-Deliveries"),
-			msg.Header.Get("Hottopic-Reason"), len(msg.Data), preview(msg.Data))
+			strings.TrimPrefix(msg.Subject(), topic.DLQPrefix), app, h.Get("Hottopic-Deliveries"),
+			h.Get("Hottopic-Reason"), len(msg.Data()), preview(msg.Data()))
 	})
 }
 

@@ -29,6 +29,7 @@ const thumbWidth = 128
 
 func main() {
 	log.SetFlags(0)
+	log.SetOutput(os.Stdout) // stdout is what CF shows as OUT
 	port := os.Getenv("PORT")
 	if port == "" {
 		port = "8080"
