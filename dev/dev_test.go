@@ -1,0 +1,132 @@
+//go:build unix
+
+package dev
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/topic"
+)
+
+func TestDev(t *testing.T) {
+	spec.Run(t, "Dev", testDev, spec.Report(report.Terminal{}))
+}
+
+func testDev(t *testing.T, when spec.G, it spec.S) {
+	var (
+		dir  string
+		opts Options
+		out  *gbytes.Buffer
+	)
+
+	it.Before(func() {
+		RegisterTestingT(t)
+		dir = t.TempDir()
+		out = gbytes.NewBuffer()
+		Expect(os.WriteFile(filepath.Join(dir, "manifest.yml"), []byte(`applications:
+- name: fn
+  command: exec sleep 300
+  instances: 0
+  memory: 64M
+  metadata:
+    labels: {hottopic.io/mapped: "true"}
+    annotations: {hottopic.io/topics: "words", hottopic.io/output-topic: "counts"}
+- name: plain
+  command: echo "greeting $GREETING from $NAME"; exec sleep 300
+  env: {GREETING: manifest, NAME: plain}
+`), 0o644)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(dir, "local.env"), []byte("# local values\nGREETING=env-file\n"), 0o644)).To(Succeed())
+		opts = Options{
+			Manifest: filepath.Join(dir, "manifest.yml"),
+			DataDir:  filepath.Join(dir, "data"),
+			NATSPort: freePort(),
+			EnvFile:  filepath.Join(dir, "local.env"),
+			Out:      out,
+			// No instance of the mapped app starts (instances: 0, nothing published).
+			Executable: "/nonexistent/hottopic",
+		}
+	})
+
+	it("runs the apps on an embedded server, provisions mappings, records itself and stops cleanly", func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, opts, nil) }()
+		Eventually(out, 15*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: fn ← words \(0–10 instances\), plain \(1 instances\)`))
+		Eventually(out).Should(gbytes.Say(`plain \[APP/PROC/WEB/0\] OUT greeting env-file from plain`))
+		Expect(string(out.Contents())).To(ContainSubstring("ignoring manifest fields that only matter on Cloud Foundry: memory (fn)"))
+		Expect(string(out.Contents())).To(ContainSubstring("app fn is mapped but declares no hottopic-sidecar; running it anyway"))
+
+		st, err := devstate.Read(opts.DataDir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.PID).To(Equal(os.Getpid()))
+		Expect(st.ScalerURL).To(HavePrefix("http://127.0.0.1:"))
+
+		nc, err := nats.Connect(st.NATSURL)
+		Expect(err).NotTo(HaveOccurred())
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = js.Consumer(ctx, topic.StreamName("words"), AppGUID("fn"))
+		Expect(err).NotTo(HaveOccurred(), "the mapped app's consumer exists before ready")
+		_, err = js.Stream(ctx, topic.StreamName("counts"))
+		Expect(err).NotTo(HaveOccurred(), "the output topic's stream exists")
+
+		dl := nats.NewMsg(topic.DLQSubject("words"))
+		dl.Data = []byte("bad event")
+		dl.Header.Set("Hottopic-App", AppGUID("fn"))
+		dl.Header.Set("Hottopic-Reason", "HTTP 400 Bad Request")
+		dl.Header.Set("Hottopic-Deliveries", "1")
+		_, err = js.PublishMsg(ctx, dl)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(out).Should(gbytes.Say(`\[HOTTOPIC/DLQ\] dead letter on words for app fn after 1 deliveries: HTTP 400 Bad Request \(9 bytes: "bad event"\)`))
+
+		second := opts
+		second.NATSPort = freePort()
+		Expect(Run(ctx, second, nil)).To(MatchError(ContainSubstring("hottopic dev is already running from " + opts.DataDir)))
+
+		cancel()
+		Eventually(done, 20*time.Second).Should(Receive(BeNil()))
+		Expect(string(out.Contents())).To(ContainSubstring("plain [CELL/0] Stopped instance 0"))
+		Expect(string(out.Contents())).To(ContainSubstring("[HOTTOPIC/DEV] NATS server stopped"))
+		_, err = devstate.Read(opts.DataDir)
+		Expect(err).To(MatchError(devstate.ErrNotRunning))
+	})
+
+	it("says plainly when the NATS port is taken", func() {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		defer l.Close()
+		opts.NATSPort = l.Addr().(*net.TCPAddr).Port
+		err = Run(context.Background(), opts, nil)
+		Expect(err).To(MatchError(ContainSubstring("is in use")))
+		Expect(err).To(MatchError(ContainSubstring("--nats-port")))
+	})
+
+	it("refuses a bad env file with its line", func() {
+		Expect(os.WriteFile(opts.EnvFile, []byte("A=1\nnot a pair\n"), 0o644)).To(Succeed())
+		Expect(Run(context.Background(), opts, nil)).To(MatchError("env file " + opts.EnvFile + ": line 2: missing ="))
+		opts.EnvFile = filepath.Join(dir, "nope.env")
+		Expect(Run(context.Background(), opts, nil)).To(MatchError("env file " + opts.EnvFile + " not found"))
+	})
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
