@@ -61,7 +61,8 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			// Bounds the retries against a refused connection, not a slow dial.
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
 			nc, err := natsconn.Connect(ctx, cfg, "hottopic-publish")
 			cancel()
 			if err != nil {

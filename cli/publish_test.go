@@ -1,0 +1,134 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/cli"
+	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/provision"
+)
+
+func TestPublish(t *testing.T) {
+	spec.Run(t, "publish", testPublish, spec.Report(report.Terminal{}))
+}
+
+func testPublish(t *testing.T, when spec.G, it spec.S) {
+	var (
+		srv *natstest.Server
+		js  jetstream.JetStream
+		ctx = context.Background()
+	)
+
+	it.Before(func() {
+		RegisterTestingT(t)
+		t.Setenv("HOTTOPIC_NATS_URL", "")
+		t.Setenv("VCAP_SERVICES", "")
+		srv = natstest.Run(t)
+		var err error
+		js, err = jetstream.New(srv.Connect())
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	publishRun := func(stdin string, args ...string) result {
+		root := cli.NewRoot()
+		var out, errb bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errb)
+		root.SetIn(strings.NewReader(stdin))
+		root.SetArgs(append([]string{"publish"}, args...))
+		r := result{}
+		if err := root.Execute(); err != nil {
+			errb.WriteString("Error: " + err.Error() + "\n")
+			r.code = 1
+		}
+		r.stdout, r.stderr = out.String(), errb.String()
+		return r
+	}
+
+	// mapped makes the topic's stream and a consumer that keeps its events.
+	mapped := func(t string) jetstream.Consumer {
+		_, err := provision.EnsureTopicStream(ctx, js, t, provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		c, err := provision.EnsureConsumer(ctx, js, "app-1", t, mapping.Defaults())
+		Expect(err).NotTo(HaveOccurred())
+		return c
+	}
+
+	fetch := func(c jetstream.Consumer, n int) []jetstream.Msg {
+		b, err := c.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
+		Expect(err).NotTo(HaveOccurred())
+		var out []jetstream.Msg
+		for m := range b.Messages() {
+			out = append(out, m)
+		}
+		return out
+	}
+
+	it("stores the event with its headers and says where", func() {
+		c := mapped("orders.created")
+		r := publishRun("", "orders.created", `{"id":1}`, "--nats", srv.URL(), "--header", "Content-Type=application/json", "--header", "ce-type=order.created")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(Equal("published 1 event to orders.created (stream HT_orders_created, sequence 1)\n"))
+		msgs := fetch(c, 1)
+		Expect(msgs).To(HaveLen(1))
+		Expect(string(msgs[0].Data())).To(Equal(`{"id":1}`))
+		Expect(msgs[0].Headers().Get("Content-Type")).To(Equal("application/json"))
+		Expect(msgs[0].Headers().Get("ce-type")).To(Equal("order.created"))
+	})
+
+	it("reads the event from stdin with -, and publishes --count copies with distinct message ids", func() {
+		c := mapped("images")
+		r := publishRun("\x89PNG bytes", "images", "-", "--nats", srv.URL(), "--count", "5", "--header", "Nats-Msg-Id=upload")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(Equal("published 5 events to images (stream HT_images, last sequence 5)\n"))
+		var ids []string
+		for _, m := range fetch(c, 10) {
+			Expect(string(m.Data())).To(Equal("\x89PNG bytes"))
+			ids = append(ids, m.Headers().Get("Nats-Msg-Id"))
+		}
+		Expect(ids).To(Equal([]string{"upload-1", "upload-2", "upload-3", "upload-4", "upload-5"}))
+	})
+
+	it("finds the running dev runtime, else the environment wins", func() {
+		c := mapped("words")
+		dataDir := t.TempDir()
+		Expect(devstate.Write(dataDir, devstate.State{PID: os.Getpid(), NATSURL: srv.URL()})).To(Succeed())
+		r := publishRun("", "words", "hello", "--data-dir", dataDir)
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(fetch(c, 1)).To(HaveLen(1))
+
+		// HOTTOPIC_NATS_URL wins over a recorded runtime (here unreachable).
+		Expect(devstate.Write(dataDir, devstate.State{PID: os.Getpid(), NATSURL: "nats://" + closedAddr(t)})).To(Succeed())
+		t.Setenv("HOTTOPIC_NATS_URL", srv.URL())
+		r = publishRun("", "words", "hello", "--data-dir", dataDir)
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(fetch(c, 1)).To(HaveLen(1))
+	})
+
+	it("fails with one line: bad topic, bad header, bad count, unmapped topic, no server", func() {
+		failsWith(t, publishRun("", "orders.*", "x", "--nats", srv.URL()), `invalid topic "orders.*": wildcards`)
+		failsWith(t, publishRun("", "t", "x", "--nats", srv.URL(), "--header", "novalue"), `--header "novalue": want NAME=VALUE`)
+		failsWith(t, publishRun("", "t", "x", "--nats", srv.URL(), "--count", "0"), "--count must be 1 or more")
+		failsWith(t, publishRun("", "unmapped", "x", "--nats", srv.URL()), "no stream stores topic unmapped yet: map an app to it first")
+		failsWith(t, publishRun("", "t", "x", "--nats", closedAddr(t)), "cannot connect to NATS at nats://127.0.0.1:")
+
+		// A runtime that recorded itself but is unreachable: say what to check.
+		dataDir := t.TempDir()
+		Expect(devstate.Write(dataDir, devstate.State{PID: os.Getpid(), NATSURL: "nats://" + closedAddr(t)})).To(Succeed())
+		r := publishRun("", "t", "x", "--data-dir", dataDir)
+		failsWith(t, r, "(from the running hottopic dev)")
+		Expect(r.stderr).To(ContainSubstring("is `hottopic dev` running?"))
+	})
+}
