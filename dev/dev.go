@@ -112,6 +112,9 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	if err != nil {
 		return fmt.Errorf("--nats: %v", err)
 	}
+	if srv == nil {
+		con.Printf(devSource, "using the NATS JetStream server at %s", strings.Join(redacted(cfg.URLs), ","))
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	closed := make(chan struct{})
 	nc, err := natsconn.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
@@ -371,4 +374,12 @@ func describe(m *manifest.Manifest) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+func redacted(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = natsconn.Redact(u)
+	}
+	return out
 }
