@@ -57,7 +57,7 @@ type Sidecar struct {
 // IsHotTopic reports whether the sidecar is this project's own.
 func (s Sidecar) IsHotTopic() bool {
 	f := strings.Fields(s.Command)
-	return len(f) > 0 && filepath.Base(f[0]) == SidecarCommand
+	return len(f) > 0 && filepath.Base(strings.Trim(f[0], `"'`)) == SidecarCommand
 }
 
 // HasHotTopicSidecar reports whether the app declares this project's sidecar.
@@ -273,13 +273,6 @@ func (p *parser) app(n *yaml.Node) (App, error) {
 	for _, f := range ignored {
 		p.m.Ignored = append(p.m.Ignored, fmt.Sprintf("%s (%s)", f, a.Name))
 	}
-	if strings.TrimSpace(a.Command) == "" {
-		at := commandNode
-		if at == nil {
-			at = n
-		}
-		return a, p.errf(at, "app %q has no command: locally there is no buildpack to find one, so give the start command", a.Name)
-	}
 	dir := relPath
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(p.dir, dir)
@@ -292,6 +285,16 @@ func (p *parser) app(n *yaml.Node) (App, error) {
 		return a, p.errf(at, "app %q: path %q is not a directory", a.Name, relPath)
 	}
 	a.Dir = dir
+	if strings.TrimSpace(a.Command) == "" {
+		a.Command = procfileWeb(dir) // as the buildpacks do
+	}
+	if strings.TrimSpace(a.Command) == "" {
+		at := commandNode
+		if at == nil {
+			at = n
+		}
+		return a, p.errf(at, "app %q has no command and its path has no Procfile with a web: line; locally there is no buildpack to find one", a.Name)
+	}
 	if mapping.IsMapped(a.Labels) {
 		m, err := mapping.FromMetadata("", a.Name, a.Annotations)
 		if err != nil {
@@ -302,6 +305,20 @@ func (p *parser) app(n *yaml.Node) (App, error) {
 		return a, p.errf(lookupPath(n, "metadata", "annotations"), "app %q has annotation %s but not label %s: \"true\", so it would never get events", a.Name, mapping.AnnTopics, mapping.LabelMapped)
 	}
 	return a, nil
+}
+
+// procfileWeb is the web command of a Procfile in dir, or "".
+func procfileWeb(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "Procfile"))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if cmd, ok := strings.CutPrefix(strings.TrimSpace(line), "web:"); ok {
+			return strings.TrimSpace(cmd)
+		}
+	}
+	return ""
 }
 
 func (p *parser) metadata(n *yaml.Node, a *App) error {

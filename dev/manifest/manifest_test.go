@@ -90,6 +90,14 @@ applications:
 		Expect(m.Apps[0].Instances).To(Equal(2))
 	})
 
+	it("takes the command from a Procfile, as the buildpacks do, and knows the sidecar by its binary name", func() {
+		Expect(os.WriteFile(filepath.Join(dir, "fn", "Procfile"), []byte("worker: other\nweb: python3 app.py --port $PORT\n"), 0o644)).To(Succeed())
+		m, err := parse("applications:\n- name: a\n  path: fn\n  sidecars:\n  - name: ht\n    process_types: [web]\n    command: '\"${DEPS_DIR:-/home/vcap/deps}/0/bin/hottopic-sidecar\"'\n")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m.Apps[0].Command).To(Equal("python3 app.py --port $PORT"))
+		Expect(m.Apps[0].HasHotTopicSidecar()).To(BeTrue())
+	})
+
 	type bad struct{ yaml, want string }
 	for _, c := range []bad{
 		{"applications:\n- name: a\n  command: x\n   bad: [\n", "manifest.yml: line 4: invalid YAML: mapping values are not allowed in this context"},
@@ -101,7 +109,7 @@ applications:
 		{"applications:\n- name: a\n  command: x\n  comand: y\n", "manifest.yml: line 4: app \"a\": unknown field \"comand\""},
 		{"applications:\n- name: a\n  command: x\n  instances: many\n", "manifest.yml: line 4: instances must be a whole number of 0 or more, got \"many\""},
 		{"applications:\n- name: a\n  path: nowhere\n  command: x\n", "manifest.yml: line 3: app \"a\": path \"nowhere\" is not a directory"},
-		{"applications:\n- name: a\n", "manifest.yml: line 2: app \"a\" has no command"},
+		{"applications:\n- name: a\n", "manifest.yml: line 2: app \"a\" has no command and its path has no Procfile"},
 		{"applications:\n- name: a\n  command: x\n- name: a\n  command: y\n", "manifest.yml: line 4: app \"a\" is declared twice (first at line 2)"},
 		{"applications:\n- name: a\n  command: x\n  metadata:\n    labels: {hottopic.io/mapped: \"true\"}\n    annotations:\n      hottopic.io/topics: t\n      hottopic.io/max-instances: lots\n", "manifest.yml: line 8: app \"a\": annotation hottopic.io/max-instances must be a whole number"},
 		{"applications:\n- name: a\n  command: x\n  metadata:\n    annotations:\n      hottopic.io/topics: t\n", "manifest.yml: line 6: app \"a\" has annotation hottopic.io/topics but not label hottopic.io/mapped"},
