@@ -23,7 +23,7 @@ an embedded NATS JetStream server (state under --data-dir, so queued events surv
 a restart), the scaler on a local platform, and each app instance as local processes
 with its own PORT, VCAP_APPLICATION, VCAP_SERVICES and sidecar. Mapped apps scale with
 their backlog, down to zero. Ctrl-C stops everything cleanly.`,
-		Example: `  hottopic dev -f examples/wordcount-python/manifest.yml
+		Example: `  hottopic dev -f examples/wordcount/manifest.yml
   hottopic publish words "the quick brown fox" --count 500   # in a second terminal`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
