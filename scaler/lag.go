@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,46 +106,63 @@ type consumerListPage struct {
 func (p *consumerListPage) apiErr() *apiError { return p.Error }
 
 // lagReader reads consumer lag at a cost that does not grow with idle
-// mappings: one stream-list page per 256 streams, then a consumer list only
-// for streams that changed since the last look or still had lag. An empty
-// stream needs no consumer list at all: topic streams keep a message while any
-// consumer has it pending or in flight (interest retention), so no messages
-// means no lag for anyone.
+// mappings. Three things tell it where to look:
+//
+//   - a one-shot core NATS subscription on every watched topic (at most one
+//     message per topic and cycle reaches the scaler): the first event on an
+//     idle topic is noticed at once, without any polling;
+//   - the stream list, read in pages of 256 and spread over sweepCycles
+//     cycles (all of it on the first cycle and after a reconnect), as the
+//     safety net for anything a subscription could not see;
+//   - the consumer list of each stream that was hinted, changed, still had
+//     lag, or was never seen — one request per active stream.
+//
+// An empty stream needs no consumer list at all: topic streams keep a message
+// while any consumer has it pending or in flight (interest retention), so no
+// messages means no lag for anyone.
 type lagReader struct {
-	api    *jsAPI
-	seen   map[string]*streamLook
-	reads  int // consumer lists read in the last cycle (for tests and metrics)
-	listed int // streams listed in the last cycle
+	api         *jsAPI
+	hints       *hinter
+	seen        map[string]*streamLook
+	sweepCycles int
+	nextOffset  int  // where the next partial sweep starts
+	full        bool // the next sweep lists every stream
+	reconnects  uint64
+	reads       int // consumer lists read in the last cycle
+	listed      int // streams listed in the last cycle
 }
 
 type streamLook struct {
 	state     streamState
-	consumers map[string]int64 // consumer name → pending + ack pending; nil when empty
-	pending   bool             // some consumer had lag: look again next time
-	read      bool             // consumers were read for this state
+	consumers map[string]int64 // consumer name → pending + ack pending; nil when the stream was empty
+	pending   bool             // some consumer had lag: look again next cycle
+	read      bool             // consumers read for this state (or the stream was empty)
+	missing   bool             // the stream does not exist
 	err       error
 }
 
 func newLagReader(api *jsAPI) *lagReader {
-	return &lagReader{api: api, seen: map[string]*streamLook{}}
+	return &lagReader{api: api, hints: newHinter(api.nc), seen: map[string]*streamLook{}, sweepCycles: 10, full: true}
 }
 
 // lags is one cycle's view of the streams it was asked about.
 type lags struct {
-	streams map[string]*streamLook // absent: the stream does not exist
+	streams map[string]*streamLook
 }
 
 // consumerLag is the lag of consumer name on stream, and whether it is known
-// (the stream and the consumer exist and were read).
+// (the stream and the consumer exist and were read); missing says that the
+// stream or the consumer does not exist.
 func (l lags) consumerLag(stream, name string) (lag int64, known, missing bool) {
 	st, ok := l.streams[stream]
-	if !ok {
-		return 0, false, true
-	}
-	if st.err != nil {
+	switch {
+	case !ok:
 		return 0, false, false
-	}
-	if st.state.Msgs == 0 {
+	case st.missing:
+		return 0, false, true
+	case st.err != nil || !st.read:
+		return 0, false, false
+	case st.consumers == nil:
 		return 0, true, false
 	}
 	lag, ok = st.consumers[name]
@@ -154,57 +172,244 @@ func (l lags) consumerLag(stream, name string) (lag int64, known, missing bool) 
 	return lag, true, false
 }
 
-// read looks at every stream in watch (by name). An error means nothing is
-// known this cycle.
-func (r *lagReader) read(ctx context.Context, watch map[string]bool) (lags, error) {
-	out := lags{streams: make(map[string]*streamLook, len(watch))}
+// read looks at the streams in watch (stream name → topic). sweep adds this
+// cycle's share of the stream list. An error means nothing is known.
+func (r *lagReader) read(ctx context.Context, watch map[string]string, sweep bool) (lags, error) {
 	r.reads, r.listed = 0, 0
-	offset := 0
+	if !r.api.nc.IsConnected() {
+		r.full = true
+		return lags{}, errNATSDown
+	}
+	if rc := r.api.nc.Stats().Reconnects; rc != r.reconnects {
+		r.reconnects, r.full = rc, true // subscriptions were blind meanwhile
+	}
+	r.hints.arm(watch)
+	fired := r.hints.take()
+	for name := range r.seen {
+		if _, ok := watch[name]; !ok {
+			delete(r.seen, name)
+		}
+	}
+	toRead := map[string]bool{}
+	if sweep || r.full {
+		if err := r.sweep(ctx, watch, toRead); err != nil {
+			r.full = true
+			return lags{}, err
+		}
+	}
+	for name := range watch {
+		look := r.seen[name]
+		if look == nil || fired[name] || look.pending || look.err != nil || !look.read {
+			toRead[name] = true
+		}
+	}
+	for name := range toRead {
+		look := r.seen[name]
+		if look == nil {
+			look = &streamLook{}
+			r.seen[name] = look
+		}
+		cons, err := r.consumers(ctx, name)
+		r.reads++
+		var ae *apiError
+		switch {
+		case errors.As(err, &ae) && ae.ErrCode == 10059: // stream not found
+			*look = streamLook{missing: true, read: true}
+		case err != nil:
+			if errors.Is(err, errNATSDown) || errors.Is(err, nats.ErrConnectionClosed) {
+				r.full = true
+				return lags{}, err
+			}
+			look.err, look.read = err, false
+		default:
+			look.consumers, look.err, look.read, look.missing, look.pending = cons, nil, true, false, false
+			for _, v := range cons {
+				if v > 0 {
+					look.pending = true
+					break
+				}
+			}
+		}
+	}
+	out := lags{streams: make(map[string]*streamLook, len(watch))}
+	for name := range watch {
+		if look := r.seen[name]; look != nil {
+			out.streams[name] = look
+		}
+	}
+	return out, nil
+}
+
+// sweep reads this cycle's pages of the stream list (all of them when full),
+// records each watched stream's state and marks those to read.
+func (r *lagReader) sweep(ctx context.Context, watch map[string]string, toRead map[string]bool) error {
+	full := r.full
+	offset, pages, budget := 0, 0, 1<<30
+	if !full {
+		offset = r.nextOffset
+	}
+	present := map[string]bool{}
 	for {
 		var page streamListPage
 		body := []byte(`{"offset":` + strconv.Itoa(offset) + `}`)
 		if err := r.api.request(ctx, "STREAM.LIST", body, &page); err != nil {
-			return lags{}, err
+			return err
+		}
+		pages++
+		if !full && pages == 1 {
+			// Spread the whole list over sweepCycles cycles.
+			totalPages := (page.Total + 255) / 256
+			budget = max(1, (totalPages+r.sweepCycles-1)/r.sweepCycles)
 		}
 		for _, s := range page.Streams {
 			name := s.Config.Name
 			r.listed++
-			if !watch[name] {
+			if _, ok := watch[name]; !ok {
 				continue
 			}
+			present[name] = true
 			look := r.seen[name]
 			if look == nil {
 				look = &streamLook{}
 				r.seen[name] = look
 			}
-			if s.State.Msgs == 0 {
+			switch {
+			case s.State.Msgs == 0:
 				*look = streamLook{state: s.State, read: true}
-			} else if !look.read || look.pending || look.err != nil || look.state != s.State {
-				look.state = s.State
-				look.consumers, look.err = r.consumers(ctx, name)
-				look.read = look.err == nil
-				look.pending = false
-				for _, v := range look.consumers {
-					if v > 0 {
-						look.pending = true
-						break
-					}
-				}
-				r.reads++
+			case look.missing || !look.read || look.consumers == nil || look.state != s.State:
+				look.state, look.missing = s.State, false
+				toRead[name] = true
 			}
-			out.streams[name] = look
 		}
 		offset += len(page.Streams)
 		if len(page.Streams) == 0 || offset >= page.Total {
+			offset = 0
+			if !full {
+				break
+			}
+			r.nextOffset, r.full = 0, false
+			// A full sweep also knows which streams do not exist.
+			for name := range watch {
+				if !present[name] {
+					r.seen[name] = &streamLook{missing: true, read: true}
+				}
+			}
+			return nil
+		}
+		if !full && pages >= budget {
 			break
 		}
 	}
-	for name := range r.seen {
-		if !watch[name] {
-			delete(r.seen, name)
+	r.nextOffset = offset
+	return nil
+}
+
+// hinter keeps a one-shot subscription on each watched topic: the first
+// message published after it is armed marks the topic's stream for a look
+// and wakes the poll loop. All subscriptions share one channel and one
+// goroutine-free delivery path, so 10 000 topics cost no goroutines.
+type hinter struct {
+	nc    *nats.Conn
+	ch    chan *nats.Msg
+	poke  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex
+	armed map[string]*nats.Subscription // stream → subscription
+	topic map[string]string             // topic → stream
+	fired map[string]bool
+}
+
+func newHinter(nc *nats.Conn) *hinter {
+	h := &hinter{
+		nc: nc, ch: make(chan *nats.Msg, 4096), poke: make(chan struct{}, 1), done: make(chan struct{}),
+		armed: map[string]*nats.Subscription{}, topic: map[string]string{}, fired: map[string]bool{},
+	}
+	go h.run()
+	return h
+}
+
+func (h *hinter) run() {
+	for {
+		var m *nats.Msg
+		select {
+		case <-h.done:
+			return
+		case m = <-h.ch:
+		}
+		h.mu.Lock()
+		if stream, ok := h.topic[m.Subject]; ok {
+			h.fired[stream] = true
+			delete(h.armed, stream)
+		}
+		h.mu.Unlock()
+		select {
+		case h.poke <- struct{}{}:
+		default:
 		}
 	}
-	return out, nil
+}
+
+// arm subscribes (once) to every watched topic that has no live subscription
+// and drops the subscriptions of topics no longer watched. A subscription that
+// ended without its message being seen (a full channel) counts as fired.
+func (h *hinter) arm(watch map[string]string) {
+	h.mu.Lock()
+	n := 0
+	for stream, t := range watch {
+		if sub, ok := h.armed[stream]; ok {
+			if sub.IsValid() {
+				continue
+			}
+			h.fired[stream] = true
+		}
+		sub, err := h.nc.ChanSubscribe(t, h.ch)
+		if err != nil {
+			continue // the stream list still covers this topic
+		}
+		_ = sub.AutoUnsubscribe(1)
+		h.armed[stream], h.topic[t] = sub, stream
+		n++
+	}
+	for stream, sub := range h.armed {
+		if _, ok := watch[stream]; !ok {
+			_ = sub.Unsubscribe()
+			delete(h.armed, stream)
+		}
+	}
+	for t, stream := range h.topic {
+		if _, ok := watch[stream]; !ok {
+			delete(h.topic, t)
+		}
+	}
+	h.mu.Unlock()
+	if n > 0 {
+		// The server must know the subscriptions before the looks that follow.
+		_ = h.nc.FlushTimeout(2 * time.Second)
+	}
+}
+
+// stop drops every subscription and ends the delivery goroutine.
+func (h *hinter) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for stream, sub := range h.armed {
+		_ = sub.Unsubscribe()
+		delete(h.armed, stream)
+	}
+	select {
+	case <-h.done:
+	default:
+		close(h.done)
+	}
+}
+
+// take returns and forgets the streams hinted since the last call.
+func (h *hinter) take() map[string]bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := h.fired
+	h.fired = map[string]bool{}
+	return f
 }
 
 func (r *lagReader) consumers(ctx context.Context, stream string) (map[string]int64, error) {

@@ -23,11 +23,12 @@ func TestLagReader(t *testing.T) {
 
 func testLagReader(t *testing.T, when spec.G, it spec.S) {
 	var (
-		Expect = NewWithT(t).Expect
-		ctx    = context.Background()
-		js     jetstream.JetStream
-		r      *lagReader
-		watch  map[string]bool
+		Expect     = NewWithT(t).Expect
+		Eventually = NewWithT(t).Eventually
+		ctx        = context.Background()
+		js         jetstream.JetStream
+		r          *lagReader
+		watch      map[string]string
 	)
 	const n = 260 // more than one 256-stream page
 
@@ -35,12 +36,12 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 		var err error
 		js, err = jetstream.New(natstest.Run(t).Connect())
 		Expect(err).NotTo(HaveOccurred())
-		watch = map[string]bool{}
+		watch = map[string]string{}
 		errs := make(chan error, n)
 		sem := make(chan struct{}, 16)
 		for i := range n {
 			tp := fmt.Sprintf("t%d", i)
-			watch[topic.StreamName(tp)] = true
+			watch[topic.StreamName(tp)] = tp
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem }()
@@ -55,70 +56,92 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 			Expect(<-errs).NotTo(HaveOccurred())
 		}
 		r = newLagReader(newJSAPI(js))
+		t.Cleanup(r.hints.stop)
 	})
 
-	cycle := func() (lags, int64) {
+	cycle := func(sweep bool) (lags, int64) {
 		before := r.api.requests.Load()
-		l, err := r.read(ctx, watch)
+		l, err := r.read(ctx, watch, sweep)
 		Expect(err).NotTo(HaveOccurred())
 		return l, r.api.requests.Load() - before
 	}
+	hinted := func() int {
+		r.hints.mu.Lock()
+		defer r.hints.mu.Unlock()
+		return len(r.hints.fired)
+	}
+	publish := func(t string, k int) {
+		for range k {
+			_, err := js.Publish(ctx, t, []byte("x"))
+			Expect(err).NotTo(HaveOccurred())
+		}
+	}
 
-	it("costs one request per stream page when idle, plus one per stream that changed or has lag", func() {
-		l, reqs := cycle()
-		Expect(reqs).To(BeEquivalentTo(2), "260 streams = 2 pages, no consumer lists for empty streams")
+	it("costs a share of the stream list when idle, plus one request per stream with news or lag", func() {
+		l, reqs := cycle(true)
+		Expect(reqs).To(BeEquivalentTo(2), "first cycle: the whole list, 260 streams = 2 pages, no consumer lists for empty streams")
 		lag, known, missing := l.consumerLag(topic.StreamName("t7"), "app7")
 		Expect(known).To(BeTrue())
 		Expect(missing).To(BeFalse())
 		Expect(lag).To(BeZero())
-		_, reqs = cycle()
-		Expect(reqs).To(BeEquivalentTo(2))
+		_, reqs = cycle(true)
+		Expect(reqs).To(BeEquivalentTo(1), "then a tenth of the list per cycle (at least one page)")
+		_, reqs = cycle(false)
+		Expect(reqs).To(BeZero(), "nothing at all between sweeps")
 
-		// Only streams that changed or still have lag get their consumers read.
-		for i := range 3 {
-			for range 5 {
-				_, err := js.Publish(ctx, fmt.Sprintf("t%d", i), []byte("x"))
-				Expect(err).NotTo(HaveOccurred())
-			}
-		}
-		l, reqs = cycle()
-		Expect(reqs).To(BeEquivalentTo(2 + 3))
+		// Events on three idle topics: each hints once, however many arrive.
+		publish("t0", 50)
+		publish("t1", 5)
+		publish("t2", 5)
+		Eventually(hinted, 5*time.Second).Should(Equal(3))
+		l, reqs = cycle(false)
+		Expect(reqs).To(BeEquivalentTo(3))
 		lag, known, _ = l.consumerLag(topic.StreamName("t1"), "app1")
 		Expect(known).To(BeTrue())
 		Expect(lag).To(BeEquivalentTo(5))
+		lag, _, _ = l.consumerLag(topic.StreamName("t0"), "app0")
+		Expect(lag).To(BeEquivalentTo(50))
 
-		// Still pending: looked at again.
-		_, reqs = cycle()
-		Expect(reqs).To(BeEquivalentTo(2 + 3))
+		// Still pending: looked at again, one request each.
+		_, reqs = cycle(false)
+		Expect(reqs).To(BeEquivalentTo(3))
 
 		// Two apps work through their events: in flight counts as lag.
 		for i := range 2 {
 			c, err := js.Consumer(ctx, topic.StreamName(fmt.Sprintf("t%d", i)), fmt.Sprintf("app%d", i))
 			Expect(err).NotTo(HaveOccurred())
-			b, err := c.Fetch(5, jetstream.FetchMaxWait(time.Second))
+			b, err := c.Fetch(50, jetstream.FetchMaxWait(time.Second))
 			Expect(err).NotTo(HaveOccurred())
 			var msgs []jetstream.Msg
 			for m := range b.Messages() {
 				msgs = append(msgs, m)
 			}
-			l, _ = cycle()
+			l, _ = cycle(false)
 			lag, _, _ = l.consumerLag(topic.StreamName(fmt.Sprintf("t%d", i)), fmt.Sprintf("app%d", i))
-			Expect(lag).To(BeEquivalentTo(5), "pending 0 + ack pending 5")
+			Expect(lag).To(BeEquivalentTo(len(msgs)), "pending 0 + ack pending")
 			for _, m := range msgs {
 				Expect(m.DoubleAck(ctx)).To(Succeed())
 			}
 		}
-		l, reqs = cycle()
-		Expect(reqs).To(BeEquivalentTo(2+1), "two streams are empty again; one still has lag")
+		l, _ = cycle(false)
 		lag, known, _ = l.consumerLag(topic.StreamName("t0"), "app0")
 		Expect(known).To(BeTrue())
 		Expect(lag).To(BeZero())
+		_, reqs = cycle(false)
+		Expect(reqs).To(BeEquivalentTo(1), "two topics are idle again; one still has lag")
+
+		// A new event on a topic that went idle hints again.
+		publish("t1", 1)
+		Eventually(hinted, 5*time.Second).Should(Equal(1))
+		l, _ = cycle(false)
+		lag, _, _ = l.consumerLag(topic.StreamName("t1"), "app1")
+		Expect(lag).To(BeEquivalentTo(1))
 
 		// A missing stream or consumer is unknown, and flagged as missing.
-		_, err := js.Publish(ctx, "t5", []byte("x"))
-		Expect(err).NotTo(HaveOccurred())
-		watch[topic.StreamName("nope")] = true
-		l, _ = cycle()
+		publish("t5", 1)
+		watch[topic.StreamName("nope")] = "nope"
+		Eventually(hinted, 5*time.Second).Should(Equal(1))
+		l, _ = cycle(false)
 		_, known, missing = l.consumerLag(topic.StreamName("nope"), "app1")
 		Expect(known).To(BeFalse())
 		Expect(missing).To(BeTrue())

@@ -356,16 +356,31 @@ func (s *Scaler) clearDirty(guid string) {
 	}
 }
 
-// pollLoop reads lag and scales, every poll interval (start to start).
+// pollLoop reads lag and scales every poll interval (start to start), and
+// at once when a hint says an idle topic got an event (at most ten times per
+// interval).
 func (s *Scaler) pollLoop(ctx context.Context) {
+	defer s.lag.hints.stop()
 	t := time.NewTicker(s.o.poll)
 	defer t.Stop()
+	sweep := true
 	for {
-		s.poll(ctx)
+		s.poll(ctx, sweep)
+		last := time.Now()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			sweep = true
+		case <-s.lag.hints.poke:
+			sweep = false
+			if wait := s.o.poll/10 - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
 	}
 }
@@ -376,7 +391,7 @@ type evalItem struct {
 	s    mapping.Settings
 }
 
-func (s *Scaler) poll(ctx context.Context) {
+func (s *Scaler) poll(ctx context.Context, sweep bool) {
 	start := s.o.now()
 	cpu0 := processCPU()
 	req0 := s.api.requests.Load()
@@ -386,13 +401,13 @@ func (s *Scaler) poll(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	watch := make(map[string]bool, len(s.streamTopics))
-	for name := range s.streamTopics {
-		watch[name] = true
+	watch := make(map[string]string, len(s.streamTopics))
+	for name, t := range s.streamTopics {
+		watch[name] = t
 	}
 	s.mu.Unlock()
 
-	lg, err := s.lag.read(ctx, watch)
+	lg, err := s.lag.read(ctx, watch, sweep)
 	if ctx.Err() != nil {
 		return
 	}

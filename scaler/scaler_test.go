@@ -228,20 +228,24 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(cc.Instances(guid, "web")).To(Equal(1))
 			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled thumbnailer 0 → 1: lag 1, 10 per instance"))
 
+			// The scaler may look while events are still arriving: it then
+			// goes up in more than one step, never down.
 			publish("images.uploaded", 26)
-			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1, 3}))
-			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled thumbnailer 1 → 3: lag 27, 10 per instance"))
+			Eventually(func() int { return cc.Instances(guid, "web") }, 5*time.Second).Should(Equal(3))
+			Eventually(logs.String, 2*time.Second).Should(MatchRegexp(`scaled thumbnailer [12] → 3: lag 2[1-7], 10 per instance`))
 
 			publish("images.uploaded", 100)
-			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1, 3, 4}))
-			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("capped at max-instances 4"))
+			Eventually(func() int { return cc.Instances(guid, "web") }, 5*time.Second).Should(Equal(4))
+			Eventually(logs.String, 2*time.Second).Should(MatchRegexp(`scaled thumbnailer 3 → 4: lag \d+, 10 per instance, capped at max-instances 4`))
+			Expect(scaleTo(guid)).To(BeElementOf([]int{1, 3, 4}, []int{1, 2, 3, 4}))
+			Consistently(func() []int { return scaleTo(guid) }, 300*time.Millisecond).Should(HaveLen(len(scaleTo(guid))), "capped: no further calls")
 
+			Eventually(func() int64 { return statusOf(s, guid).Lag }, 2*time.Second).Should(BeEquivalentTo(127))
 			st := statusOf(s, guid)
-			Expect(st.Lag).To(BeEquivalentTo(127))
 			Expect(st.LagKnown).To(BeTrue())
 			Expect(st.CurrentInstances).To(Equal(4))
 			Expect(st.DesiredInstances).To(Equal(4))
-			Expect(st.LastScaleReason).To(Equal("lag 127, 10 per instance, capped at max-instances 4"))
+			Expect(st.LastScaleReason).To(MatchRegexp(`^lag \d+, 10 per instance, capped at max-instances 4$`))
 			Expect(st.LastScaleTime).NotTo(BeZero())
 		})
 
@@ -259,7 +263,8 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			waitLeader(s)
 			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
 			publish("jobs", 27)
-			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{3}))
+			Eventually(func() int { return cc.Instances(guid, "web") }, 5*time.Second).Should(Equal(3))
+			ups := len(scaleTo(guid))
 
 			// The app works through all but 4 events: 3 → 1 after idle-seconds.
 			c, err := js.Consumer(context.Background(), topic.StreamName("jobs"), guid)
@@ -275,10 +280,10 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 				Expect(got).To(Equal(n))
 			}
 			ack(23)
-			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{3, 1}))
+			Eventually(func() []int { return scaleTo(guid)[ups:] }, 5*time.Second).Should(Equal([]int{1}))
 			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled resizer 3 → 1: lag 4, 10 per instance, after 1s idle"))
 			ack(4)
-			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{3, 1, 0}))
+			Eventually(func() []int { return scaleTo(guid)[ups:] }, 5*time.Second).Should(Equal([]int{1, 0}))
 			Eventually(logs.String, 2*time.Second).Should(ContainSubstring("scaled resizer 1 → 0: no lag for 1s"))
 			Eventually(logs.String, 2*time.Second).Should(MatchRegexp(`msg="scaled resizer 1 → 0: no lag for 1s" app=resizer app_guid=` + guid + ` from=1 to=0 lag=0`))
 		})
@@ -406,7 +411,7 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			lstop()
 			Eventually(follower.Leader, 10*time.Second, 20*time.Millisecond).Should(BeTrue())
 			publish("images.uploaded", 20)
-			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1, 3}))
+			Eventually(func() int { return cc.Instances(guid, "web") }, 5*time.Second).Should(Equal(3))
 		})
 	})
 

@@ -24,7 +24,7 @@ BENCH_NATS_SERVER="$nats_server" BENCH_SCALER="$work/hottopic-scaler" \
   go test ./scripts/benchscaler -run TestBenchScaler -count=1 -timeout 60m -v | tee "$work/out.txt" | grep -E '^BENCH|setup:|ready|FAIL|panic' || true
 
 printf "== medians:"
-for key in requests_per_cycle poll_wall_ms poll_cpu_ms scaler_cpu_ms_per_cycle nats_cpu_ms_per_cycle react_p50_ms react_p99_ms; do
+for key in requests_per_interval poll_wall_ms poll_cpu_ms_per_interval scaler_cpu_ms_per_interval nats_cpu_ms_per_interval react_p50_ms react_p99_ms; do
   vals=$(grep '^BENCH run=' "$work/out.txt" | tr ' ' '\n' | sed -n "s/^$key=//p" | sort -n)
   cnt=$(echo "$vals" | grep -c . || true)
   [ "$cnt" -gt 0 ] && printf " %s=%s" "$key" "$(echo "$vals" | sed -n "$(( (cnt + 1) / 2 ))p")"

@@ -26,8 +26,8 @@ func testCFPlatform(t *testing.T, when spec.G, it spec.S) {
 		Expect     = NewWithT(t).Expect
 		Eventually = NewWithT(t).Eventually
 		ctx        = context.Background()
-		cc     *ccdouble.CC
-		space  string
+		cc         *ccdouble.CC
+		space      string
 	)
 	const secret = "top-s3cret"
 
