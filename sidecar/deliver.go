@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/hottopic-io/hottopic/deadletter"
 	"github.com/hottopic-io/hottopic/mapping"
 	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/sidecar/appconn"
 	"github.com/hottopic-io/hottopic/sidecar/pull"
 )
 
@@ -30,11 +32,13 @@ const (
 	// maxRetryAfter bounds an app's Retry-After (a typo should not park an event for a year).
 	maxRetryAfter = 24 * time.Hour
 	publishWait   = 10 * time.Second
+	dialTimeout   = 5 * time.Second
 )
 
 // settings is the delivery configuration in force; swapped whole on a mapping change.
 type settings struct {
-	url         string
+	path        string // request URI, escaped as net/http would
+	pathErr     error
 	timeout     time.Duration
 	maxDeliver  int
 	outputTopic string
@@ -42,67 +46,54 @@ type settings struct {
 
 // engine delivers held events to the app with a fixed pool of workers.
 type engine struct {
-	log     *slog.Logger
-	m       *metrics
-	js      jetstream.JetStream
-	client  *http.Client
-	appGUID string
-	appPort int
-	streams provision.StreamOptions
-	jobs    chan *pull.Msg
-	set     atomic.Pointer[settings]
-
-	// deliverCtx is the parent of every delivery; cancelled when shutdown
-	// can wait no longer.
-	deliverCtx    context.Context
-	cancelDeliver context.CancelFunc
-	releasing     atomic.Bool // shutdown: nak instead of delivering
+	log       *slog.Logger
+	m         *metrics
+	js        jetstream.JetStream
+	appGUID   string
+	appAddr   string // 127.0.0.1:$PORT
+	streams   provision.StreamOptions
+	jobs      chan *pull.Msg
+	set       atomic.Pointer[settings]
+	releasing atomic.Bool // shutdown: nak instead of delivering
 
 	mu      sync.Mutex
 	workers []*worker
+	conns   map[*appconn.Conn]struct{} // every worker's, quitting ones too
+	aborted bool                       // shutdown can wait no longer
 	wg      sync.WaitGroup
 }
 
-// worker is one delivery slot; the ticker reads it to enforce timeouts.
+// worker is one delivery slot with its own connection to the app and
+// scratch space for request headers.
 type worker struct {
 	quit chan struct{}
+	conn *appconn.Conn
+	hdr  []byte
 
-	mu       sync.Mutex
-	cancel   context.CancelFunc
-	deadline time.Time
-	timedOut bool
+	topic  string // the topic static is for
+	static []byte // default headers of topic, for events without their own
 }
 
 func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID string, appPort int, streams provision.StreamOptions) *engine {
-	tr := &http.Transport{
-		Proxy:                 nil, // the app is local; never go through HTTP_PROXY
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true,
-		ExpectContinueTimeout: 0,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	return &engine{
-		log: log, m: m, js: js, appGUID: appGUID, appPort: appPort, streams: streams,
-		client: &http.Client{
-			Transport: tr,
-			// A redirect is an answer, not something to follow with a GET.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		jobs:          make(chan *pull.Msg, 4096),
-		deliverCtx:    ctx,
-		cancelDeliver: cancel,
+		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
+		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
+		jobs:    make(chan *pull.Msg, 4096),
+		conns:   map[*appconn.Conn]struct{}{},
 	}
 }
 
 // configure applies a mapping's delivery settings and sizes the pool.
 func (e *engine) configure(s mapping.Settings) {
+	path, pathErr := s.Path, error(nil)
+	if u, err := url.Parse("http://app" + s.Path); err != nil {
+		pathErr = fmt.Errorf("bad path %q: %v", s.Path, err)
+	} else {
+		path = u.RequestURI()
+	}
 	e.set.Store(&settings{
-		url:         "http://127.0.0.1:" + strconv.Itoa(e.appPort) + s.Path,
+		path:        path,
+		pathErr:     pathErr,
 		timeout:     time.Duration(s.TimeoutSeconds) * time.Second,
 		maxDeliver:  s.MaxDeliver,
 		outputTopic: s.OutputTopic,
@@ -124,6 +115,19 @@ func (e *engine) configure(s mapping.Settings) {
 
 func (e *engine) work(w *worker) {
 	defer e.wg.Done()
+	w.conn = appconn.New(e.appAddr, dialTimeout)
+	e.mu.Lock()
+	e.conns[w.conn] = struct{}{}
+	if e.aborted {
+		w.conn.Abort()
+	}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.conns, w.conn)
+		e.mu.Unlock()
+		w.conn.Close()
+	}()
 	for {
 		select {
 		case <-w.quit:
@@ -139,18 +143,14 @@ func (e *engine) work(w *worker) {
 	}
 }
 
-// tick enforces delivery timeouts; the one timer for all deliveries.
-func (e *engine) tick(now time.Time) {
+// abort makes every delivery in progress, and any later one, fail at once:
+// shutdown's grace period is over.
+func (e *engine) abort() {
 	e.mu.Lock()
-	ws := append([]*worker(nil), e.workers...)
-	e.mu.Unlock()
-	for _, w := range ws {
-		w.mu.Lock()
-		if w.cancel != nil && !w.timedOut && now.After(w.deadline) {
-			w.timedOut = true
-			w.cancel()
-		}
-		w.mu.Unlock()
+	defer e.mu.Unlock()
+	e.aborted = true
+	for c := range e.conns {
+		c.Abort()
 	}
 }
 
@@ -158,9 +158,9 @@ func (e *engine) tick(now time.Time) {
 type outcome struct {
 	status     int
 	err        error // transport error or timeout
+	timedOut   bool
 	retryAfter time.Duration
-	body       []byte // only when an output topic is set
-	header     http.Header
+	resp       *appconn.Response // for the output topic: valid until the worker's next post
 }
 
 func (e *engine) handle(w *worker, m *pull.Msg) {
@@ -183,30 +183,21 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 		e.m.redeliveries.Inc()
 	}
 
-	ctx, cancel := context.WithCancel(e.deliverCtx)
 	start := time.Now()
-	w.mu.Lock()
-	w.cancel, w.deadline, w.timedOut = cancel, start.Add(s.timeout), false
-	w.mu.Unlock()
 	e.m.inFlight.Inc()
-	out := e.post(ctx, s, topic, m, md)
+	out := e.post(w, s, topic, m, md, start.Add(s.timeout))
 	e.m.inFlight.Dec()
 	e.m.latency.Observe(time.Since(start).Seconds())
-	w.mu.Lock()
-	timedOut := w.timedOut
-	w.cancel = nil
-	w.mu.Unlock()
-	cancel()
 
-	if out.err != nil && timedOut {
+	if out.err != nil && out.timedOut {
 		out.err = fmt.Errorf("timeout after %s", s.timeout)
 	}
 	switch {
-	case out.err != nil && e.releasing.Load() && !timedOut:
+	case out.err != nil && e.releasing.Load() && !out.timedOut:
 		_ = m.Nak() // shutdown cut it short: another instance takes it now
 		e.m.released.Inc()
 	case out.err == nil && out.status >= 200 && out.status < 300:
-		if s.outputTopic != "" && len(out.body) > 0 {
+		if s.outputTopic != "" && len(out.resp.Body) > 0 {
 			if err := e.publishOutput(s.outputTopic, m, md, out); err != nil {
 				e.m.pubOutErr.Inc()
 				e.retry(m, md, s, topic, "publishing the response to output topic "+s.outputTopic+" failed: "+err.Error(), 0)
@@ -293,86 +284,134 @@ func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topi
 }
 
 // ceID is the CloudEvents id: the publisher's Nats-Msg-Id, else <stream>-<seq>.
-func ceID(m *nats.Msg, md *nats.MsgMetadata) string {
+func appendCEID(dst []byte, m *nats.Msg, md *nats.MsgMetadata) ([]byte, error) {
 	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" {
-		return id
+		return appconn.AppendHeader(dst, "Ce-Id", id)
 	}
-	return md.Stream + "-" + strconv.FormatUint(md.Sequence.Stream, 10)
+	dst = append(dst, "Ce-Id: "...)
+	dst = append(dst, md.Stream...)
+	dst = append(dst, '-')
+	dst = strconv.AppendUint(dst, md.Sequence.Stream, 10)
+	return append(dst, "\r\n"...), nil
 }
 
-var (
-	hdrContentType = "Content-Type"
-	octetStream    = []string{"application/octet-stream"}
-	specVersion    = []string{"1.0"}
-	defaultCEType  = []string{"hottopic.event"}
+// Defaults that a message's own header replaces, one bit each.
+const (
+	ownSpecVersion = 1 << iota
+	ownID
+	ownSource
+	ownType
+	ownSubject
+	ownTime
+	ownContentType
 )
 
-func (e *engine) post(ctx context.Context, s *settings, topic string, m *pull.Msg, md *nats.MsgMetadata) outcome {
-	h := make(http.Header, 12)
-	h["Ce-Specversion"] = specVersion
-	h["Ce-Id"] = []string{ceID(m.Msg, md)}
-	h["Ce-Source"] = []string{"hottopic:" + topic}
-	h["Ce-Type"] = defaultCEType
-	h["Ce-Subject"] = []string{topic}
-	h["Ce-Time"] = []string{md.Timestamp.UTC().Format(time.RFC3339Nano)}
-	h[hdrContentType] = octetStream
-	for k, v := range m.Header {
-		if len(v) == 0 {
-			continue
-		}
-		lk := strings.ToLower(k)
-		switch {
-		case strings.HasPrefix(lk, "ce-"), lk == "content-type", lk == "traceparent", lk == "tracestate":
-			h[http.CanonicalHeaderKey(k)] = v // the message's own values win
+var ownBits = map[string]int{
+	"Ce-Specversion": ownSpecVersion, "Ce-Id": ownID, "Ce-Source": ownSource, "Ce-Type": ownType,
+	"Ce-Subject": ownSubject, "Ce-Time": ownTime, "Content-Type": ownContentType,
+}
+
+// passThrough says whether a message header goes to the app: CloudEvents
+// attributes, Content-Type and W3C trace context.
+func passThrough(k string) bool {
+	if len(k) >= 3 && strings.EqualFold(k[:3], "ce-") {
+		return true
+	}
+	return strings.EqualFold(k, "content-type") || strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate")
+}
+
+// staticHeaders is the block of defaults that do not change per event.
+func staticHeaders(topic string, own int) []byte {
+	var b []byte
+	add := func(bit int, k, v string) {
+		if own&bit == 0 {
+			b = append(b, k+": "+v+"\r\n"...)
 		}
 	}
-	h["Hottopic-Topic"] = []string{topic}
-	h["Hottopic-Delivery"] = []string{strconv.FormatUint(md.NumDelivered, 10)}
+	add(ownSpecVersion, "Ce-Specversion", "1.0")
+	add(ownSource, "Ce-Source", "hottopic:"+topic)
+	add(ownType, "Ce-Type", "hottopic.event")
+	add(ownSubject, "Ce-Subject", topic)
+	add(ownContentType, "Content-Type", "application/octet-stream")
+	return append(b, "Hottopic-Topic: "+topic+"\r\n"...)
+}
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(m.Data))
+// appendHeaders writes the event's request headers: the CloudEvents
+// defaults, the message's own passed-through headers (which win), and the
+// Hottopic ones. Topics are validated tokens, so only message values are checked.
+func (w *worker) appendHeaders(dst []byte, topic string, m *nats.Msg, md *nats.MsgMetadata) ([]byte, error) {
+	own := 0
+	for k, v := range m.Header {
+		if len(v) > 0 && passThrough(k) {
+			own |= ownBits[http.CanonicalHeaderKey(k)]
+		}
+	}
+	if own == 0 {
+		if w.topic != topic || w.static == nil {
+			w.topic, w.static = topic, staticHeaders(topic, 0)
+		}
+		dst = append(dst, w.static...)
+	} else {
+		dst = append(dst, staticHeaders(topic, own)...)
+		for k, vs := range m.Header {
+			if len(vs) == 0 || !passThrough(k) {
+				continue
+			}
+			ck := http.CanonicalHeaderKey(k)
+			for _, v := range vs {
+				var err error
+				if dst, err = appconn.AppendHeader(dst, ck, v); err != nil {
+					return dst, err
+				}
+			}
+		}
+	}
+	var err error
+	if own&ownID == 0 {
+		if dst, err = appendCEID(dst, m, md); err != nil {
+			return dst, err
+		}
+	}
+	if own&ownTime == 0 {
+		dst = append(dst, "Ce-Time: "...)
+		dst = md.Timestamp.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "Hottopic-Delivery: "...)
+	dst = strconv.AppendUint(dst, md.NumDelivered, 10)
+	return append(dst, "\r\n"...), nil
+}
+
+func (e *engine) post(w *worker, s *settings, topic string, m *pull.Msg, md *nats.MsgMetadata, deadline time.Time) outcome {
+	if s.pathErr != nil {
+		return outcome{err: s.pathErr}
+	}
+	h, err := w.appendHeaders(w.hdr[:0], topic, m.Msg, md)
+	w.hdr = h
 	if err != nil {
 		return outcome{err: err}
 	}
-	req.Header = h
-	resp, err := e.client.Do(req)
-	if err != nil {
-		return outcome{err: shortError(err)}
+	var limit int64
+	if s.outputTopic != "" {
+		limit = e.js.Conn().MaxPayload()
 	}
-	defer resp.Body.Close()
-	out := outcome{status: resp.StatusCode}
-	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
-	if ok && s.outputTopic != "" {
-		limit := e.js.Conn().MaxPayload()
-		out.body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
-		if err != nil {
-			return outcome{err: shortError(err)}
-		}
-		if int64(len(out.body)) > limit {
-			return outcome{err: fmt.Errorf("response body larger than the NATS payload limit (%d bytes)", limit)}
-		}
-		out.header = resp.Header
-	} else {
-		// Drain (bounded) so the connection is reused.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp, err := w.conn.Post(deadline, s.path, h, m.Data, limit)
+	switch {
+	case err == nil:
+	case errors.Is(err, appconn.ErrBodyTooLarge):
+		return outcome{err: fmt.Errorf("response body larger than the NATS payload limit (%d bytes)", limit)}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return outcome{err: err, timedOut: true}
+	case errors.Is(err, appconn.ErrAborted):
+		return outcome{err: err}
+	default:
+		return outcome{err: fmt.Errorf("app unreachable: %v", err)}
 	}
-	if !ok {
-		out.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+	out := outcome{status: resp.Status, resp: resp}
+	if resp.Status < 200 || resp.Status >= 300 {
+		out.retryAfter = parseRetryAfter(resp.Get("Retry-After"))
 	}
 	return out
-}
-
-// shortError drops the request URL that net/http wraps around errors.
-func shortError(err error) error {
-	var ue interface{ Unwrap() error }
-	if errors.As(err, &ue) {
-		if inner := ue.Unwrap(); inner != nil {
-			if errors.Is(inner, context.Canceled) {
-				return errors.New("delivery cancelled")
-			}
-			return fmt.Errorf("app unreachable: %v", inner)
-		}
-	}
-	return err
 }
 
 func parseRetryAfter(v string) time.Duration {
@@ -395,17 +434,18 @@ func parseRetryAfter(v string) time.Duration {
 }
 
 func (e *engine) publishOutput(outTopic string, m *pull.Msg, md *nats.MsgMetadata, out outcome) error {
-	msg := &nats.Msg{Subject: outTopic, Header: nats.Header{}, Data: out.body}
-	ct := out.header.Get("Content-Type")
+	// The body is copied: the worker's connection reuses its buffer.
+	msg := &nats.Msg{Subject: outTopic, Header: nats.Header{}, Data: bytes.Clone(out.resp.Body)}
+	ct := out.resp.Get("Content-Type")
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
 	msg.Header.Set("Content-Type", ct)
-	for k, v := range out.header {
-		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") && len(v) > 0 {
-			msg.Header[lk] = v
+	out.resp.VisitHeaders(func(k, v string) {
+		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") {
+			msg.Header[lk] = append(msg.Header[lk], v)
 		}
-	}
+	})
 	for _, k := range []string{"traceparent", "tracestate"} {
 		if v := m.Header.Get(k); v != "" {
 			msg.Header.Set(k, v)
@@ -440,5 +480,4 @@ func (e *engine) stop() {
 	e.workers = nil
 	e.mu.Unlock()
 	e.wg.Wait()
-	e.cancelDeliver()
 }

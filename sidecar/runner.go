@@ -180,7 +180,6 @@ func (r *runner) tickLoop(ctx context.Context) {
 			for _, p := range r.pullers() {
 				p.Tick(now)
 			}
-			r.e.tick(now)
 		}
 	}
 }

@@ -163,7 +163,7 @@ func shutdown(log *slog.Logger, r *runner, e *engine, runCtx context.Context, st
 	if !waitHeld(ShutdownGrace) {
 		log.Warn("grace period over; releasing unfinished deliveries to other instances", "in_flight", held())
 		e.releasing.Store(true)
-		e.cancelDeliver()
+		e.abort()
 		waitHeld(500 * time.Millisecond)
 	}
 	r.wg.Wait()

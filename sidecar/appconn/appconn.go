@@ -1,0 +1,488 @@
+// Package appconn is the sidecar's HTTP/1.1 client to its app: one
+// persistent keep-alive connection owned by one delivery worker.
+//
+// net/http's Transport runs a read and a write goroutine per connection and
+// hands every request and response across channels; on a small shared CPU
+// those wake-ups cost more than the loopback round trip itself. Here the
+// worker writes the request and parses the response on its own goroutine,
+// with buffers reused from one event to the next. It speaks only what the
+// sidecar needs: POST with a known length; responses with Content-Length,
+// chunked bodies or read-to-close, 1xx interim responses, Connection: close.
+package appconn
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// ErrAborted is returned by Post after Abort.
+var ErrAborted = errors.New("delivery cancelled")
+
+// ErrBodyTooLarge is returned by Post when a body to be read exceeds its limit.
+var ErrBodyTooLarge = errors.New("response body too large")
+
+// drainLimit is how much of an unwanted body is read to keep the connection;
+// a longer body closes it instead.
+const drainLimit = 1 << 20
+
+// Conn is one connection to the app, dialled on first use and again after
+// any error. Post must not be called concurrently; Abort may be.
+type Conn struct {
+	addr        string // host:port
+	dialTimeout time.Duration
+	reqLine     []byte // scratch: request line and Host header
+
+	mu      sync.Mutex
+	nc      net.Conn
+	aborted bool
+
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	line []byte // scratch: one header line being assembled
+	resp Response
+}
+
+// New returns a Conn to addr ("127.0.0.1:8080"); nothing is dialled yet.
+func New(addr string, dialTimeout time.Duration) *Conn {
+	return &Conn{addr: addr, dialTimeout: dialTimeout}
+}
+
+// Response is the app's answer. It and its Body are valid until the next Post.
+type Response struct {
+	Status int
+	Body   []byte // only when Post was asked to read it
+
+	hbuf   []byte  // the header block, copied
+	fields []field // offsets into hbuf
+	proto1 bool    // HTTP/1.0
+}
+
+type field struct{ k0, k1, v0, v1 int }
+
+// Get returns the first value of the named header (case-insensitive), or "".
+func (r *Response) Get(name string) string {
+	for _, f := range r.fields {
+		if asciiEqualFold(r.hbuf[f.k0:f.k1], name) {
+			return string(r.hbuf[f.v0:f.v1])
+		}
+	}
+	return ""
+}
+
+// VisitHeaders calls fn for every header line in order.
+func (r *Response) VisitHeaders(fn func(key, value string)) {
+	for _, f := range r.fields {
+		fn(string(r.hbuf[f.k0:f.k1]), string(r.hbuf[f.v0:f.v1]))
+	}
+}
+
+// Abort makes a Post in progress, and every later one, fail with ErrAborted
+// at once (shutdown cannot wait any longer).
+func (c *Conn) Abort() {
+	c.mu.Lock()
+	c.aborted = true
+	if c.nc != nil {
+		_ = c.nc.SetDeadline(time.Unix(1, 0))
+	}
+	c.mu.Unlock()
+}
+
+// Close closes the connection.
+func (c *Conn) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked()
+}
+
+func (c *Conn) closeLocked() {
+	if c.nc != nil {
+		_ = c.nc.Close()
+		c.nc = nil
+	}
+}
+
+func (c *Conn) drop() {
+	c.mu.Lock()
+	c.closeLocked()
+	c.mu.Unlock()
+}
+
+// Post sends one POST and reads the answer. header is a block of complete
+// "Key: value\r\n" lines (see AppendHeader) without Host or Content-Length.
+// With readBody > 0 a 2xx body up to that many bytes is returned in
+// Response.Body (more is ErrBodyTooLarge); otherwise the body is discarded.
+// The whole exchange, dialling included, must end before deadline, or Post
+// fails with an error matching os.ErrDeadlineExceeded. After any error the
+// connection is closed; the next Post dials again.
+func (c *Conn) Post(deadline time.Time, path string, header, body []byte, readBody int64) (*Response, error) {
+	nc, err := c.conn(deadline)
+	if err != nil {
+		return nil, err
+	}
+	resp, keep, err := c.exchange(nc, path, header, body, readBody)
+	if err != nil || !keep {
+		c.drop()
+	}
+	if err != nil {
+		if c.isAborted() {
+			return nil, ErrAborted
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (c *Conn) isAborted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.aborted
+}
+
+// conn returns a live connection with the deadline set, dialling if needed.
+func (c *Conn) conn(deadline time.Time) (net.Conn, error) {
+	c.mu.Lock()
+	if c.aborted {
+		c.mu.Unlock()
+		return nil, ErrAborted
+	}
+	nc := c.nc
+	c.mu.Unlock()
+	if nc != nil && (c.br.Buffered() > 0 || !alive(nc)) {
+		// The app closed it while idle (or sent something unasked): nothing
+		// of this request was written yet, so a fresh connection is safe.
+		c.drop()
+		nc = nil
+	}
+	if nc == nil {
+		d := net.Dialer{Deadline: deadline, Timeout: c.dialTimeout}
+		var err error
+		if nc, err = d.Dial("tcp", c.addr); err != nil {
+			return nil, err
+		}
+		if c.br == nil {
+			c.br = bufio.NewReaderSize(nc, 4<<10)
+			c.bw = bufio.NewWriterSize(nc, 4<<10)
+		} else {
+			c.br.Reset(nc)
+			c.bw.Reset(nc)
+		}
+		c.mu.Lock()
+		if c.aborted {
+			c.mu.Unlock()
+			_ = nc.Close()
+			return nil, ErrAborted
+		}
+		c.nc = nc
+		c.mu.Unlock()
+	}
+	if err := nc.SetDeadline(deadline); err != nil {
+		c.drop()
+		return nil, err
+	}
+	// An Abort between the check above and SetDeadline must still win.
+	if c.isAborted() {
+		c.drop()
+		return nil, ErrAborted
+	}
+	return nc, nil
+}
+
+func (c *Conn) exchange(nc net.Conn, path string, header, body []byte, readBody int64) (*Response, bool, error) {
+	c.reqLine = append(c.reqLine[:0], "POST "...)
+	c.reqLine = append(c.reqLine, path...)
+	c.reqLine = append(c.reqLine, " HTTP/1.1\r\nHost: "...)
+	c.reqLine = append(c.reqLine, c.addr...)
+	c.reqLine = append(c.reqLine, "\r\nUser-Agent: hottopic-sidecar\r\nContent-Length: "...)
+	c.reqLine = strconv.AppendInt(c.reqLine, int64(len(body)), 10)
+	c.reqLine = append(c.reqLine, "\r\n"...)
+	w := c.bw
+	_, _ = w.Write(c.reqLine)
+	_, _ = w.Write(header)
+	_, _ = w.WriteString("\r\n")
+	_, _ = w.Write(body)
+	if err := w.Flush(); err != nil {
+		return nil, false, err
+	}
+	r := &c.resp
+	for {
+		if err := c.readHead(r); err != nil {
+			return nil, false, err
+		}
+		if r.Status >= 200 || r.Status == 101 {
+			break
+		}
+		// 100 Continue, 103 Early Hints...: the answer is still to come.
+	}
+	return c.readBody(r, readBody)
+}
+
+// readHead reads a status line and header block into r.
+func (c *Conn) readHead(r *Response) error {
+	r.Body, r.fields, r.hbuf = nil, r.fields[:0], r.hbuf[:0]
+	line, err := c.readLine()
+	if err != nil {
+		return err
+	}
+	// HTTP/1.1 200 OK
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return fmt.Errorf("malformed HTTP status line %q", truncate(line))
+	}
+	r.proto1 = line[7] == '0'
+	code, ok := atoi3(line[9:12])
+	if !ok || (len(line) > 12 && line[12] != ' ') {
+		return fmt.Errorf("malformed HTTP status line %q", truncate(line))
+	}
+	r.Status = code
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if line[0] == ' ' || line[0] == '\t' { // obsolete line folding
+			if len(r.fields) == 0 {
+				return errors.New("malformed HTTP response header: continuation first")
+			}
+			// Values are the last bytes of hbuf: extend the last one.
+			r.hbuf = append(r.hbuf, ' ')
+			r.hbuf = append(r.hbuf, bytes.TrimSpace(line)...)
+			r.fields[len(r.fields)-1].v1 = len(r.hbuf)
+			continue
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return fmt.Errorf("malformed HTTP response header %q", truncate(line))
+		}
+		k0 := len(r.hbuf)
+		r.hbuf = append(r.hbuf, bytes.TrimRight(line[:colon], " \t")...)
+		k1 := len(r.hbuf)
+		r.hbuf = append(r.hbuf, bytes.TrimSpace(line[colon+1:])...)
+		r.fields = append(r.fields, field{k0, k1, k1, len(r.hbuf)})
+		if len(r.fields) > 1000 {
+			return errors.New("too many HTTP response headers")
+		}
+	}
+}
+
+// readLine returns one line without its CRLF (or LF); valid until the next read.
+func (c *Conn) readLine() ([]byte, error) {
+	line, err := c.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		// A long line: gather it, up to a sane bound.
+		c.line = append(c.line[:0], line...)
+		for err == bufio.ErrBufferFull && len(c.line) < 1<<20 {
+			line, err = c.br.ReadSlice('\n')
+			c.line = append(c.line, line...)
+		}
+		if err == bufio.ErrBufferFull {
+			return nil, errors.New("HTTP response header line too long")
+		}
+		line = c.line
+	}
+	if err != nil {
+		if err == io.EOF {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+// readBody reads or discards the body and says whether the connection can
+// carry another request.
+func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
+	keep := !r.proto1
+	var length int64 = -1
+	chunked := false
+	for _, f := range r.fields {
+		k, v := r.hbuf[f.k0:f.k1], r.hbuf[f.v0:f.v1]
+		switch {
+		case asciiEqualFold(k, "Connection"):
+			for _, tok := range bytes.Split(v, []byte(",")) {
+				tok = bytes.TrimSpace(tok)
+				if asciiEqualFold(tok, "close") {
+					keep = false
+				} else if r.proto1 && asciiEqualFold(tok, "keep-alive") {
+					keep = true
+				}
+			}
+		case asciiEqualFold(k, "Content-Length"):
+			n, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil || n < 0 || (length >= 0 && n != length) {
+				return nil, false, fmt.Errorf("bad Content-Length %q", truncate(v))
+			}
+			length = n
+		case asciiEqualFold(k, "Transfer-Encoding"):
+			if !asciiEqualFold(bytes.TrimSpace(v), "chunked") {
+				return nil, false, fmt.Errorf("unsupported Transfer-Encoding %q", truncate(v))
+			}
+			chunked = true
+		}
+	}
+	if r.Status == 101 || r.Status == 204 || r.Status == 304 {
+		return r, keep && r.Status != 101, nil // no body, by definition
+	}
+	var body io.Reader
+	switch {
+	case chunked:
+		body = httputil.NewChunkedReader(c.br)
+		length = -1
+	case length >= 0:
+		body = io.LimitReader(c.br, length)
+	default:
+		body, keep = c.br, false // the body ends when the app closes
+	}
+	want := readBody > 0 && r.Status >= 200 && r.Status < 300
+	if want {
+		if length > readBody {
+			return nil, false, ErrBodyTooLarge
+		}
+		b, err := readAll(body, readBody)
+		if err != nil {
+			return nil, false, err
+		}
+		r.Body = b
+	} else if length >= 0 && length <= int64(c.br.Buffered()) {
+		_, _ = c.br.Discard(int(length)) // the common case: no copy at all
+	} else {
+		n, err := io.Copy(io.Discard, io.LimitReader(body, drainLimit+1))
+		if err != nil {
+			return nil, false, err
+		}
+		if n > drainLimit {
+			return r, false, nil // not worth reading on: close instead
+		}
+	}
+	if chunked {
+		if err := c.skipTrailers(); err != nil {
+			return nil, false, err
+		}
+	}
+	return r, keep, nil
+}
+
+// skipTrailers reads the trailer section after the last chunk.
+func (c *Conn) skipTrailers() error {
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+	}
+}
+
+func readAll(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, ErrBodyTooLarge
+	}
+	return b, nil
+}
+
+// AppendHeader appends "key: value\r\n" after the checks net/http makes: a
+// field name must be a token, a value must hold no control characters.
+func AppendHeader(dst []byte, key, value string) ([]byte, error) {
+	if !validName(key) {
+		return dst, fmt.Errorf("invalid header field name %q", key)
+	}
+	for i := 0; i < len(value); i++ {
+		if b := value[i]; (b < ' ' && b != '\t') || b == 0x7f {
+			return dst, fmt.Errorf("invalid header field value for %q", key)
+		}
+	}
+	dst = append(dst, key...)
+	dst = append(dst, ": "...)
+	dst = append(dst, trimOWS(value)...)
+	return append(dst, "\r\n"...), nil
+}
+
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenChar(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	switch b {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func atoi3(b []byte) (int, bool) {
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n >= 100
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
+}
