@@ -165,17 +165,24 @@ type outcome struct {
 
 func (e *engine) handle(w *worker, m *pull.Msg) {
 	p := m.Puller()
-	defer p.Done(m)
+	if !e.attempt(w, p, m) {
+		p.Done(m)
+	}
+}
+
+// attempt delivers m once and settles it; true when it was acked (and so
+// already released through AckDone).
+func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	if e.releasing.Load() || p.Stopped() {
 		_ = m.Nak()
 		e.m.released.Inc()
-		return
+		return false
 	}
 	md, err := m.Metadata()
 	if err != nil { // not a JetStream message: nothing to redeliver
 		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
 		_ = m.Term()
-		return
+		return false
 	}
 	s := e.set.Load()
 	topic := p.Topic()
@@ -201,12 +208,13 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 			if err := e.publishOutput(s.outputTopic, m, md, out); err != nil {
 				e.m.pubOutErr.Inc()
 				e.retry(m, md, s, topic, "publishing the response to output topic "+s.outputTopic+" failed: "+err.Error(), 0)
-				return
+				return false
 			}
 			e.m.pubOutOK.Inc()
 		}
-		_ = m.Ack()
+		_ = p.AckDone(m)
 		e.m.succeeded.Inc()
+		return true
 	case out.err != nil:
 		e.retry(m, md, s, topic, out.err.Error(), 0)
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
@@ -214,6 +222,7 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 	default: // any other 4xx: the app says this event can never succeed
 		e.deadLetter(m, md, s, topic, statusText(out.status), false)
 	}
+	return false
 }
 
 func statusText(code int) string {

@@ -12,7 +12,6 @@
 package pull
 
 import (
-	"encoding/json"
 	"strconv"
 	"sync"
 	"time"
@@ -59,6 +58,7 @@ type Puller struct {
 	slots       []*Msg
 	free        []int
 	stopped     bool
+	reqBuf      []byte // scratch for request bodies
 	// OnStatus, if set, hears about unexpected status messages (consumer
 	// deleted, ...). Called with p.mu not held.
 	onStatus func(code, description string)
@@ -186,6 +186,35 @@ func (p *Puller) Done(m *Msg) {
 	p.mu.Unlock()
 }
 
+var (
+	ackAck  = []byte("+ACK")
+	ackNext = []byte("+NXT ")
+)
+
+// AckDone acks m and releases its place in the window. When that place is
+// due to be asked for again, the ack carries the pull request itself (+NXT
+// with the same batch, expiry and heartbeat), so the server gets one message
+// per event instead of two. Like a plain ack it is not confirmed: JetStream
+// redelivers an event whose ack was lost.
+func (p *Puller) AckDone(m *Msg) error {
+	p.mu.Lock()
+	reply := m.Reply
+	m.Msg = nil
+	p.free = append(p.free, m.slot)
+	p.held--
+	if credit := p.creditLocked(); credit > 0 {
+		p.reqBuf = p.appendRequest(append(p.reqBuf[:0], ackNext...), credit)
+		err := p.nc.PublishRequest(reply, p.inbox, p.reqBuf)
+		if err == nil {
+			p.outstanding += credit
+		}
+		p.mu.Unlock()
+		return err
+	}
+	p.mu.Unlock()
+	return p.nc.Publish(reply, ackAck)
+}
+
 // SetWindow changes how many messages may be held (concurrency changed).
 func (p *Puller) SetWindow(n int) {
 	p.mu.Lock()
@@ -269,22 +298,36 @@ func (p *Puller) Tick(now time.Time) {
 	p.pullLocked()
 }
 
-type request struct {
-	Batch     int   `json:"batch"`
-	Expires   int64 `json:"expires"`
-	Heartbeat int64 `json:"idle_heartbeat"`
-}
-
-func (p *Puller) pullLocked() {
+// creditLocked is how many messages to ask for now, 0 for none yet.
+func (p *Puller) creditLocked() int {
 	if p.stopped {
-		return
+		return 0
 	}
 	credit := p.window - p.held - p.outstanding
 	if credit <= 0 || credit < p.threshold() && p.outstanding > 0 {
+		return 0
+	}
+	return credit
+}
+
+// appendRequest appends the JSON pull request for credit messages.
+func (p *Puller) appendRequest(b []byte, credit int) []byte {
+	b = append(b, `{"batch":`...)
+	b = strconv.AppendInt(b, int64(credit), 10)
+	b = append(b, `,"expires":`...)
+	b = strconv.AppendInt(b, int64(p.cfg.Expires), 10)
+	b = append(b, `,"idle_heartbeat":`...)
+	b = strconv.AppendInt(b, int64(p.cfg.Heartbeat), 10)
+	return append(b, '}')
+}
+
+func (p *Puller) pullLocked() {
+	credit := p.creditLocked()
+	if credit == 0 {
 		return
 	}
-	body, _ := json.Marshal(request{Batch: credit, Expires: int64(p.cfg.Expires), Heartbeat: int64(p.cfg.Heartbeat)})
-	if err := p.nc.PublishRequest(p.reqSubj, p.inbox, body); err != nil {
+	p.reqBuf = p.appendRequest(p.reqBuf[:0], credit)
+	if err := p.nc.PublishRequest(p.reqSubj, p.inbox, p.reqBuf); err != nil {
 		return // not connected; Reset or Tick will pull again
 	}
 	p.outstanding += credit

@@ -1,0 +1,100 @@
+package pull_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/sclevine/spec"
+	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/sidecar/pull"
+)
+
+func TestPull(t *testing.T) {
+	spec.Run(t, "pull", testPull, spec.Report(report.Terminal{}))
+}
+
+func testPull(t *testing.T, when spec.G, it spec.S) {
+	var (
+		Expect     = NewWithT(t).Expect
+		Eventually = NewWithT(t).Eventually
+		nc         *nats.Conn
+		cons       jetstream.Consumer
+		requests   atomic.Int64 // explicit pull requests seen on the API subject
+		out        chan *pull.Msg
+		p          *pull.Puller
+		ctx        = context.Background()
+	)
+
+	it.Before(func() {
+		srv := natstest.Run(t)
+		nc = srv.Connect()
+		js, err := jetstream.New(nc)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.x"}})
+		Expect(err).NotTo(HaveOccurred())
+		cons, err = js.CreateOrUpdateConsumer(ctx, "T", jetstream.ConsumerConfig{
+			Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		})
+		Expect(err).NotTo(HaveOccurred())
+		for i := 1; i <= 10; i++ {
+			_, err := js.Publish(ctx, "t.x", []byte(strconv.Itoa(i)))
+			Expect(err).NotTo(HaveOccurred())
+		}
+
+		spy := srv.Connect()
+		_, err = spy.Subscribe("$JS.API.CONSUMER.MSG.NEXT.T.c", func(*nats.Msg) { requests.Add(1) })
+		Expect(err).NotTo(HaveOccurred())
+		Expect(spy.Flush()).To(Succeed())
+
+		out = make(chan *pull.Msg, 16)
+		p, err = pull.Start(nc, pull.Config{Stream: "T", Consumer: "c", Window: 3, AckWait: 30 * time.Second}, out, nil)
+		Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(p.Stop)
+	})
+
+	info := func() *jetstream.ConsumerInfo {
+		ci, err := cons.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		return ci
+	}
+
+	it("holds at most the window, and each AckDone acks and asks for the next event itself", func() {
+		Eventually(p.Held).Should(Equal(3))
+		Expect(info().NumAckPending).To(Equal(3))
+		Expect(len(out)).To(Equal(3))
+
+		var got []string
+		for len(got) < 10 {
+			var m *pull.Msg
+			Eventually(out).Should(Receive(&m))
+			got = append(got, string(m.Data))
+			Expect(p.Held()).To(BeNumerically("<=", 3))
+			Expect(p.AckDone(m)).To(Succeed())
+		}
+		Expect(got).To(Equal([]string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}))
+		Eventually(func() uint64 { return info().AckFloor.Stream }).Should(Equal(uint64(10)))
+		ci := info()
+		Expect(ci.NumAckPending).To(Equal(0))
+		Expect(ci.NumRedelivered).To(Equal(0))
+		// Only the first request went to the API subject: every later one
+		// rode on an ack (without it, the three first events would be all).
+		Expect(requests.Load()).To(Equal(int64(1)))
+		Expect(p.Held()).To(Equal(0))
+	})
+
+	it("Done releases without acking: the event stays pending and more are pulled", func() {
+		Eventually(p.Held).Should(Equal(3))
+		m := <-out
+		p.Done(m)
+		Eventually(func() int { return info().NumAckPending }).Should(Equal(4))
+		Expect(requests.Load()).To(Equal(int64(2)))
+	})
+}
