@@ -125,8 +125,9 @@ type lagReader struct {
 	hints       *hinter
 	seen        map[string]*streamLook
 	sweepCycles int
-	nextOffset  int  // where the next partial sweep starts
-	full        bool // the next sweep lists every stream
+	interval    time.Duration // the poll interval: busy streams are read once per interval
+	nextOffset  int           // where the next partial sweep starts
+	full        bool          // the next sweep lists every stream
 	reconnects  uint64
 	reads       int // consumer lists read in the last cycle
 	listed      int // streams listed in the last cycle
@@ -139,10 +140,11 @@ type streamLook struct {
 	read      bool             // consumers read for this state (or the stream was empty)
 	missing   bool             // the stream does not exist
 	err       error
+	readAt    time.Time // when its consumers were last listed
 }
 
-func newLagReader(api *jsAPI) *lagReader {
-	return &lagReader{api: api, hints: newHinter(api.nc), seen: map[string]*streamLook{}, sweepCycles: 10, full: true}
+func newLagReader(api *jsAPI, interval time.Duration) *lagReader {
+	return &lagReader{api: api, hints: newHinter(api.nc), seen: map[string]*streamLook{}, sweepCycles: 10, interval: interval, full: true}
 }
 
 // lags is one cycle's view of the streams it was asked about.
@@ -197,10 +199,19 @@ func (r *lagReader) read(ctx context.Context, watch map[string]string, sweep boo
 			return lags{}, err
 		}
 	}
+	now := time.Now()
+	due := func(look *streamLook) bool { return now.Sub(look.readAt) >= r.interval*9/10 }
 	for name := range watch {
 		look := r.seen[name]
-		if look == nil || fired[name] || look.pending || look.err != nil || !look.read {
+		switch {
+		case look == nil || look.err != nil || !look.read:
 			toRead[name] = true
+		case fired[name] && !look.pending:
+			toRead[name] = true // the first event on an idle topic: look at once
+		case (fired[name] || look.pending) && due(look):
+			toRead[name] = true // busy topics: once per poll interval
+		case toRead[name] && look.pending && !due(look):
+			delete(toRead, name)
 		}
 	}
 	for name := range toRead {
@@ -223,6 +234,7 @@ func (r *lagReader) read(ctx context.Context, watch map[string]string, sweep boo
 			look.err, look.read = err, false
 		default:
 			look.consumers, look.err, look.read, look.missing, look.pending = cons, nil, true, false, false
+			look.readAt = now
 			for _, v := range cons {
 				if v > 0 {
 					look.pending = true

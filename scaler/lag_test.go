@@ -55,7 +55,7 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 		for range n {
 			Expect(<-errs).NotTo(HaveOccurred())
 		}
-		r = newLagReader(newJSAPI(js))
+		r = newLagReader(newJSAPI(js), 0) // every pending stream is due each cycle
 		t.Cleanup(r.hints.stop)
 	})
 

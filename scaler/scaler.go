@@ -173,7 +173,7 @@ func New(js jetstream.JetStream, p Platform, opts ...Option) *Scaler {
 		o:            o,
 		log:          o.logger,
 		api:          api,
-		lag:          newLagReader(api),
+		lag:          newLagReader(api, o.poll),
 		discoverCh:   make(chan struct{}, 1),
 		apps:         map[string]*appState{},
 		streamTopics: map[string]string{},
