@@ -100,14 +100,16 @@ func (c Config) validate() error {
 }
 
 // Platform implements scaler.Platform on Cloud Controller v3. Its methods are
-// safe for concurrent use; CC calls are made one at a time.
+// safe for concurrent use.
 type Platform struct {
 	cfg Config
-	rt  *recordingTransport
+	// Two lanes, each its own go-cfclient client and token, each making one
+	// call at a time (go-cfclient's re-authentication is not safe for
+	// concurrent use): discovery's long listings never hold up a scale.
+	list, ops *lane
 
-	mu      sync.Mutex // serializes CC calls and guards the fields below
-	cf      *client.Client
-	gate    time.Time // no CC call before this
+	mu      sync.Mutex // guards the fields below; never held during a call
+	gate    time.Time  // no CC call before this
 	fails   int
 	lastErr error
 	procs   map[string]webProcess // app GUID → its web process
@@ -156,10 +158,17 @@ func New(cfg Config) (*Platform, error) {
 	}
 	return &Platform{
 		cfg:   cfg,
-		rt:    &recordingTransport{next: inner},
+		list:  &lane{rt: &recordingTransport{next: inner}},
+		ops:   &lane{rt: &recordingTransport{next: inner}},
 		procs: map[string]webProcess{},
 		now:   time.Now,
 	}, nil
+}
+
+type lane struct {
+	mu sync.Mutex
+	cf *client.Client
+	rt *recordingTransport
 }
 
 // recordingTransport remembers the last response's status and Retry-After,
@@ -200,21 +209,25 @@ func (t *recordingTransport) last() (int, time.Duration) {
 	return t.status, t.retryAfter
 }
 
-// call runs one CC operation under the lock, through the gate.
-func (p *Platform) call(ctx context.Context, what string, op func(context.Context, *client.Client) error) error {
+// call runs one CC operation on a lane, through the gate.
+func (p *Platform) call(ctx context.Context, l *lane, what string, op func(context.Context, *client.Client) error) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := p.now()
-	if now.Before(p.gate) {
-		return fmt.Errorf("%s: Cloud Controller unavailable, next attempt in %s (last error: %v)", what, p.gate.Sub(now).Round(time.Millisecond), p.lastErr)
+	now, gate, lastErr := p.now(), p.gate, p.lastErr
+	p.mu.Unlock()
+	if now.Before(gate) {
+		return fmt.Errorf("%s: Cloud Controller unavailable, next attempt in %s (last error: %v)", what, gate.Sub(now).Round(time.Millisecond), lastErr)
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
 	defer cancel()
-	p.rt.reset()
-	err := p.connect()
+	l.rt.reset()
+	err := p.connect(l)
 	if err == nil {
-		err = op(ctx, p.cf)
+		err = op(ctx, l.cf)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err == nil {
 		p.fails, p.lastErr, p.gate = 0, nil, time.Time{}
 		return nil
@@ -223,7 +236,7 @@ func (p *Platform) call(ctx context.Context, what string, op func(context.Contex
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	status, retryAfter := p.rt.last()
+	status, retryAfter := l.rt.last()
 	if transient(err, status) {
 		p.fails++
 		wait := min(time.Second<<min(p.fails-1, 6), time.Minute)
@@ -236,13 +249,13 @@ func (p *Platform) call(ctx context.Context, what string, op func(context.Contex
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// connect makes the go-cfclient client on first use: config.New reads the
-// API root to find UAA, so it needs CC up.
-func (p *Platform) connect() error {
-	if p.cf != nil {
+// connect makes the lane's go-cfclient client on first use: config.New reads
+// the API root to find UAA, so it needs CC up.
+func (p *Platform) connect(l *lane) error {
+	if l.cf != nil {
 		return nil
 	}
-	httpClient := &http.Client{Transport: p.rt}
+	httpClient := &http.Client{Transport: l.rt}
 	if p.cfg.HTTPClient != nil {
 		httpClient.Jar = p.cfg.HTTPClient.Jar
 	}
@@ -263,7 +276,7 @@ func (p *Platform) connect() error {
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", p.cfg.API, err)
 	}
-	p.cf = cf
+	l.cf = cf
 	return nil
 }
 
@@ -306,7 +319,7 @@ const guidsPerProcessList = 100
 // app.
 func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 	var out []scaler.App
-	err := p.call(ctx, "list mapped apps", func(ctx context.Context, cf *client.Client) error {
+	err := p.call(ctx, p.list, "list mapped apps", func(ctx context.Context, cf *client.Client) error {
 		opts := client.NewAppListOptions()
 		opts.PerPage = p.cfg.PageSize
 		opts.LabelSel = client.LabelSelector{}
@@ -337,7 +350,7 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 		for _, a := range out[i:min(i+guidsPerProcessList, len(out))] {
 			chunk = append(chunk, a.GUID)
 		}
-		err := p.call(ctx, "list web processes", func(ctx context.Context, cf *client.Client) error {
+		err := p.call(ctx, p.list, "list web processes", func(ctx context.Context, cf *client.Client) error {
 			opts := client.NewProcessOptions()
 			opts.PerPage = p.cfg.PageSize
 			opts.AppGUIDs.EqualTo(chunk...)
@@ -346,6 +359,8 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 			if err != nil {
 				return err
 			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
 			now := p.now()
 			for _, pr := range procs {
 				p.procs[pr.Relationships.App.Data.GUID] = webProcess{guid: pr.GUID, instances: pr.Instances, at: now}
@@ -390,13 +405,15 @@ func (p *Platform) Instances(ctx context.Context, appGUID string) (int, error) {
 
 func (p *Platform) readWeb(ctx context.Context, appGUID string) (webProcess, error) {
 	var wp webProcess
-	err := p.call(ctx, "read web process of app "+appGUID, func(ctx context.Context, cf *client.Client) error {
+	err := p.call(ctx, p.ops, "read web process of app "+appGUID, func(ctx context.Context, cf *client.Client) error {
 		opts := client.NewProcessOptions()
 		opts.Types.EqualTo("web")
 		pr, err := cf.Processes.FirstForApp(ctx, appGUID, opts)
 		if err != nil {
 			return err
 		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		wp = webProcess{guid: pr.GUID, instances: pr.Instances, at: p.now()}
 		p.procs[appGUID] = wp
 		return nil
@@ -415,12 +432,14 @@ func (p *Platform) Scale(ctx context.Context, appGUID string, instances int) err
 			return err
 		}
 	}
-	return p.call(ctx, fmt.Sprintf("scale app %s to %d", appGUID, instances), func(ctx context.Context, cf *client.Client) error {
+	return p.call(ctx, p.ops, fmt.Sprintf("scale app %s to %d", appGUID, instances), func(ctx context.Context, cf *client.Client) error {
 		n := instances
 		pr, err := cf.Processes.Scale(ctx, wp.guid, &resource.ProcessScale{Instances: &n})
 		if err != nil {
 			return err
 		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		p.procs[appGUID] = webProcess{guid: pr.GUID, instances: pr.Instances, at: p.now()}
 		return nil
 	})
