@@ -7,29 +7,44 @@ import (
 	"syscall"
 )
 
-// alive peeks without blocking: a reused connection the app has closed
-// (idle timeout, restart) reads EOF or an error; a live idle one has nothing.
-func alive(nc net.Conn) bool {
+// peeker checks without blocking whether an idle connection is still open.
+// Made once per connection, so the check allocates nothing.
+type peeker struct {
+	rc   syscall.RawConn
+	ok   bool
+	buf  [1]byte
+	peek func(fd uintptr) bool
+}
+
+func newPeeker(nc net.Conn) *peeker {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return true
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
+		return nil
+	}
+	p := &peeker{rc: rc}
+	p.peek = func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read is the only healthy answer: EOF means the app
+		// closed it (idle timeout, restart), data means it is out of step.
+		p.ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == syscall.EINTR
+		return true // never wait for readiness
+	}
+	return p
+}
+
+// alive reports whether the app has neither closed the connection nor sent
+// anything unasked.
+func (p *peeker) alive() bool {
+	if p == nil {
+		return true
+	}
+	p.ok = false
+	if err := p.rc.Read(p.peek); err != nil {
 		return false
 	}
-	ok = true
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == syscall.EINTR:
-		case err != nil || n == 0:
-			ok = false // error or EOF
-		default:
-			ok = false // unasked data: the stream is out of step
-		}
-		return true // never wait for readiness
-	})
-	return ok && err == nil
+	return p.ok
 }

@@ -29,6 +29,12 @@ var ErrAborted = errors.New("delivery cancelled")
 // ErrBodyTooLarge is returned by Post when a body to be read exceeds its limit.
 var ErrBodyTooLarge = errors.New("response body too large")
 
+// peekAfter is how long a connection may have been idle before it is
+// checked for a close by the app before reuse. Apps close idle keep-alive
+// connections after seconds, not milliseconds; one closed sooner than this
+// without saying Connection: close fails that delivery, which is retried.
+var peekAfter = 100 * time.Millisecond
+
 // drainLimit is how much of an unwanted body is read to keep the connection;
 // a longer body closes it instead.
 const drainLimit = 1 << 20
@@ -44,8 +50,11 @@ type Conn struct {
 	nc      net.Conn
 	aborted bool
 
+	peek *peeker
+	idle time.Time // when the last answer ended
 	br   *bufio.Reader
 	bw   *bufio.Writer
+	lr   io.LimitedReader
 	line []byte // scratch: one header line being assembled
 	resp Response
 }
@@ -130,6 +139,8 @@ func (c *Conn) Post(deadline time.Time, path string, header, body []byte, readBo
 	resp, keep, err := c.exchange(nc, path, header, body, readBody)
 	if err != nil || !keep {
 		c.drop()
+	} else {
+		c.idle = time.Now()
 	}
 	if err != nil {
 		if c.isAborted() {
@@ -155,7 +166,7 @@ func (c *Conn) conn(deadline time.Time) (net.Conn, error) {
 	}
 	nc := c.nc
 	c.mu.Unlock()
-	if nc != nil && (c.br.Buffered() > 0 || !alive(nc)) {
+	if nc != nil && (c.br.Buffered() > 0 || time.Since(c.idle) >= peekAfter && !c.peek.alive()) {
 		// The app closed it while idle (or sent something unasked): nothing
 		// of this request was written yet, so a fresh connection is safe.
 		c.drop()
@@ -167,6 +178,7 @@ func (c *Conn) conn(deadline time.Time) (net.Conn, error) {
 		if nc, err = d.Dial("tcp", c.addr); err != nil {
 			return nil, err
 		}
+		c.peek = newPeeker(nc)
 		if c.br == nil {
 			c.br = bufio.NewReaderSize(nc, 4<<10)
 			c.bw = bufio.NewWriterSize(nc, 4<<10)
@@ -342,7 +354,8 @@ func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
 		body = httputil.NewChunkedReader(c.br)
 		length = -1
 	case length >= 0:
-		body = io.LimitReader(c.br, length)
+		c.lr = io.LimitedReader{R: c.br, N: length}
+		body = &c.lr
 	default:
 		body, keep = c.br, false // the body ends when the app closes
 	}

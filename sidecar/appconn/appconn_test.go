@@ -250,7 +250,8 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(s.accepted()).To(Equal(2))
 
-		s.CloseClientConnections() // the app's idle timeout
+		defer appconn.SetPeekAfter(0)() // as if the connection had been idle long enough
+		s.CloseClientConnections()      // the app's idle timeout
 		Eventually(s.closedConns).Should(Equal(2))
 		resp, err := c.Post(later(), "/", nil, nil, 0)
 		Expect(err).NotTo(HaveOccurred())
