@@ -55,10 +55,14 @@ func testPull(t *testing.T, when spec.G, it spec.S) {
 		Expect(spy.Flush()).To(Succeed())
 
 		out = make(chan *pull.Msg, 16)
-		p, err = pull.Start(nc, pull.Config{Stream: "T", Consumer: "c", Window: 3, AckWait: 30 * time.Second}, out, nil)
+	})
+
+	start := func(window int) {
+		var err error
+		p, err = pull.Start(nc, pull.Config{Stream: "T", Consumer: "c", Window: window, AckWait: 30 * time.Second}, out, nil)
 		Expect(err).NotTo(HaveOccurred())
 		t.Cleanup(p.Stop)
-	})
+	}
 
 	info := func() *jetstream.ConsumerInfo {
 		ci, err := cons.Info(ctx)
@@ -67,6 +71,7 @@ func testPull(t *testing.T, when spec.G, it spec.S) {
 	}
 
 	it("holds at most the window, and each AckDone acks and asks for the next event itself", func() {
+		start(3)
 		Eventually(p.Held).Should(Equal(3))
 		Expect(info().NumAckPending).To(Equal(3))
 		Expect(len(out)).To(Equal(3))
@@ -90,11 +95,34 @@ func testPull(t *testing.T, when spec.G, it spec.S) {
 		Expect(p.Held()).To(Equal(0))
 	})
 
+	it("sends acks held back to share a write (no pull request due) within AckDelay", func() {
+		start(16) // a window of 3 would ask again with every ack
+		Eventually(func() int { return info().NumAckPending }).Should(Equal(10))
+		for i := 0; i < 10; i++ {
+			var m *pull.Msg
+			Eventually(out).Should(Receive(&m))
+			Expect(p.AckDone(m)).To(Succeed())
+		}
+		Eventually(func() uint64 { return info().AckFloor.Stream }).Should(Equal(uint64(10)))
+		Expect(info().NumAckPending).To(Equal(0))
+	})
+
+	it("never lets a pulled event pass for the reply to a request on the same connection", func() {
+		start(16)
+		for i := 0; i < 50; i++ { // the events arrive meanwhile
+			reply, err := nc.Request("$JS.API.CONSUMER.INFO.T.c", nil, 5*time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(reply.Data)).To(HavePrefix("{"), "reply on %s", reply.Subject)
+		}
+		Eventually(p.Held).Should(Equal(10))
+	})
+
 	it("Done releases without acking: the event stays pending and more are pulled", func() {
+		start(3)
 		Eventually(p.Held).Should(Equal(3))
 		m := <-out
 		p.Done(m)
 		Eventually(func() int { return info().NumAckPending }).Should(Equal(4))
-		Expect(requests.Load()).To(Equal(int64(2)))
+		Eventually(requests.Load).Should(Equal(int64(2)))
 	})
 }
