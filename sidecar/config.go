@@ -105,6 +105,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 }
 
 // window is how many events one topic may hold: every worker busy plus a
-// little prefetch (half the concurrency, at least one) so the next event is
-// already here when a worker frees up.
-func window(concurrency int) int { return concurrency + max(2, concurrency/2) }
+// little prefetch (half the concurrency, at least three) so the next event
+// is already here when a worker frees up, even though the puller asks for
+// two or more at a time.
+func window(concurrency int) int { return concurrency + max(3, concurrency/2) }

@@ -344,7 +344,7 @@ func (p *Puller) creditLocked() int {
 		return 0
 	}
 	credit := p.window - p.held - p.outstanding
-	if credit <= 0 || credit < p.threshold() && p.outstanding > 0 {
+	if credit <= 0 || credit < p.threshold() && (p.outstanding > 0 || p.held > 0) {
 		return 0
 	}
 	return credit
@@ -373,9 +373,11 @@ func (p *Puller) pullLocked() {
 	p.outstanding += credit
 }
 
-// threshold batches requests at larger windows (fewer API calls) while small
-// windows ask for every free place at once.
-func (p *Puller) threshold() int { return max(1, p.window/4) }
+// threshold is the fewest places asked for at once while events are still
+// in hand or on their way: two or more, so that each request (riding on an
+// ack) brings events in pairs and the server, the sidecar's NATS reader and
+// its flusher wake half as often per event; a quarter of larger windows.
+func (p *Puller) threshold() int { return max(2, p.window/4) }
 
 // MaxDeliver is Config.MaxDeliver.
 func (p *Puller) MaxDeliver() int { return p.cfg.MaxDeliver }

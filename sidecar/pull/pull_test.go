@@ -25,7 +25,7 @@ func testPull(t *testing.T, when spec.G, it spec.S) {
 	var (
 		Expect     = NewWithT(t).Expect
 		Eventually = NewWithT(t).Eventually
-		nc         *nats.Conn
+		nc, spy    *nats.Conn
 		cons       jetstream.Consumer
 		requests   atomic.Int64 // explicit pull requests seen on the API subject
 		out        chan *pull.Msg
@@ -49,7 +49,7 @@ func testPull(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 		}
 
-		spy := srv.Connect()
+		spy = srv.Connect()
 		_, err = spy.Subscribe("$JS.API.CONSUMER.MSG.NEXT.T.c", func(*nats.Msg) { requests.Add(1) })
 		Expect(err).NotTo(HaveOccurred())
 		Expect(spy.Flush()).To(Succeed())
@@ -117,12 +117,16 @@ func testPull(t *testing.T, when spec.G, it spec.S) {
 		Eventually(p.Held).Should(Equal(10))
 	})
 
-	it("Done releases without acking: the event stays pending and more are pulled", func() {
+	it("Done releases without acking; more are asked for two at a time while events are in hand", func() {
 		start(3)
 		Eventually(p.Held).Should(Equal(3))
-		m := <-out
-		p.Done(m)
-		Eventually(func() int { return info().NumAckPending }).Should(Equal(4))
-		Eventually(requests.Load).Should(Equal(int64(2)))
+		p.Done(<-out)
+		Expect(p.Held()).To(Equal(2)) // one free place: not worth a request yet
+		p.Done(<-out)
+		Eventually(func() int { return info().NumAckPending }).Should(Equal(5)) // the released stay pending
+		Eventually(p.Held).Should(Equal(3))
+		Expect(nc.Flush()).To(Succeed())  // every request reached the server,
+		Expect(spy.Flush()).To(Succeed()) // and the spy heard all it relayed
+		Expect(requests.Load()).To(Equal(int64(2)))
 	})
 }
