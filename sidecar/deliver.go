@@ -292,7 +292,7 @@ func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topi
 	e.log.Warn("event dead-lettered", "topic", topic, "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "reason", reason)
 }
 
-// ceID is the CloudEvents id: the publisher's Nats-Msg-Id, else <stream>-<seq>.
+// appendCEID appends the CloudEvents id: the publisher's Nats-Msg-Id, else <stream>-<seq>.
 func appendCEID(dst []byte, m *nats.Msg, md *nats.MsgMetadata) ([]byte, error) {
 	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" {
 		return appconn.AppendHeader(dst, "Ce-Id", id)
