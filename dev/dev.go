@@ -287,7 +287,7 @@ func supervisorApps(m *manifest.Manifest, fileEnv map[string]string, exe string,
 			sa.Sidecars = append(sa.Sidecars, supervisor.Sidecar{Name: s.Name, Command: s.Command})
 		}
 		if a.Mapping != nil && !a.HasHotTopicSidecar() {
-			con.Printf(devSource, "app %s is mapped but declares no hottopic-sidecar; running it anyway, as the buildpack does", a.Name)
+			con.Printf(devSource, "app %s: running hottopic-sidecar beside each instance, as the hottopic buildpack declares it on Cloud Foundry", a.Name)
 			sa.Sidecars = append(sa.Sidecars, supervisor.Sidecar{Name: "hottopic", Path: exe, Args: []string{"sidecar"}, Drains: true})
 		}
 		out = append(out, sa)

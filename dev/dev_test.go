@@ -68,7 +68,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Eventually(out, 15*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: fn ← words \(0–10 instances\), plain \(1 instances\)`))
 		Eventually(out).Should(gbytes.Say(`plain \[APP/PROC/WEB/0\] OUT greeting env-file from plain`))
 		Expect(string(out.Contents())).To(ContainSubstring("ignoring manifest fields that only matter on Cloud Foundry: memory (fn)"))
-		Expect(string(out.Contents())).To(ContainSubstring("app fn is mapped but declares no hottopic-sidecar; running it anyway"))
+		Expect(string(out.Contents())).To(ContainSubstring("app fn: running hottopic-sidecar beside each instance"))
 
 		st, err := devstate.Read(opts.DataDir)
 		Expect(err).NotTo(HaveOccurred())
