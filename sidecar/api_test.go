@@ -122,6 +122,6 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		resp.Body.Close()
 		Expect(resp.StatusCode).To(Equal(http.StatusServiceUnavailable))
-		Expect(p.exited()).To(BeFalse())
+		Expect(p.Exited()).To(BeFalse())
 	})
 }

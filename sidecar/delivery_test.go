@@ -18,6 +18,7 @@ import (
 
 	"github.com/hottopic-io/hottopic/deadletter"
 	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/topic"
 )
 
@@ -41,8 +42,8 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	// waitConsuming waits until the sidecar pulls (its consumer has a waiting request).
-	waitConsuming := func(p *proc) {
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring("consuming topic"))
+	waitConsuming := func(p *proctest.Proc) {
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("consuming topic"))
 	}
 
 	it("delivers every event once with CloudEvents headers, concurrently, and acks it", func() {
@@ -117,7 +118,7 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 			return out
 		}, 10*time.Second).Should(Equal([]string{"1", "2"}))
 		Eventually(func() int { return consumerInfo(t, js, stream, guid).NumAckPending }, 5*time.Second).Should(Equal(0))
-		Expect(p.out.String()).To(ContainSubstring("HTTP 503"))
+		Expect(p.Output()).To(ContainSubstring("HTTP 503"))
 	})
 
 	it("dead-letters a 4xx at once with the Hottopic headers", func() {
@@ -156,7 +157,7 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Expect(dlq[0].Header.Get(deadletter.HeaderDeliveries)).To(Equal("2"))
 		Expect(dlq[0].Header.Get(deadletter.HeaderReason)).To(ContainSubstring("max deliveries (2)"))
 		Expect(dlq[0].Header.Get(deadletter.HeaderReason)).To(ContainSubstring("500"))
-		Expect(p.out.String()).To(ContainSubstring("timeout after 1s"))
+		Expect(p.Output()).To(ContainSubstring("timeout after 1s"))
 		Expect(app.deliveries()).To(HaveLen(2))
 	})
 
@@ -197,14 +198,14 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 	it("waits for the app's port before pulling, so no attempt is burnt", func() {
 		port := freePort(t)
 		p := startSidecar(t, env(guid, port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created"))
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring("waiting for the app"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("waiting for the app"))
 		// The consumer exists before the app is up: events are kept for it.
 		Eventually(func() error {
 			_, err := js.Consumer(context.Background(), stream, guid)
 			return err
 		}, 10*time.Second).Should(Succeed())
 		publishN(t, js, "orders.created", 5, "early")
-		Expect(p.out.String()).NotTo(ContainSubstring("consuming topic"))
+		Expect(p.Output()).NotTo(ContainSubstring("consuming topic"))
 		app := newApp(t, port, nil).start(t)
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(5))
 		for _, d := range app.deliveries() {
@@ -245,11 +246,11 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		waitConsuming(p)
 		publishN(t, js, "orders.created", 10, "t")
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(2))
-		p.signal(syscall.SIGTERM)
-		Eventually(p.out.String, 5*time.Second).Should(ContainSubstring("shutting down"))
+		Expect(p.Signal(syscall.SIGTERM)).To(Succeed())
+		Eventually(p.Output, 5*time.Second).Should(ContainSubstring("shutting down"))
 		close(release)
-		Eventually(p.exited, 12*time.Second).Should(BeTrue())
-		Expect(p.code).To(Equal(0))
+		Eventually(p.Exited, 12*time.Second).Should(BeTrue())
+		Expect(p.ExitCode()).To(Equal(0))
 		Expect(consumerInfo(t, js, stream, guid).AckFloor.Stream).To(Equal(uint64(2)))
 		Expect(len(app.deliveries())).To(Equal(2))
 		// The buffered events were nak'd, not left to time out (ack wait is
@@ -267,13 +268,13 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		publishN(t, js, "orders.created", 1, "stuck")
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(1))
 		start := time.Now()
-		p.signal(syscall.SIGTERM)
-		Eventually(p.exited, 12*time.Second).Should(BeTrue())
-		Expect(p.code).To(Equal(0))
+		Expect(p.Signal(syscall.SIGTERM)).To(Succeed())
+		Eventually(p.Exited, 12*time.Second).Should(BeTrue())
+		Expect(p.ExitCode()).To(Equal(0))
 		Expect(time.Since(start)).To(BeNumerically("<", 10*time.Second))
 		info := consumerInfo(t, js, stream, guid)
 		Expect(info.NumAckPending + int(info.NumPending)).To(Equal(1)) // released, not acked
-		Expect(p.out.String()).To(ContainSubstring("releasing unfinished deliveries"))
+		Expect(p.Output()).To(ContainSubstring("releasing unfinished deliveries"))
 	})
 
 	it("loses nothing when the sidecar is killed with SIGKILL mid-stream and a new one starts", func() {
@@ -286,8 +287,8 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		waitConsuming(p)
 		publishN(t, js, "orders.created", 300, "k")
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(BeNumerically(">=", 50))
-		p.signal(syscall.SIGKILL)
-		Eventually(p.exited, 5*time.Second).Should(BeTrue())
+		Expect(p.Signal(syscall.SIGKILL)).To(Succeed())
+		Eventually(p.Exited, 5*time.Second).Should(BeTrue())
 		startSidecar(t, e)
 		Eventually(func() int { return len(app.bodies()) }, 20*time.Second).Should(Equal(300))
 	})
@@ -303,7 +304,7 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(BeNumerically(">=", 50))
 		srv.Restart()
 		Eventually(func() int { return len(app.bodies()) }, 30*time.Second).Should(Equal(300))
-		Eventually(p.out.String, 5*time.Second).Should(ContainSubstring("reconnected to NATS"))
+		Eventually(p.Output, 5*time.Second).Should(ContainSubstring("reconnected to NATS"))
 	})
 }
 

@@ -41,7 +41,7 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		}
 		app := newApp(t, 0, nil).start(t)
 		p := startSidecar(t, env(guid, app.port, srv.URL()))
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring("no event mapping for this app yet"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("no event mapping for this app yet"))
 
 		kv := putMapping(t, js, guid, "")
 		publishN(t, js, "a.events", 2, "unmapped")
@@ -58,13 +58,13 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		put(m)
 		// Events kept for the consumer while the app was unmapped are delivered now.
 		Eventually(func() map[string]int { return app.bodies() }, 10*time.Second).Should(Equal(map[string]int{"unmapped0": 1, "unmapped1": 1}))
-		Expect(strings.Count(p.out.String(), "no event mapping")).To(Equal(1)) // idle is said once
+		Expect(strings.Count(p.Output(), "no event mapping")).To(Equal(1)) // idle is said once
 
 		m.Topics = []string{"b.events"}
 		m.Path = "/b"
 		put(m)
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring(`msg="stopped consuming topic" topic=a.events`))
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring(`msg="consuming topic" topic=b.events`))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring(`msg="stopped consuming topic" topic=a.events`))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring(`msg="consuming topic" topic=b.events`))
 		publishN(t, js, "b.events", 1, "b")
 		publishN(t, js, "a.events", 1, "a-after-unmap")
 		Eventually(func() int { return app.bodies()["b0"] }, 10*time.Second).Should(Equal(1))
@@ -76,7 +76,7 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		}
 
 		Expect(kv.Delete(ctx, guid)).To(Succeed())
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring("event mapping removed; idle"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("event mapping removed; idle"))
 		publishN(t, js, "b.events", 1, "b-after-delete")
 		Consistently(func() int { return app.bodies()["b-after-delete0"] }, time.Second).Should(Equal(0))
 	})
@@ -92,10 +92,10 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		kv := putMapping(t, js, guid, `{"app_guid":"`+guid+`","topics":["a.events"],"concurrency":1,"path":"/","timeout_seconds":60,"max_deliver":5}`)
 		app := newApp(t, 0, nil).start(t)
 		p := startSidecar(t, env(guid, app.port, srv.URL()))
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring("consuming topic"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("consuming topic"))
 		_, err = kv.Put(ctx, guid, []byte(`{"topics":["a.*"]}`))
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(p.out.String, 10*time.Second).Should(ContainSubstring("ignoring invalid event mapping"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("ignoring invalid event mapping"))
 		publishN(t, js, "a.events", 1, "still")
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(1))
 	})
