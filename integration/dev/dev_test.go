@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,10 +29,13 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/scalerapi"
 )
 
 var bin string
+
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
 
 func TestDev(t *testing.T) {
 	if testing.Short() {
@@ -44,22 +46,15 @@ func TestDev(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	bin = filepath.Join(t.TempDir(), "hottopic")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/hottopic")
-	build.Dir = "../.."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/hottopic: %v\n%s", err, out)
-	}
+	bin = proctest.Build(t, "./cmd/hottopic")
 	spec.Run(t, "Dev", testDev, spec.Report(report.Terminal{}))
 }
 
 // devProc is one running `hottopic dev`.
 type devProc struct {
-	cmd     *exec.Cmd
-	out     *gbytes.Buffer
+	*proctest.Proc
 	dataDir string
 	marker  string
-	exited  chan struct{}
 }
 
 func testDev(t *testing.T, when spec.G, it spec.S) {
@@ -72,7 +67,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	it.Before(func() {
 		RegisterTestingT(t)
 		dataDir = filepath.Join(t.TempDir(), "data")
-		natsPort = freePort()
+		natsPort = proctest.FreePort(t)
 		b := make([]byte, 8)
 		_, _ = rand.Read(b)
 		marker = hex.EncodeToString(b)
@@ -81,22 +76,12 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	start := func(manifest string) *devProc {
-		d := &devProc{out: gbytes.NewBuffer(), dataDir: dataDir, marker: marker, exited: make(chan struct{})}
-		d.cmd = exec.Command(bin, "dev", "-f", filepath.Join("testdata", manifest),
+		cmd := exec.Command(bin, "dev", "-f", filepath.Join("testdata", manifest),
 			"--data-dir", dataDir, "--nats-port", strconv.Itoa(natsPort),
 			"--poll-interval", "200ms", "--discovery-interval", "1s")
-		d.cmd.Env = append(os.Environ(), "DEVTEST_MARKER="+marker)
-		d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-		d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		Expect(d.cmd.Start()).To(Succeed())
-		go func() { _ = d.cmd.Wait(); close(d.exited) }()
-		t.Cleanup(func() {
-			_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-			if t.Failed() {
-				t.Logf("hottopic dev output:\n%s", tail(string(d.out.Contents()), 80))
-			}
-		})
-		Eventually(d.out, 30*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: `))
+		cmd.Env = append(os.Environ(), "DEVTEST_MARKER="+marker)
+		d := &devProc{Proc: proctest.Start(t, cmd), dataDir: dataDir, marker: marker}
+		Eventually(d.Out, 30*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: `))
 		return d
 	}
 
@@ -111,16 +96,16 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 
 	processed := func(d *devProc) map[string]int {
 		ids := map[string]int{}
-		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (HT_words-\d+) \(delivery`).FindAllStringSubmatch(string(d.out.Contents()), -1) {
+		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (HT_words-\d+) \(delivery`).FindAllStringSubmatch(d.Output(), -1) {
 			ids[m[1]]++
 		}
 		return ids
 	}
 
 	stop := func(d *devProc) {
-		Expect(d.cmd.Process.Signal(syscall.SIGINT)).To(Succeed())
-		Eventually(d.exited, 30*time.Second).Should(BeClosed())
-		Expect(d.cmd.ProcessState.ExitCode()).To(Equal(0), "hottopic dev exit code")
+		Expect(d.Signal(syscall.SIGINT)).To(Succeed())
+		Eventually(d.Done(), 30*time.Second).Should(BeClosed())
+		Expect(d.ExitCode()).To(Equal(0), "hottopic dev exit code")
 		Expect(marked(d.marker)).To(BeEmpty(), "processes left behind after Ctrl-C")
 		_, err := os.Stat(filepath.Join(d.dataDir, "runtime.json"))
 		Expect(os.IsNotExist(err)).To(BeTrue(), "runtime.json is removed on a clean stop")
@@ -134,25 +119,25 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(Equal(0))
 
 		publish(d, 500)
-		Eventually(d.out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → (\d+): lag \d+`))
-		up := regexp.MustCompile(`scaled wordcount 0 → (\d+)`).FindStringSubmatch(string(d.out.Contents()))
+		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → (\d+): lag \d+`))
+		up := regexp.MustCompile(`scaled wordcount 0 → (\d+)`).FindStringSubmatch(d.Output())
 		Expect(strconv.Atoi(up[1])).To(BeNumerically(">", 1), "scaled above one instance")
-		Eventually(func() string { return string(d.out.Contents()) }).Should(MatchRegexp(`wordcount \[APP/PROC/WEB/1/hottopic\] `), "each instance runs its sidecar")
+		Eventually(d.Output).Should(MatchRegexp(`wordcount \[APP/PROC/WEB/1/hottopic\] `), "each instance runs its sidecar")
 
 		Eventually(func() int { return len(processed(d)) }, 45*time.Second).Should(Equal(500), "every event processed at least once")
 
-		Eventually(d.out, 20*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount \d+ → 0`))
+		Eventually(d.Out, 20*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount \d+ → 0`))
 		m := mappingOf(st.ScalerURL, "wordcount")
 		Expect(m.Lag).To(BeZero())
 		Expect(m.CurrentInstances).To(BeZero())
-		Eventually(func() []string { return marked(marker, d.cmd.Process.Pid) }, 15*time.Second).Should(BeEmpty(), "no instance process left at zero")
+		Eventually(func() []string { return marked(marker, d.Cmd.Process.Pid) }, 15*time.Second).Should(BeEmpty(), "no instance process left at zero")
 
 		stop(d)
 	})
 
 	it("loses no queued event across a restart, and Ctrl-C stops running instances, sidecars and grandchildren", func() {
 		d := start("restart.yml")
-		Eventually(d.out, 10*time.Second).Should(gbytes.Say(`keeper \[APP/PROC/WEB/1\] OUT wordcount listening`))
+		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`keeper \[APP/PROC/WEB/1\] OUT wordcount listening`))
 		publish(d, 300)
 		stop(d) // right away: the events are still queued
 		first := processed(d)
@@ -166,8 +151,8 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 			}
 			return len(all)
 		}, 45*time.Second).Should(Equal(300), "every event queued before the restart is delivered after it")
-		Expect(string(d.out.Contents())).To(MatchRegexp(`wordcount \[APP/PROC/WEB/0/hottopic\] `))
-		Expect(marked(marker, d.cmd.Process.Pid)).NotTo(BeEmpty())
+		Expect(d.Output()).To(MatchRegexp(`wordcount \[APP/PROC/WEB/0/hottopic\] `))
+		Expect(marked(marker, d.Cmd.Process.Pid)).NotTo(BeEmpty())
 
 		stop(d) // with instances, sidecars and a grandchild running
 	})
@@ -244,21 +229,6 @@ func contains(list []int, n int) bool {
 		}
 	}
 	return false
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // withoutNATSEnv drops what would point publish elsewhere than the runtime.

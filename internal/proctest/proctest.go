@@ -20,6 +20,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/onsi/gomega/gbytes"
 )
@@ -126,6 +127,10 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	if cmd.WaitDelay == 0 {
+		// A descendant outside the group must not hold the output open forever.
+		cmd.WaitDelay = 10 * time.Second
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
@@ -138,10 +143,21 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), p.Output())
+			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), tail(p.Output(), logLines))
 		}
 	})
 	return p
+}
+
+// logLines is how much of a process's output a failed test logs.
+const logLines = 200
+
+func tail(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) <= n {
+		return s
+	}
+	return fmt.Sprintf("[%d lines before]\n", len(lines)-n) + strings.Join(lines[len(lines)-n:], "")
 }
 
 // Output is what the process wrote to Out so far.
