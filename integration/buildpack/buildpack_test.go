@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,9 +31,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	. "github.com/onsi/gomega"
-	"github.com/onsi/gomega/gbytes"
 
 	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 )
 
 const (
@@ -118,10 +119,10 @@ func testCNB(t *testing.T, context spec.G, it spec.S) {
 		sidecar := start(t, lc.launch("hottopic-sidecar"), sidecarEnv(t, nats.URL(), appPort)...)
 
 		publish(t, nats, []byte("hello from the CNB lifecycle"))
-		g.Eventually(app.output, 30*time.Second, 100*time.Millisecond).Should(
-			ContainSubstring(`"body":"hello from the CNB lifecycle"`), func() string { return "sidecar:\n" + sidecar.output() })
-		Expect(app.output()).To(ContainSubstring(`"ce-source":"hottopic:` + topicName + `"`))
-		Expect(app.output()).To(ContainSubstring(`"hottopic-topic":"` + topicName + `"`))
+		g.Eventually(app.Output, 30*time.Second, 100*time.Millisecond).Should(
+			ContainSubstring(`"body":"hello from the CNB lifecycle"`), func() string { return "sidecar:\n" + sidecar.Output() })
+		Expect(app.Output()).To(ContainSubstring(`"ce-source":"hottopic:` + topicName + `"`))
+		Expect(app.Output()).To(ContainSubstring(`"hottopic-topic":"` + topicName + `"`))
 	})
 
 	it("does not take part when the user opts out", func() {
@@ -180,7 +181,7 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 
 		publish(t, nats, []byte("hello from the classic lifecycle"))
 		var r *http.Request
-		g.Eventually(events, 30*time.Second).Should(Receive(&r), func() string { return "sidecar:\n" + sidecar.output() })
+		g.Eventually(events, 30*time.Second).Should(Receive(&r), func() string { return "sidecar:\n" + sidecar.Output() })
 		Expect(<-bodies).To(Equal("hello from the classic lifecycle"))
 		Expect(r.Header.Get("Ce-Specversion")).To(Equal("1.0"))
 		Expect(r.Header.Get("Hottopic-Topic")).To(Equal(topicName))
@@ -404,35 +405,14 @@ func blob(layout, digest string) string {
 	return filepath.Join(layout, "blobs", strings.Replace(digest, ":", string(filepath.Separator), 1))
 }
 
-// proc is a started process whose output is collected.
-type proc struct {
-	cmd *exec.Cmd
-	out *gbytes.Buffer // safe to read while the process writes
-}
-
-// output is what the process wrote so far.
-func (p *proc) output() string { return string(p.out.Contents()) }
-
-func start(t *testing.T, cmd *exec.Cmd, env ...string) *proc {
+// start starts cmd with env added to its environment (this process's if unset).
+func start(t *testing.T, cmd *exec.Cmd, env ...string) *proctest.Proc {
 	t.Helper()
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
 	cmd.Env = append(cmd.Env, env...)
-	p := &proc{cmd: cmd, out: gbytes.NewBuffer()}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", cmd.Path, err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), p.output())
-		}
-	})
-	return p
+	return proctest.Start(t, cmd)
 }
 
 // run runs cmd to completion and returns its combined output without colours
@@ -531,13 +511,4 @@ func readJSON(t *testing.T, path string, v interface{}) {
 }
 
 // freePort picks a free loopback port.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
-}
+func freePort(t *testing.T) string { return strconv.Itoa(proctest.FreePort(t)) }
