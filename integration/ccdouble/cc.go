@@ -246,6 +246,9 @@ func (c *CC) now() time.Time { return time.Now().UTC().Truncate(time.Second) }
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	// dropped is a connection a Drop fault took over; it is closed only once
+	// the call is recorded, so a client that sees the drop also sees the call.
+	dropped io.Closer
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -300,6 +303,9 @@ func (c *CC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.calls = append(c.calls, call)
 	hooks = append([]func(Call){}, c.onCall...)
 	c.mu.Unlock()
+	if rec.dropped != nil {
+		_ = rec.dropped.Close()
+	}
 	for _, h := range hooks {
 		h(call)
 	}

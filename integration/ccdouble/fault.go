@@ -87,7 +87,11 @@ func (c *CC) applyFault(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if f.Drop {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			_ = conn.Close()
+			if rec, ok := w.(*statusRecorder); ok {
+				rec.dropped = conn // closed after the call is recorded
+			} else {
+				_ = conn.Close()
+			}
 			return true
 		}
 		f = &Fault{Status: http.StatusBadGateway}
