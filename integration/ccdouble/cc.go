@@ -14,8 +14,10 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +32,7 @@ type CC struct {
 
 	srvMu   sync.Mutex // guards the listener lifecycle (Down/Up)
 	srv     *http.Server
+	sock    *os.File // the listening socket, kept bound while Down
 	addr    string
 	tlsConf *tls.Config
 	certPEM []byte
@@ -114,8 +117,14 @@ func New(t testing.TB, opts ...Option) *CC {
 			t.Fatalf("ccdouble: creating certificate: %v", err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sock, err := bindLoopback()
 	if err != nil {
+		t.Fatalf("ccdouble: listen: %v", err)
+	}
+	c.sock = sock
+	ln, err := c.listen()
+	if err != nil {
+		_ = sock.Close()
 		t.Fatalf("ccdouble: listen: %v", err)
 	}
 	c.addr = ln.Addr().String()
@@ -153,11 +162,17 @@ func (c *CC) HTTPClient() *http.Client {
 func (c *CC) CACertPEM() []byte { return c.certPEM }
 
 // Down stops listening and drops every open connection: clients get
-// "connection refused" until Up. Handlers still running finish unseen.
+// "connection refused" until Up. The port stays bound meanwhile, so no other
+// socket on the machine can take it. Handlers still running finish unseen.
 func (c *CC) Down() {
 	c.srvMu.Lock()
 	defer c.srvMu.Unlock()
 	if c.srv != nil {
+		// On Linux, shutting a listening socket down stops it listening but
+		// leaves it bound; pending and new connections are refused. Without
+		// SO_REUSEADDR no other socket can bind the port meanwhile.
+		_ = control(c.sock, func(fd int) error { return syscall.Shutdown(fd, syscall.SHUT_RD) })
+		_ = control(c.sock, func(fd int) error { return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0) })
 		_ = c.srv.Close()
 		c.srv = nil
 	}
@@ -170,14 +185,7 @@ func (c *CC) Up() {
 	if c.srv != nil {
 		return
 	}
-	var ln net.Listener
-	var err error
-	for range 50 { // the old socket may linger for a moment
-		if ln, err = net.Listen("tcp", c.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ln, err := c.listen()
 	if err != nil {
 		c.t.Errorf("ccdouble: Up: listen on %s: %v", c.addr, err)
 		return
@@ -209,7 +217,64 @@ func (c *CC) serveLocked(ln net.Listener) {
 	go func() { _ = srv.Serve(ln) }()
 }
 
-func (c *CC) close() { c.Down() }
+func (c *CC) close() {
+	c.Down()
+	_ = c.sock.Close()
+}
+
+// bindLoopback binds a TCP socket to a free port on 127.0.0.1; the double
+// owns it for its whole life and listens on it while up. The port is bound
+// by number: a socket bound to port 0 gives its port up when it stops
+// listening.
+func bindLoopback() (*os.File, error) {
+	var err error
+	for range 10 {
+		var probe net.Listener
+		if probe, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+		port := probe.Addr().(*net.TCPAddr).Port
+		_ = probe.Close()
+		fd, serr := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if serr != nil {
+			return nil, os.NewSyscallError("socket", serr)
+		}
+		if serr = syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); serr == nil {
+			return os.NewFile(uintptr(fd), "ccdouble-listener"), nil
+		}
+		_ = syscall.Close(fd)
+		err = os.NewSyscallError("bind", serr) // taken in between: try another
+	}
+	return nil, err
+}
+
+// listen makes the double's socket listen and returns a listener on a
+// duplicate of it (closing that leaves the socket bound). SO_REUSEADDR lets
+// it listen again over the connections Down left in TIME_WAIT.
+func (c *CC) listen() (net.Listener, error) {
+	if err := control(c.sock, func(fd int) error {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+		return os.NewSyscallError("listen", syscall.Listen(fd, syscall.SOMAXCONN))
+	}); err != nil {
+		return nil, err
+	}
+	return net.FileListener(c.sock)
+}
+
+// control runs f on the socket's descriptor.
+func control(sock *os.File, f func(fd int) error) error {
+	raw, err := sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := raw.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
 
 func (c *CC) makeCert() error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -404,6 +405,11 @@ func testCCDouble(t *testing.T, when spec.G, it spec.S) {
 			cc.Down()
 			_, err = cf.Applications.Get(ctx, guid)
 			Expect(err).To(MatchError(ContainSubstring("connection refused")))
+			squatter, err := net.Listen("tcp", strings.TrimPrefix(cc.URL(), "http://"))
+			if err == nil {
+				squatter.Close()
+			}
+			Expect(err).To(MatchError(ContainSubstring("address already in use")), "the port stays reserved while down")
 			cc.Up()
 			_, err = cf.Applications.Get(ctx, guid)
 			Expect(err).NotTo(HaveOccurred())
