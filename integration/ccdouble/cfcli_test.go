@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 )
 
 // TestRealCFCLI drives the real cf CLI v8 (scripts/tools.sh cf) against the
@@ -61,19 +61,15 @@ func testRealCFCLI(t *testing.T, when spec.G, it spec.S) {
 
 	// cf runs the CLI in its own process group, killed if it outlives the test.
 	cf := func(args ...string) string {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, cfBin, args...)
+		cmd := exec.Command(cfBin, args...)
 		cmd.Env = append(os.Environ(), "CF_HOME="+home, "CF_TRACE="+filepath.Join(home, "trace.log"),
 			"CF_COLOR=false", "CF_PLUGIN_HOME="+home)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		out, err := cmd.CombinedOutput()
-		if err != nil {
+		out, code := proctest.Run(t, cmd, 2*time.Minute)
+		if code != 0 {
 			trace, _ := os.ReadFile(filepath.Join(home, "trace.log"))
-			t.Fatalf("cf %s: %v\n%s\ntrace:\n%s", strings.Join(args, " "), err, out, trace)
+			t.Fatalf("cf %s: exit %d\n%s\ntrace:\n%s", strings.Join(args, " "), code, out, trace)
 		}
-		return string(out)
+		return out
 	}
 
 	it("logs in with client credentials, targets and curls", func() {

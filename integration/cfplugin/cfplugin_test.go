@@ -5,15 +5,12 @@
 package cfplugin_test
 
 import (
-	"bytes"
-	"context"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,8 +19,11 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/mapping"
 )
+
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
 
 func TestCFPlugin(t *testing.T) {
 	if testing.Short() {
@@ -51,22 +51,9 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 	// cf runs the cf CLI with the isolated CF_HOME and returns its output.
 	cf := func(args ...string) (string, int) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, cfBin, args...)
+		cmd := exec.Command(cfBin, args...)
 		cmd.Env = env
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("cf %s: %v", strings.Join(args, " "), err)
-		}
-		return out.String(), code
+		return proctest.Run(t, cmd, 2*time.Minute)
 	}
 	mustCF := func(args ...string) string {
 		t.Helper()
@@ -79,12 +66,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
 		cmd.Env, cmd.Dir = env, t.TempDir()
-		out, err := cmd.CombinedOutput()
-		if ee, ok := err.(*exec.ExitError); ok {
-			return string(out), ee.ExitCode()
-		}
-		Expect(err).NotTo(HaveOccurred())
-		return string(out), 0
+		return proctest.Run(t, cmd, 2*time.Minute)
 	}
 	patches := func() []string {
 		var out []string
@@ -98,11 +80,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		root := repoRoot(t)
 		cfBin = tool(t, root, "cf")
 		tmp := t.TempDir()
-		bin = filepath.Join(tmp, "hottopic")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/hottopic")
-		build.Dir = root
-		out, err := build.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), string(out))
+		bin = proctest.Build(t, "./cmd/hottopic")
 
 		cc = ccdouble.New(t, ccdouble.WithTLS())
 		org := cc.AddOrg("acme")

@@ -192,6 +192,22 @@ func (p *Proc) ExitCode() int {
 	return p.Cmd.ProcessState.ExitCode()
 }
 
+// Run runs cmd like Start and waits for it; it returns the output and the
+// exit code. A process still running after timeout is killed with its group
+// and fails the test.
+func Run(t testing.TB, cmd *exec.Cmd, timeout time.Duration) (string, int) {
+	t.Helper()
+	p := Start(t, cmd)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		t.Fatalf("%s %s: still running after %s, killed:\n%s", filepath.Base(cmd.Path), strings.Join(cmd.Args[1:], " "), timeout, p.Output())
+	}
+	return p.Output(), p.ExitCode()
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()

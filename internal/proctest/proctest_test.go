@@ -53,6 +53,12 @@ func testProctest(t *testing.T, when spec.G, it spec.S) {
 		Expect(stderr.String()).To(Equal("err\n"))
 	})
 
+	it("runs a command to completion", func() {
+		out, code := proctest.Run(t, exec.Command("sh", "-c", "echo hi; exit 2"), time.Minute)
+		Expect(out).To(Equal("hi\n"))
+		Expect(code).To(Equal(2))
+	})
+
 	it("builds a command of this module once", func() {
 		bin := proctest.Build(t, "./cmd/hottopic-scaler")
 		Expect(bin).To(BeAnExistingFile())
