@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/mapping"
 	"github.com/hottopic-io/hottopic/provision"
 	"github.com/hottopic-io/hottopic/scalerapi"
@@ -43,15 +42,9 @@ func envInt(k string, def int) int {
 	return def
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return proctest.FreePort(t) }
 
+// startProc runs a process in its own group with its output in logf.
 func startProc(t *testing.T, logf string, env []string, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -59,17 +52,9 @@ func startProc(t *testing.T, logf string, env []string, name string, args ...str
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { f.Close() }) // after proctest's cleanup has killed the process
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_, _ = cmd.Process.Wait()
-		f.Close()
-	})
-	return cmd
+	return proctest.Start(t, cmd).Cmd
 }
 
 // cpu is a process's user+system CPU time from /proc/<pid>/stat.
