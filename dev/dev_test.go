@@ -18,6 +18,7 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/topic"
 )
 
@@ -52,7 +53,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		opts = Options{
 			Manifest: filepath.Join(dir, "manifest.yml"),
 			DataDir:  filepath.Join(dir, "data"),
-			NATSPort: freePort(),
+			NATSPort: proctest.FreePort(t),
 			EnvFile:  filepath.Join(dir, "local.env"),
 			Out:      out,
 			// No instance of the mapped app starts (instances: 0, nothing published).
@@ -95,7 +96,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Eventually(out).Should(gbytes.Say(`\[HOTTOPIC/DLQ\] dead letter on words for app fn after 1 deliveries: HTTP 400 Bad Request \(9 bytes: "bad event"\)`))
 
 		second := opts
-		second.NATSPort = freePort()
+		second.NATSPort = proctest.FreePort(t)
 		Expect(Run(ctx, second, nil)).To(MatchError(ContainSubstring("hottopic dev is already running from " + opts.DataDir)))
 
 		cancel()
@@ -122,11 +123,4 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		opts.EnvFile = filepath.Join(dir, "nope.env")
 		Expect(Run(context.Background(), opts, nil)).To(MatchError("env file " + opts.EnvFile + " not found"))
 	})
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
