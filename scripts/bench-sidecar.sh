@@ -6,8 +6,12 @@
 # JetStream consume+ack, and a plain HTTP client->app loop at the same number
 # in flight). Then a paced run (LAT_RATE/s) for latency: publish timestamp to
 # the app's receipt, sidecar minus raw consumer. Medians of RUNS runs.
+# CPU per event (µs) of nats-server and of the sidecar, from /proc/<pid>/stat,
+# over each throughput phase.
 #
 #   scripts/bench-sidecar.sh            N=100000 RUNS=3 LAT_N=2000 LAT_RATE=500
+#   SIDECAR=/path/to/hottopic-sidecar   benchmark that binary instead of building one
+#                                       (a before/after pair back to back)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +19,8 @@ N=${N:-100000}
 RUNS=${RUNS:-3}
 LAT_N=${LAT_N:-2000}
 LAT_RATE=${LAT_RATE:-500}
+CONCS=${CONCS:-1 16} # in-flight levels of the throughput phases
+LATENCY=${LATENCY:-1} # 0: skip the paced latency phase
 
 work=$(mktemp -d)
 pids=()
@@ -23,9 +29,14 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 
 nats_server=$(scripts/tools.sh nats-server)
-go build -o "$work/hottopic-sidecar" ./cmd/hottopic-sidecar
+if [ -n "${SIDECAR:-}" ]; then
+  cp "$SIDECAR" "$work/hottopic-sidecar"
+else
+  go build -o "$work/hottopic-sidecar" ./cmd/hottopic-sidecar
+fi
 go build -o "$work/bench" ./scripts/benchsidecar
 bench="$work/bench"
 results="$work/results.jsonl"
@@ -39,6 +50,26 @@ wait_port() { # port
   echo "port $1 never opened" >&2; return 1
 }
 
+cpu_ticks() { # pid: user+system clock ticks so far
+  awk '{print $14+$15}' "/proc/$1/stat"
+}
+
+# add_cpu FILE KEY TICKS N: adds "KEY":µs per event to the JSON line in FILE.
+add_cpu() {
+  local us
+  us=$(awk -v t="$3" -v n="$4" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t*1e6/hz/n}')
+  sed -i "s/}\$/,\"$2\":$us}/" "$1"
+}
+
+syscalls() { # pid: read+write system calls so far
+  awk '/^sysc[rw]:/{n+=$2} END{print n}' "/proc/$1/io"
+}
+
+# add_per FILE KEY COUNT N: adds "KEY":COUNT/N to the JSON line in FILE.
+add_per() {
+  sed -i "s/}\$/,\"$2\":$(awk -v c="$3" -v n="$4" 'BEGIN{printf "%.2f", c/n}')}/" "$1"
+}
+
 wait_log() { # file pattern
   for _ in $(seq 1 200); do
     grep -q "$2" "$1" 2>/dev/null && return 0
@@ -50,10 +81,11 @@ wait_log() { # file pattern
 # run_sidecar NAME CONC TOPIC GUID N [RATE]: app + sidecar; pre-loaded unless RATE.
 run_sidecar() {
   local name=$1 c=$2 topic=$3 guid=$4 n=$5 rate=${6:-}
-  local ap lp spid apid
+  local ap lp spid apid t0 r0
   if [ -z "$rate" ]; then
     "$bench" load -nats "$NATS" -topic "$topic" -app "$guid" -n "$n" -c "$c"
   fi
+  t0=$(cpu_ticks "$npid"); r0=$(syscalls "$npid")
   ap=$("$bench" port); lp=$("$bench" port)
   "$bench" app -port "$ap" -n "$n" -name "$name" >"$work/app.out" & apid=$!; pids+=("$apid")
   wait_port "$ap"
@@ -65,10 +97,19 @@ run_sidecar() {
     "$bench" load -nats "$NATS" -topic "$topic" -app "$guid" -n "$n" -c "$c" -rate "$rate"
   fi
   wait "$apid"
-  local rss
+  local rss sc nt nr sr
+  nt=$(( $(cpu_ticks "$npid") - t0 )); nr=$(( $(syscalls "$npid") - r0 ))
+  sc=$(cpu_ticks "$spid"); sr=$(syscalls "$spid")
   rss=$(awk '/VmHWM/{print $2}' "/proc/$spid/status")
   kill -TERM "$spid"; wait "$spid" || true
-  sed "s/}\$/,\"rss_kib\":$rss}/" "$work/app.out" | tee -a "$results"
+  sed -i "s/}\$/,\"rss_kib\":$rss}/" "$work/app.out"
+  if [ -z "$rate" ]; then
+    add_cpu "$work/app.out" server_us "$nt" "$n"
+    add_cpu "$work/app.out" sidecar_us "$sc" "$n"
+    add_per "$work/app.out" server_sys "$nr" "$n"
+    add_per "$work/app.out" sidecar_sys "$sr" "$n"
+  fi
+  tee -a "$results" <"$work/app.out"
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -80,10 +121,14 @@ for run in $(seq 1 "$RUNS"); do
 
   # Raw JetStream ceiling.
   "$bench" load -nats "$NATS" -topic "raw.r$run" -app raw -n "$N"
-  "$bench" raw -nats "$NATS" -topic "raw.r$run" -app raw -n "$N" -name raw_jetstream 2>/dev/null | tee -a "$results"
+  t0=$(cpu_ticks "$npid"); r0=$(syscalls "$npid")
+  "$bench" raw -nats "$NATS" -topic "raw.r$run" -app raw -n "$N" -name raw_jetstream 2>/dev/null >"$work/raw.out"
+  add_cpu "$work/raw.out" server_us "$(( $(cpu_ticks "$npid") - t0 ))" "$N"
+  add_per "$work/raw.out" server_sys "$(( $(syscalls "$npid") - r0 ))" "$N"
+  tee -a "$results" <"$work/raw.out"
 
   # HTTP ceilings, client and app in separate processes.
-  for c in 1 16; do
+  for c in $CONCS; do
     ap=$("$bench" port)
     "$bench" app -port "$ap" -n "$N" -name "http_c$c" >"$work/app.out" & apid=$!; pids+=("$apid")
     wait_port "$ap"
@@ -92,18 +137,20 @@ for run in $(seq 1 "$RUNS"); do
   done
 
   # The sidecar.
-  for c in 1 16; do
+  for c in $CONCS; do
     run_sidecar "sidecar_c$c" "$c" "side.c$c.r$run" "bench-c$c-r$run" "$N"
   done
 
   # Latency, paced: raw consumer, then the sidecar at 1 in flight.
-  "$bench" load -nats "$NATS" -topic "lat.raw.r$run" -app rawlat -n 0
-  "$bench" raw -nats "$NATS" -topic "lat.raw.r$run" -app rawlat -n "$LAT_N" -name latency_raw >"$work/raw.out" 2>"$work/raw.err" & rpid=$!; pids+=("$rpid")
-  wait_log "$work/raw.err" "raw consumer ready"
-  "$bench" load -nats "$NATS" -topic "lat.raw.r$run" -app rawlat -n "$LAT_N" -rate "$LAT_RATE"
-  wait "$rpid"; tee -a "$results" <"$work/raw.out"
-  "$bench" load -nats "$NATS" -topic "lat.side.r$run" -app "benchlat-r$run" -n 0
-  run_sidecar latency_sidecar 1 "lat.side.r$run" "benchlat-r$run" "$LAT_N" "$LAT_RATE"
+  if [ "$LATENCY" != 0 ]; then
+    "$bench" load -nats "$NATS" -topic "lat.raw.r$run" -app rawlat -n 0
+    "$bench" raw -nats "$NATS" -topic "lat.raw.r$run" -app rawlat -n "$LAT_N" -name latency_raw >"$work/raw.out" 2>"$work/raw.err" & rpid=$!; pids+=("$rpid")
+    wait_log "$work/raw.err" "raw consumer ready"
+    "$bench" load -nats "$NATS" -topic "lat.raw.r$run" -app rawlat -n "$LAT_N" -rate "$LAT_RATE"
+    wait "$rpid"; tee -a "$results" <"$work/raw.out"
+    "$bench" load -nats "$NATS" -topic "lat.side.r$run" -app "benchlat-r$run" -n 0
+    run_sidecar latency_sidecar 1 "lat.side.r$run" "benchlat-r$run" "$LAT_N" "$LAT_RATE"
+  fi
 
   kill "$npid"; wait "$npid" || true
 done

@@ -37,6 +37,12 @@ type result struct {
 	P50us  float64 `json:"p50_us,omitempty"`
 	P99us  float64 `json:"p99_us,omitempty"`
 	RSSKiB int     `json:"rss_kib,omitempty"`
+	// CPU per event, µs, added by the script from /proc/<pid>/stat.
+	ServerUS  float64 `json:"server_us,omitempty"`
+	SidecarUS float64 `json:"sidecar_us,omitempty"`
+	// Read and write system calls per event, from /proc/<pid>/io.
+	ServerSys  float64 `json:"server_sys,omitempty"`
+	SidecarSys float64 `json:"sidecar_sys,omitempty"`
 }
 
 // meter counts receipts: time from the first to the last, and latency from
@@ -298,13 +304,18 @@ func report(r io.Reader) error {
 		sort.Float64s(xs)
 		return xs[len(xs)/2]
 	}
-	fmt.Printf("%-18s %5s %14s %9s %9s %12s\n", "name", "runs", "events/s(med)", "p50_us", "p99_us", "peak_rss_kib")
+	fmt.Printf("%-18s %5s %14s %9s %9s %12s %10s %11s %10s %11s\n", "name", "runs", "events/s(med)", "p50_us", "p99_us", "peak_rss_kib", "server_us", "sidecar_us", "server_sys", "sidecar_sys")
 	for _, name := range order {
-		var rates, p50, p99, rss []float64
+		var rates, p50, p99, rss, srv, side, srvSys, sideSys []float64
 		for _, x := range by[name] {
 			rates, p50, p99, rss = append(rates, x.Rate), append(p50, x.P50us), append(p99, x.P99us), append(rss, float64(x.RSSKiB))
+			srv, side = append(srv, x.ServerUS), append(side, x.SidecarUS)
+			srvSys, sideSys = append(srvSys, x.ServerSys), append(sideSys, x.SidecarSys)
 		}
-		fmt.Printf("%-18s %5d %14.0f %9.0f %9.0f %12.0f\n", name, len(rates), med(rates), med(p50), med(p99), med(rss))
+		fmt.Printf("%-18s %5d %14.0f %9.0f %9.0f %12.0f %10.1f %11.1f %10.2f %11.2f\n", name, len(rates), med(rates), med(p50), med(p99), med(rss), med(srv), med(side), med(srvSys), med(sideSys))
+		if len(rates) > 1 {
+			fmt.Printf("%-18s       per run: %v\n", "", rates)
+		}
 	}
 	return sc.Err()
 }
