@@ -307,10 +307,13 @@ func (c *CC) makeCert() error {
 
 func (c *CC) now() time.Time { return time.Now().UTC().Truncate(time.Second) }
 
-// statusRecorder captures the status code a handler writes.
+// statusRecorder captures the status code a handler writes and holds the
+// response back until the call is recorded: a client that has seen the
+// response (even a large one) always finds the call in Calls.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	body   bytes.Buffer
 	// dropped is a connection a Drop fault took over; it is closed only once
 	// the call is recorded, so a client that sees the drop also sees the call.
 	dropped io.Closer
@@ -320,7 +323,6 @@ func (r *statusRecorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
 	}
-	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
@@ -329,7 +331,19 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
-	return r.ResponseWriter.Write(b)
+	return r.body.Write(b)
+}
+
+// send writes the held response, or closes the dropped connection.
+func (r *statusRecorder) send() {
+	if r.dropped != nil {
+		_ = r.dropped.Close()
+		return
+	}
+	if r.status != 0 {
+		r.ResponseWriter.WriteHeader(r.status)
+		_, _ = r.ResponseWriter.Write(r.body.Bytes())
+	}
 }
 
 // ServeHTTP records the call, applies faults and routes it.
@@ -368,12 +382,10 @@ func (c *CC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.calls = append(c.calls, call)
 	hooks = append([]func(Call){}, c.onCall...)
 	c.mu.Unlock()
-	if rec.dropped != nil {
-		_ = rec.dropped.Close()
-	}
 	for _, h := range hooks {
 		h(call)
 	}
+	rec.send()
 }
 
 func (c *CC) route(w http.ResponseWriter, r *http.Request) {
