@@ -81,7 +81,7 @@ func testSupervisor(t *testing.T, when spec.G, it spec.S) {
 	it("runs instances with CF's environment, scales them and leaves no process behind", func() {
 		app := supervisor.App{
 			GUID: supervisor.NameUUID("dev/fn"), Name: "fn", Dir: dir,
-			Command:   `sleep 300 & echo "child $!"; echo "pid $$ index $CF_INSTANCE_INDEX port $PORT listen $HOTTOPIC_LISTEN nats ${HOTTOPIC_NATS_URL:-none} greeting $GREETING"; echo "$VCAP_APPLICATION" > vcap_app_$CF_INSTANCE_INDEX.json; echo "$VCAP_SERVICES" > vcap_services.json; exec sleep 300`,
+			Command:   `sleep 300 & echo "child $!"; echo "pid $$ index $CF_INSTANCE_INDEX port $PORT listen $HOTTOPIC_LISTEN nats ${HOTTOPIC_NATS_URL:-none} greeting $GREETING"; echo "$VCAP_SERVICES" > vcap_services_$CF_INSTANCE_INDEX.json; echo "$VCAP_APPLICATION" > vcap_app_$CF_INSTANCE_INDEX.json; exec sleep 300`,
 			Env:       map[string]string{"GREETING": "hello"},
 			Instances: 1,
 			Mapped:    true, Annotations: map[string]string{"hottopic.io/topics": "t"},
@@ -101,6 +101,9 @@ func testSupervisor(t *testing.T, when spec.G, it spec.S) {
 		ports := regexp.MustCompile(`port (\d+)`).FindAllStringSubmatch(string(out.Contents()), -1)
 		Expect(map[string]bool{ports[0][1]: true, ports[1][1]: true, ports[2][1]: true}).To(HaveLen(3), "each instance has its own PORT")
 
+		// Each instance writes its own files, vcap_app last: once that one
+		// parses, both are complete (a shared file could be caught mid-rewrite
+		// by another instance).
 		var vcap map[string]any
 		Eventually(func() error {
 			b, err := os.ReadFile(filepath.Join(dir, "vcap_app_2.json"))
@@ -112,7 +115,7 @@ func testSupervisor(t *testing.T, when spec.G, it spec.S) {
 		Expect(vcap).To(HaveKeyWithValue("application_id", app.GUID))
 		Expect(vcap).To(HaveKeyWithValue("application_name", "fn"))
 		Expect(vcap).To(HaveKeyWithValue("instance_index", BeNumerically("==", 2)))
-		b, err := os.ReadFile(filepath.Join(dir, "vcap_services.json"))
+		b, err := os.ReadFile(filepath.Join(dir, "vcap_services_2.json"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(b)).To(MatchJSON(`{"hottopic":[{"name":"hottopic-dev","instance_name":"hottopic-dev","label":"hottopic","tags":["hottopic","nats"],"credentials":{"uri":"nats://127.0.0.1:4999"}}]}`))
 
