@@ -3,6 +3,7 @@ package scaler
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,6 +77,22 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 		}
 	}
+	// counted waits until the server counts lag events for topic tN's
+	// consumer appN: it tells consumers about new messages asynchronously,
+	// after the publish is acknowledged.
+	counted := func(tp string, lag int) {
+		Eventually(func() (int64, error) {
+			c, err := js.Consumer(ctx, topic.StreamName(tp), "app"+strings.TrimPrefix(tp, "t"))
+			if err != nil {
+				return 0, err
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return int64(info.NumPending) + int64(info.NumAckPending), nil
+		}, 5*time.Second).Should(BeEquivalentTo(lag))
+	}
 
 	it("costs a share of the stream list when idle, plus one request per stream with news or lag", func() {
 		l, reqs := cycle(true)
@@ -93,6 +110,9 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 		publish("t0", 50)
 		publish("t1", 5)
 		publish("t2", 5)
+		counted("t0", 50)
+		counted("t1", 5)
+		counted("t2", 5)
 		Eventually(hinted, 5*time.Second).Should(Equal(3))
 		l, reqs = cycle(false)
 		Expect(reqs).To(BeEquivalentTo(3))
@@ -132,6 +152,7 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 
 		// A new event on a topic that went idle hints again.
 		publish("t1", 1)
+		counted("t1", 1)
 		Eventually(hinted, 5*time.Second).Should(Equal(1))
 		l, _ = cycle(false)
 		lag, _, _ = l.consumerLag(topic.StreamName("t1"), "app1")
