@@ -151,9 +151,12 @@ func testSupervisor(t *testing.T, when spec.G, it spec.S) {
 				{Name: "stubborn", Command: `trap '' TERM; echo stubborn pid $$; while true; do sleep 0.05; done`},
 			}}
 		s := run(500*time.Millisecond, app)
-		Eventually(out).Should(gbytes.Say(`OUT (app|sidecar|stubborn)`))
-		Eventually(func() []int { return pidsIn(`stubborn pid (\d+)`) }).Should(HaveLen(1))
-		Eventually(out).Should(gbytes.Say(`ready`))
+		// Each process says so once its TERM trap is set: all three must have,
+		// or a TERM could end one before it can drain or ignore it.
+		Eventually(func() string { return string(out.Contents()) }).Should(SatisfyAll(
+			ContainSubstring(`fn [APP/PROC/WEB/0] OUT app ready`),
+			ContainSubstring(`fn [APP/PROC/WEB/0/hottopic] OUT sidecar ready`),
+			MatchRegexp(`fn \[APP/PROC/WEB/0/stubborn\] OUT stubborn pid \d+`)))
 
 		Expect(s.Scale(ctx, "g2", 0)).To(Succeed())
 		Eventually(out).Should(gbytes.Say(`fn \[APP/PROC/WEB/0/hottopic\] OUT drained`))
