@@ -85,6 +85,8 @@ func (s *Scaler) Status() scalerapi.Mappings {
 		}
 		if st.invalid != nil {
 			m.Error = st.invalid.Error()
+		}
+		if !st.inEffect() {
 			m.LagKnown = false
 		} else {
 			m.Topics = st.m.Topics

@@ -134,7 +134,7 @@ type Scaler struct {
 type appState struct {
 	app     App
 	m       mapping.Mapping
-	invalid error // the annotations could not be resolved
+	invalid error // the annotations could not be resolved; m is then the last one applied, if any
 	policy  Policy
 
 	lag          int64
@@ -152,6 +152,10 @@ type appState struct {
 	failures   int
 	retryAt    time.Time
 }
+
+// inEffect says whether a mapping stands for the app: its valid one, or
+// the one last applied while its annotations are invalid.
+func (st *appState) inEffect() bool { return len(st.m.Topics) > 0 }
 
 // New makes a scaler on JetStream js and platform p.
 func New(js jetstream.JetStream, p Platform, opts ...Option) *Scaler {
@@ -263,6 +267,7 @@ func (s *Scaler) discover(ctx context.Context) {
 		s.log.Info("discovery works again")
 		s.discoveryErr = ""
 	}
+	rec := s.rec
 	seen := make(map[string]bool, len(apps))
 	for _, a := range apps {
 		if a.GUID == "" || seen[a.GUID] {
@@ -284,6 +289,14 @@ func (s *Scaler) discover(ctx context.Context) {
 				s.log.Warn("invalid mapping; left as it was", "app", a.Name, "app_guid", a.GUID, "error", err)
 			}
 			st.invalid = err
+			// "Left as it was": the mapping last applied stays in effect —
+			// streams, consumers, KV key and scaling — so a typo never
+			// strands queued events at zero instances.
+			if len(st.m.Topics) == 0 && rec != nil {
+				if have := rec.applied[a.GUID]; len(have.Topics) > 0 {
+					st.m = have
+				}
+			}
 			continue
 		}
 		if st.invalid != nil {
@@ -301,13 +314,10 @@ func (s *Scaler) discover(ctx context.Context) {
 	s.discovered = true
 	s.streamTopics = map[string]string{}
 	for _, st := range s.apps {
-		if st.invalid == nil {
-			for _, t := range st.m.Topics {
-				s.streamTopics[topic.StreamName(t)] = t
-			}
+		for _, t := range st.m.Topics {
+			s.streamTopics[topic.StreamName(t)] = t
 		}
 	}
-	rec := s.rec
 	s.mu.Unlock()
 	s.metrics.discoverySeconds.Observe(s.o.now().Sub(start).Seconds())
 	if rec != nil && s.leader.Load() {
@@ -427,7 +437,7 @@ func (s *Scaler) poll(ctx context.Context, sweep bool) {
 	var evals []evalItem
 	missing := false
 	for guid, st := range s.apps {
-		if st.invalid != nil {
+		if !st.inEffect() {
 			continue
 		}
 		lag, known := int64(0), err == nil
@@ -487,7 +497,7 @@ func (s *Scaler) evaluate(ctx context.Context, e evalItem) {
 	now := s.o.now()
 	s.mu.Lock()
 	st := s.apps[e.guid]
-	if st == nil || st.invalid != nil {
+	if st == nil || !st.inEffect() {
 		s.mu.Unlock()
 		return
 	}

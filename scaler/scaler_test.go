@@ -376,6 +376,47 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			_, err = kv.Get(context.Background(), bad)
 			Expect(err).To(MatchError(jetstream.ErrKeyNotFound))
 		})
+
+		it("keeps a mapping that turns invalid working as it was, activation included", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs", mapping.AnnMax: "3", mapping.AnnIdleSeconds: "1"})
+			s, _, stop := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
+			Expect(err).NotTo(HaveOccurred())
+			before, err := kv.Get(context.Background(), guid)
+			Expect(err).NotTo(HaveOccurred())
+
+			// A typo in one annotation (and a new topic beside it).
+			cc.SetAnnotations(guid, map[string]string{mapping.AnnTopics: "jobs,jobs.urgent", mapping.AnnMax: "3", mapping.AnnIdleSeconds: "1", mapping.AnnMin: "one"})
+			Eventually(func() bool { return statusOf(s, guid).Valid }, 5*time.Second).Should(BeFalse())
+			st := statusOf(s, guid)
+			Expect(st.Error).To(ContainSubstring("annotation hottopic.io/min-instances must be a whole number"))
+			Expect(st.Topics).To(Equal([]string{"jobs"}), "the mapping in effect")
+			Expect(st.Settings.MaxInstances).To(Equal(3))
+
+			// Events on the mapped topic still wake the app, within the old bounds.
+			publish("jobs", 45)
+			Eventually(func() int { return cc.Instances(guid, "web") }, 5*time.Second).Should(Equal(3))
+			Expect(scaleTo(guid)).To(BeElementOf([]int{3}, []int{1, 3}, []int{1, 2, 3}, []int{2, 3}))
+			Eventually(func() int64 { return statusOf(s, guid).Lag }, 2*time.Second).Should(BeEquivalentTo(45))
+			Expect(statusOf(s, guid).LagKnown).To(BeTrue())
+
+			// Nothing in JetStream was touched.
+			after, err := kv.Get(context.Background(), guid)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(after.Revision()).To(Equal(before.Revision()))
+			_, err = js.Stream(context.Background(), topic.StreamName("jobs.urgent"))
+			Expect(err).To(MatchError(jetstream.ErrStreamNotFound))
+
+			// A new leader finds the mapping in effect in the KV and keeps it working.
+			stop()
+			s2, _, _ := start("b")
+			waitLeader(s2)
+			Eventually(func() []string { return statusOf(s2, guid).Topics }, 5*time.Second).Should(Equal([]string{"jobs"}))
+			Expect(statusOf(s2, guid).Valid).To(BeFalse())
+			Eventually(func() int64 { return statusOf(s2, guid).Lag }, 5*time.Second).Should(BeEquivalentTo(45))
+		})
 	})
 
 	when("two scalers run", func() {

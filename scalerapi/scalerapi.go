@@ -27,7 +27,8 @@ type Mapping struct {
 	Streams  map[string]string `json:"streams"` // topic → JetStream stream name
 	Settings mapping.Settings  `json:"settings"`
 	// Valid is false when the app's annotations could not be resolved; Error
-	// says why and the mapping is left as it was.
+	// says why and the mapping is left as it was: Topics and Settings are then
+	// the ones last applied (still in effect and scaled), empty if none was.
 	Valid bool   `json:"valid"`
 	Error string `json:"error,omitempty"`
 	// Lag is pending + ack pending over the app's consumers; LagKnown is false
