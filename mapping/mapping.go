@@ -6,6 +6,7 @@ package mapping
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -75,33 +76,46 @@ type Mapping struct {
 
 // Validate checks the settings against each other and their ranges.
 func (s Settings) Validate() error {
+	bad := func(ann, format string, a ...any) error {
+		return &SettingError{Annotation: ann, Err: fmt.Errorf(format, a...)}
+	}
 	switch {
 	case s.MinInstances < 0:
-		return fmt.Errorf("min-instances must be 0 or more, got %d", s.MinInstances)
+		return bad(AnnMin, "min-instances must be 0 or more, got %d", s.MinInstances)
 	case s.MaxInstances < 1:
-		return fmt.Errorf("max-instances must be 1 or more, got %d", s.MaxInstances)
+		return bad(AnnMax, "max-instances must be 1 or more, got %d", s.MaxInstances)
 	case s.MinInstances > s.MaxInstances:
-		return fmt.Errorf("min-instances (%d) must not exceed max-instances (%d)", s.MinInstances, s.MaxInstances)
+		return bad(AnnMin, "min-instances (%d) must not exceed max-instances (%d)", s.MinInstances, s.MaxInstances)
 	case s.LagPerInstance < 1:
-		return fmt.Errorf("lag-per-instance must be 1 or more, got %d", s.LagPerInstance)
+		return bad(AnnLagPer, "lag-per-instance must be 1 or more, got %d", s.LagPerInstance)
 	case s.IdleSeconds < 0:
-		return fmt.Errorf("idle-seconds must be 0 or more, got %d", s.IdleSeconds)
+		return bad(AnnIdleSeconds, "idle-seconds must be 0 or more, got %d", s.IdleSeconds)
 	case s.Concurrency < 1 || s.Concurrency > 1000:
-		return fmt.Errorf("concurrency must be between 1 and 1000, got %d", s.Concurrency)
+		return bad(AnnConcurrency, "concurrency must be between 1 and 1000, got %d", s.Concurrency)
 	case !strings.HasPrefix(s.Path, "/") || strings.ContainsAny(s.Path, " \t\r\n?#"):
-		return fmt.Errorf("path must start with '/' and hold no spaces, '?' or '#', got %q", s.Path)
+		return bad(AnnPath, "path must start with '/' and hold no spaces, '?' or '#', got %q", s.Path)
 	case s.TimeoutSeconds < 1 || s.TimeoutSeconds > 86400:
-		return fmt.Errorf("timeout-seconds must be between 1 and 86400, got %d", s.TimeoutSeconds)
+		return bad(AnnTimeout, "timeout-seconds must be between 1 and 86400, got %d", s.TimeoutSeconds)
 	case s.MaxDeliver < 1:
-		return fmt.Errorf("max-deliver must be 1 or more, got %d", s.MaxDeliver)
+		return bad(AnnMaxDeliver, "max-deliver must be 1 or more, got %d", s.MaxDeliver)
 	}
 	if s.OutputTopic != "" {
 		if err := topic.Validate(s.OutputTopic); err != nil {
-			return fmt.Errorf("output-topic: %w", err)
+			return bad(AnnOutputTopic, "output-topic: %w", err)
 		}
 	}
 	return nil
 }
+
+// SettingError is a bad setting value; Annotation names the setting so a
+// caller can name it as its user spelled it (e.g. an environment variable).
+type SettingError struct {
+	Annotation string
+	Err        error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
 
 // Validate checks the whole mapping.
 func (m Mapping) Validate() error {
@@ -197,6 +211,11 @@ func FromEnv(appGUID, appName string, getenv func(string) string) (m Mapping, ok
 		return m, true, err
 	}
 	if err := m.Settings.Validate(); err != nil {
+		// Name the variable the operator set, not the annotation it mirrors.
+		var se *SettingError
+		if errors.As(err, &se) && envByAnnotation[se.Annotation] != "" {
+			return m, true, fmt.Errorf("%s: %w", envByAnnotation[se.Annotation], err)
+		}
 		return m, true, err
 	}
 	return m, true, nil

@@ -57,7 +57,11 @@ func testConfig(t *testing.T, when spec.G, it spec.S) {
 			{"no NATS bound", without(base("VCAP_SERVICES", `{"mysql":[{"name":"db","tags":["mysql"],"credentials":{}}]}`), "HOTTOPIC_NATS_URL"), "no NATS server configured"},
 			{"bad topic", base("HOTTOPIC_TOPICS", "orders.*"), "wildcards"},
 			{"non-numeric concurrency", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_CONCURRENCY", "lots"), "HOTTOPIC_CONCURRENCY must be a whole number"},
-			{"bad timeout", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_TIMEOUT_SECONDS", "0"), "timeout-seconds must be between 1 and 86400"},
+			{"bad timeout", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_TIMEOUT_SECONDS", "0"), "HOTTOPIC_TIMEOUT_SECONDS: timeout-seconds must be between 1 and 86400"},
+			{"concurrency out of range", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_CONCURRENCY", "0"), "HOTTOPIC_CONCURRENCY: concurrency must be between 1 and 1000"},
+			{"bad max-deliver", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_MAX_DELIVER", "0"), "HOTTOPIC_MAX_DELIVER: max-deliver must be 1 or more"},
+			{"bad path", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_PATH", "events"), "HOTTOPIC_PATH: path must start with '/'"},
+			{"bad output topic", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_OUTPUT_TOPIC", "hottopic.out"), "HOTTOPIC_OUTPUT_TOPIC: output-topic: invalid topic"},
 			{"bad listen address", base("HOTTOPIC_LISTEN", "8383"), "HOTTOPIC_LISTEN must be host:port"},
 			{"bad connect timeout", base("HOTTOPIC_NATS_CONNECT_TIMEOUT", "soon"), "HOTTOPIC_NATS_CONNECT_TIMEOUT must be a positive Go duration"},
 		}
