@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -120,29 +122,39 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 	if err != nil {
 		return err
 	}
-	// Listen first: CF's health check needs the port while NATS comes up.
+	// Listen and answer first: CF's HTTP health check must pass while NATS
+	// comes up, or CF would restart the scaler into a crash loop whose back-off
+	// outlasts the outage.
 	ln, err := net.Listen("tcp", ":"+s.port)
 	if err != nil {
 		return fmt.Errorf("listen on port %s: %w", s.port, err)
 	}
+	var handler atomic.Pointer[http.Handler]
+	handler.Store(ptr(waitingHandler(s.nats.String())))
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "error", err)
+		}
+	}()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("listening", "addr", ln.Addr().String())
 	log.Info("connecting to NATS", "nats", s.nats.String(), "cf", s.cf.String())
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
-	nc, err := natsconn.Connect(cctx, s.nats, "hottopic-scaler",
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
-	cancel()
-	if err != nil {
-		ln.Close()
-		return err
+	nc := connectNATS(ctx, s.nats, log)
+	if nc == nil { // stopped while waiting
+		log.Info("scaler stopped")
+		return nil
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	sc := scaler.New(js, platform,
@@ -152,16 +164,51 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 		scaler.WithInstanceID(instanceID(getenv)),
 		scaler.WithStreamOptions(s.streams),
 	)
-	srv := &http.Server{Handler: sc.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", "error", err)
-		}
-	}()
-	log.Info("listening", "addr", ln.Addr().String())
-	err = sc.Run(ctx)
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	_ = srv.Shutdown(sctx)
-	return err
+	handler.Store(ptr(sc.Handler()))
+	return sc.Run(ctx)
 }
+
+// connectNATS waits for NATS as long as it takes (saying so after 5 s, then
+// each minute), or until ctx ends (nil).
+func connectNATS(ctx context.Context, cfg natsconn.Config, log *slog.Logger) *nats.Conn {
+	for wait := 5 * time.Second; ; wait = time.Minute {
+		cctx, cancel := context.WithTimeout(ctx, wait)
+		nc, err := natsconn.Connect(cctx, cfg, "hottopic-scaler",
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil {
+					log.Warn("NATS disconnected", "error", err)
+				}
+			}),
+			nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+		cancel()
+		if err == nil {
+			return nc
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("NATS unreachable; waiting for it (apps stay as they are)", "error", err)
+	}
+}
+
+// waitingHandler answers while NATS is not reached yet: healthy (so CF keeps
+// the scaler running), but no mappings to show.
+func waitingHandler(nats string) http.Handler {
+	mux := http.NewServeMux()
+	write := func(w http.ResponseWriter, code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(v)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		write(w, http.StatusOK, map[string]any{"status": "waiting for NATS", "nats_connected": false, "leader": false})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		write(w, http.StatusServiceUnavailable, map[string]string{"error": "waiting for NATS at " + nats})
+	})
+	return mux
+}
+
+func ptr[T any](v T) *T { return &v }

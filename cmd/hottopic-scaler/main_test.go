@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -64,6 +66,63 @@ func testCommand(t *testing.T, when spec.G, it spec.S) {
 			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y")
 			Expect(p.ExitCode()).To(Equal(1))
 			Expect(string(stderr.Contents())).To(ContainSubstring("no NATS server configured"))
+		})
+	})
+
+	when("NATS is down when it starts", func() {
+		it("answers its health check, waits for NATS and then scales; SIGTERM while waiting exits 0", func() {
+			ns := natstest.Run(t)
+			natsURL := ns.URL()
+			ns.Shutdown()
+			cc := ccdouble.New(t)
+			space := cc.AddSpace(cc.AddOrg("acme"), "prod")
+			cc.AddClient("hottopic-scaler", "s3cret", ccdouble.SpaceDeveloper(space))
+			guid := cc.AddApp(space, "thumbnailer", map[string]string{mapping.LabelMapped: "true"}, map[string]string{mapping.AnnTopics: "images.uploaded"})
+			cc.SetInstances(guid, "web", 0)
+			env := []string{"CF_API=" + cc.URL(), "CF_CLIENT_ID=hottopic-scaler", "CF_CLIENT_SECRET=s3cret",
+				"HOTTOPIC_NATS_URL=" + natsURL, "HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms"}
+			port := proctest.FreePort(t)
+			p, _ := start(append(env, fmt.Sprintf("PORT=%d", port))...)
+			base := fmt.Sprintf("http://127.0.0.1:%d", port)
+			client := &http.Client{Timeout: 2 * time.Second}
+			get := func(path string) (int, string) {
+				resp, err := client.Get(base + path)
+				if err != nil {
+					return 0, err.Error()
+				}
+				defer resp.Body.Close()
+				var b strings.Builder
+				_, _ = io.Copy(&b, resp.Body)
+				return resp.StatusCode, b.String()
+			}
+			Eventually(func() int { code, _ := get("/healthz"); return code }, 10*time.Second, 50*time.Millisecond).Should(Equal(http.StatusOK), p.Output)
+			_, health := get("/healthz")
+			Expect(health).To(ContainSubstring(`"nats_connected": false`))
+			code, body := get(scalerapi.Path)
+			Expect(code).To(Equal(http.StatusServiceUnavailable))
+			Expect(body).To(ContainSubstring("waiting for NATS"))
+			Eventually(p.Output, 10*time.Second).Should(ContainSubstring("NATS unreachable; waiting for it"))
+
+			ns.Restart()
+			Eventually(func() bool {
+				_, body := get(scalerapi.Path)
+				return strings.Contains(body, `"leader": true`) && strings.Contains(body, `"lag_known": true`)
+			}, 20*time.Second, 100*time.Millisecond).Should(BeTrue(), p.Output)
+			js, err := jetstream.New(ns.Connect())
+			Expect(err).NotTo(HaveOccurred())
+			_, err = js.Publish(context.Background(), "images.uploaded", []byte("cat.jpg"))
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(func() int { return cc.Instances(guid, "web") }, 10*time.Second).Should(Equal(1))
+			Expect(p.Signal(syscall.SIGTERM)).To(Succeed())
+			Expect(p.Wait()).To(Succeed())
+
+			// Stopped while still waiting: a clean exit, not a failure.
+			ns.Shutdown()
+			p, _ = start(append(env, fmt.Sprintf("PORT=%d", proctest.FreePort(t)))...)
+			Eventually(p.Output, 10*time.Second).Should(ContainSubstring("NATS unreachable; waiting for it"))
+			Expect(p.Signal(syscall.SIGTERM)).To(Succeed())
+			Expect(p.Wait()).To(Succeed())
+			Expect(p.Output()).To(ContainSubstring("scaler stopped"))
 		})
 	})
 
