@@ -205,10 +205,16 @@ func Redact(u string) string {
 		}
 		return u
 	}
-	if p.User != nil {
-		p.User = url.User("***")
+	if p.User == nil {
+		return p.String()
 	}
-	return p.String()
+	// Written by hand: url.User("***") would print as %2A%2A%2A.
+	p.User = nil
+	s := p.String()
+	if i := strings.Index(s, "://"); i >= 0 {
+		return s[:i+3] + "***@" + s[i+3:]
+	}
+	return "***@" + s
 }
 
 // String describes the configuration without secrets.

@@ -99,7 +99,8 @@ func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 		})
 
 		it("redacts user info", func() {
-			Expect(natsconn.Redact("nats://user:pw@host:4222")).To(Equal("nats://%2A%2A%2A@host:4222"))
+			Expect(natsconn.Redact("nats://user:pw@host:4222")).To(Equal("nats://***@host:4222"))
+			Expect(natsconn.Redact("tls://tok@host:4222/")).To(Equal("tls://***@host:4222/"))
 			cfg, err := natsconn.FromURL("nats://tok@host:4222")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(cfg.String()).NotTo(ContainSubstring("tok"))
