@@ -192,7 +192,7 @@ func devEvents(ctx context.Context, out io.Writer, scalerURL, appName string, as
 // is kept, with the reason, so the user sees what to fix.
 func fromCC(a ccApp) scalerapi.Mapping {
 	m, err := mapping.FromMetadata(a.GUID, a.Name, a.Metadata.Annotations)
-	row := scalerapi.Mapping{AppGUID: a.GUID, AppName: a.Name, Topics: m.Topics, Settings: m.Settings, Valid: err == nil}
+	row := scalerapi.Mapping{App: a.Name, AppGUID: a.GUID, AppName: a.Name, Errors: []string{}, Topics: m.Topics, Settings: m.Settings, Valid: err == nil}
 	if err != nil {
 		row.Error = err.Error()
 		row.Topics = nil

@@ -72,6 +72,7 @@ func (s *Scaler) Status() scalerapi.Mappings {
 	out := scalerapi.Mappings{Leader: s.leader.Load(), Instance: s.o.instanceID, Mappings: make([]scalerapi.Mapping, 0, len(s.apps))}
 	for guid, st := range s.apps {
 		m := scalerapi.Mapping{
+			App:              st.app.Name,
 			AppGUID:          guid,
 			AppName:          st.app.Name,
 			Valid:            st.invalid == nil,
@@ -79,9 +80,11 @@ func (s *Scaler) Status() scalerapi.Mappings {
 			LagKnown:         st.lagKnown,
 			CurrentInstances: st.current,
 			DesiredInstances: st.desired,
-			LastScaleTime:    st.lastScale,
 			LastScaleReason:  st.lastReason,
 			Errors:           sortedErrors(st.errors),
+		}
+		if !st.lastScale.IsZero() {
+			m.LastScaleTime = new(st.lastScale)
 		}
 		if st.invalid != nil {
 			m.Error = st.invalid.Error()

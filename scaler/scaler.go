@@ -573,9 +573,6 @@ func (s *Scaler) platformOK() {
 }
 
 func sortedErrors(m map[string]string) []string {
-	if len(m) == 0 {
-		return nil
-	}
 	out := make([]string, 0, len(m))
 	for k, v := range m {
 		out = append(out, k+": "+v)

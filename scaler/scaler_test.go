@@ -541,6 +541,21 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(body.Mappings[0].Settings).To(Equal(mapping.Defaults()))
 			Expect(body.Mappings[0].Valid).To(BeTrue())
 
+			// Every field DESIGN.md names is there even before any scale or error,
+			// so clients can rely on the keys.
+			resp, err = http.Get(srv.URL + scalerapi.Path)
+			Expect(err).NotTo(HaveOccurred())
+			var raw struct{ Mappings []map[string]any }
+			Expect(json.NewDecoder(resp.Body).Decode(&raw)).To(Succeed())
+			resp.Body.Close()
+			Expect(raw.Mappings).To(HaveLen(1))
+			for _, k := range []string{"app", "app_guid", "app_name", "topics", "settings", "lag", "current_instances", "desired_instances", "last_scale_time", "last_scale_reason", "errors"} {
+				Expect(raw.Mappings[0]).To(HaveKey(k))
+			}
+			Expect(raw.Mappings[0]["app"]).To(Equal("thumbnailer"))
+			Expect(raw.Mappings[0]["last_scale_time"]).To(BeNil())
+			Expect(raw.Mappings[0]["errors"]).To(BeEmpty())
+
 			resp, err = http.Get(srv.URL + "/healthz")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(resp.StatusCode).To(Equal(http.StatusOK))

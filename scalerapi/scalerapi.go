@@ -21,6 +21,9 @@ type Mappings struct {
 
 // Mapping is one app's mapping as the scaler sees it.
 type Mapping struct {
+	// App is the app's name (DESIGN.md's "app"); AppName says the same for
+	// clients of the first schema.
+	App      string            `json:"app"`
 	AppGUID  string            `json:"app_guid"`
 	AppName  string            `json:"app_name"`
 	Topics   []string          `json:"topics"`
@@ -33,12 +36,15 @@ type Mapping struct {
 	Error string `json:"error,omitempty"`
 	// Lag is pending + ack pending over the app's consumers; LagKnown is false
 	// when it could not be read (then the app is not scaled).
-	Lag              int64     `json:"lag"`
-	LagKnown         bool      `json:"lag_known"`
-	CurrentInstances int       `json:"current_instances"`
-	DesiredInstances int       `json:"desired_instances"`
-	LastScaleTime    time.Time `json:"last_scale_time,omitzero"`
-	LastScaleReason  string    `json:"last_scale_reason,omitempty"`
-	// Errors are recent operational errors (CC, NATS) for this mapping.
-	Errors []string `json:"errors,omitempty"`
+	Lag              int64 `json:"lag"`
+	LagKnown         bool  `json:"lag_known"`
+	CurrentInstances int   `json:"current_instances"`
+	DesiredInstances int   `json:"desired_instances"`
+	// LastScaleTime is null and LastScaleReason empty until this scaler
+	// scaled the app.
+	LastScaleTime   *time.Time `json:"last_scale_time"`
+	LastScaleReason string     `json:"last_scale_reason"`
+	// Errors are recent operational errors (CC, NATS) for this mapping; an
+	// empty list when there are none.
+	Errors []string `json:"errors"`
 }
