@@ -257,6 +257,20 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 		})
 	})
 
+	when("the app already has a bad setting annotation", func() {
+		it("names the flag that replaces it, and the flag does", func() {
+			w.cc.SetLabels(orders, map[string]string{mapping.LabelMapped: "true"})
+			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", mapping.AnnMin: "one"})
+			r := run("map-event", "orders", "b")
+			failsWith(t, r, `annotation hottopic.io/min-instances must be a whole number, got "one"; give --min to replace it`)
+			Expect(w.patches(orders)).To(BeEmpty())
+
+			r = run("map-event", "orders", "b", "--min", "1")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(w.cc.App(orders).Annotations).To(Equal(map[string]string{mapping.AnnTopics: "a,b", mapping.AnnMin: "1"}))
+		})
+	})
+
 	when("listing", func() {
 		it.Before(func() {
 			Expect(run("map-event", "orders", "orders.created", "--max", "5").code).To(Equal(0))

@@ -282,14 +282,21 @@ func mergedError(appName string, set, next map[string]string, err error) error {
 	lo, hi := boundOf(next, mapping.AnnMin, 0), boundOf(next, mapping.AnnMax, 10)
 	_, minGiven := set[mapping.AnnMin]
 	_, maxGiven := set[mapping.AnnMax]
-	if lo <= hi {
-		return fmt.Errorf("app '%s': %v", appName, err)
-	}
 	switch {
-	case minGiven && !maxGiven:
+	case lo > hi && minGiven && !maxGiven:
 		return fmt.Errorf("bad --min: %d is greater than app '%s''s max-instances %d%s; set --max as well", lo, appName, hi, defaultNote(next, mapping.AnnMax))
-	case maxGiven && !minGiven:
+	case lo > hi && maxGiven && !minGiven:
 		return fmt.Errorf("bad --max: %d is less than app '%s''s min-instances %d; set --min as well", hi, appName, lo)
+	}
+	// A bad value the app already had: say which flag replaces it.
+	var fix []string
+	for _, f := range settingFlags {
+		if _, given := set[f.ann]; !given && strings.Contains(err.Error(), strings.TrimPrefix(f.ann, "hottopic.io/")) {
+			fix = append(fix, "--"+f.name)
+		}
+	}
+	if len(fix) > 0 {
+		return fmt.Errorf("app '%s': %v; give %s to replace it", appName, err, strings.Join(fix, " or "))
 	}
 	return fmt.Errorf("app '%s': %v", appName, err)
 }
