@@ -127,7 +127,21 @@ func (m Mapping) Validate() error {
 			return err
 		}
 	}
-	return m.Settings.Validate()
+	if err := m.Settings.Validate(); err != nil {
+		return err
+	}
+	return m.checkOutputLoop()
+}
+
+// checkOutputLoop refuses an output topic that is also an input: every
+// response would trigger the app again, forever, at max instances.
+func (m Mapping) checkOutputLoop() error {
+	for _, t := range m.Topics {
+		if t == m.OutputTopic {
+			return fmt.Errorf("output-topic %q is also an input topic: each response would trigger the app again, forever", t)
+		}
+	}
+	return nil
 }
 
 // Encode is the KV value.
@@ -166,7 +180,7 @@ func FromMetadata(appGUID, appName string, annotations map[string]string) (Mappi
 	}, func(k string) string { return "annotation " + k }); err != nil {
 		return m, err
 	}
-	if err := m.Settings.Validate(); err != nil {
+	if err := m.Validate(); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -217,6 +231,9 @@ func FromEnv(appGUID, appName string, getenv func(string) string) (m Mapping, ok
 			return m, true, fmt.Errorf("%s: %w", envByAnnotation[se.Annotation], err)
 		}
 		return m, true, err
+	}
+	if err := m.checkOutputLoop(); err != nil {
+		return m, true, fmt.Errorf("HOTTOPIC_OUTPUT_TOPIC: %w", err)
 	}
 	return m, true, nil
 }

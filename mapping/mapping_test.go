@@ -49,6 +49,7 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 				{map[string]string{mapping.AnnTopics: "a", mapping.AnnPath: "events"}, "path must start with '/'"},
 				{map[string]string{mapping.AnnTopics: "a", mapping.AnnOutputTopic: "hottopic.x"}, "output-topic"},
 				{map[string]string{mapping.AnnTopics: "a", mapping.AnnConcurrency: "0"}, "concurrency"},
+				{map[string]string{mapping.AnnTopics: "a,b", mapping.AnnOutputTopic: "b"}, `output-topic "b" is also an input topic`},
 			}
 			for _, c := range cases {
 				_, err := mapping.FromMetadata("g", "n", c.ann)
@@ -101,6 +102,8 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).To(MatchError(`HOTTOPIC_CONCURRENCY must be a whole number, got "many"`))
 			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "$SYS"}))
 			Expect(err).To(MatchError(ContainSubstring("HOTTOPIC_TOPICS")))
+			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "a", "HOTTOPIC_OUTPUT_TOPIC": "a"}))
+			Expect(err).To(MatchError(ContainSubstring("also an input topic")))
 			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": " , "}))
 			Expect(err).To(MatchError(ContainSubstring("names no topic")))
 		})
