@@ -263,7 +263,8 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
 			time.Sleep(20 * time.Second)
 		}).start(t)
-		p := startSidecar(t, env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created", "HOTTOPIC_TIMEOUT_SECONDS", "60"))
+		p := startSidecar(t, env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created,orders.shipped", "HOTTOPIC_TIMEOUT_SECONDS", "60"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("topic=orders.shipped"))
 		waitConsuming(p)
 		publishN(t, js, "orders.created", 1, "stuck")
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(1))
@@ -275,6 +276,9 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		info := consumerInfo(t, js, stream, guid)
 		Expect(info.NumAckPending + int(info.NumPending)).To(Equal(1)) // released, not acked
 		Expect(p.Output()).To(ContainSubstring("releasing unfinished deliveries"))
+		// The log counts events, not topics still draining.
+		Expect(p.Output()).To(ContainSubstring(`msg="shutting down: stopped pulling" in_flight=1`))
+		Expect(p.Output()).To(ContainSubstring(`msg="grace period over; releasing unfinished deliveries to other instances" in_flight=1`))
 	})
 
 	it("loses nothing when the sidecar is killed with SIGKILL mid-stream and a new one starts", func() {

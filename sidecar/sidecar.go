@@ -139,17 +139,25 @@ func shutdown(log *slog.Logger, r *runner, e *engine, runCtx context.Context, st
 	ps := r.pullers()
 	r.apply(runCtx, nil)
 	stopRun()
+	// held counts an undrained puller too: messages may still reach it, to be nak'd.
 	held := func() int {
 		n := 0
 		for _, p := range ps {
 			n += p.Held()
 			if !p.Drained() {
-				n++ // messages may still reach it; they get nak'd
+				n++
 			}
 		}
 		return n
 	}
-	log.Info("shutting down: stopped pulling", "in_flight", held())
+	events := func() int {
+		n := 0
+		for _, p := range ps {
+			n += p.Held()
+		}
+		return n
+	}
+	log.Info("shutting down: stopped pulling", "in_flight", events())
 	waitHeld := func(d time.Duration) bool {
 		deadline := time.Now().Add(d)
 		for held() > 0 {
@@ -161,7 +169,7 @@ func shutdown(log *slog.Logger, r *runner, e *engine, runCtx context.Context, st
 		return true
 	}
 	if !waitHeld(ShutdownGrace) {
-		log.Warn("grace period over; releasing unfinished deliveries to other instances", "in_flight", held())
+		log.Warn("grace period over; releasing unfinished deliveries to other instances", "in_flight", events())
 		e.releasing.Store(true)
 		e.abort()
 		waitHeld(500 * time.Millisecond)
