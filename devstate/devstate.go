@@ -59,8 +59,18 @@ func Read(dir string) (State, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return s, fmt.Errorf("%s is corrupt: %v", filepath.Join(dir, fileName), err)
 	}
-	if s.PID <= 0 || syscall.Kill(s.PID, 0) != nil && !errors.Is(syscall.Kill(s.PID, 0), syscall.EPERM) {
+	if !alive(s.PID) {
 		return s, ErrNotRunning
 	}
 	return s, nil
+}
+
+// alive reports whether a process with that pid exists (EPERM: it does, but
+// belongs to someone else).
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
