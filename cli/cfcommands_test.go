@@ -18,7 +18,7 @@ import (
 
 	"github.com/hottopic-io/hottopic/cli"
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
-	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 )
 
 func TestCFCommands(t *testing.T) {

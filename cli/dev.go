@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hottopic-io/hottopic/dev"
-	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/dev/state"
 )
 
 func newDevCommand() *cobra.Command {
@@ -45,7 +45,7 @@ their backlog, down to zero. Ctrl-C stops everything cleanly.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.Manifest, "manifest", "f", "manifest.yml", "Cloud Foundry manifest of the apps to run")
-	f.StringVar(&o.DataDir, "data-dir", devstate.DefaultDir, "where JetStream keeps its files and the running runtime records itself")
+	f.StringVar(&o.DataDir, "data-dir", state.DefaultDir, "where JetStream keeps its files and the running runtime records itself")
 	f.IntVar(&o.NATSPort, "nats-port", dev.DefaultNATSPort, "port of the embedded NATS server on 127.0.0.1")
 	f.StringVar(&o.NATSURL, "nats", "", "use this NATS JetStream server instead of an embedded one")
 	f.StringVar(&o.EnvFile, "env-file", "", "file of KEY=VALUE lines added to every app's environment")

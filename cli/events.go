@@ -15,10 +15,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hottopic-io/hottopic/devstate"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/scalerapi"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/topic"
+	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
 // EnvScalerURL names the scaler whose /v1/mappings gives `events` its live
@@ -35,13 +35,13 @@ const scalerTimeout = 5 * time.Second
 // eventsJSON is what `events --json` prints: the scaler's mapping schema,
 // filled from Cloud Controller metadata and, when reachable, the scaler.
 type eventsJSON struct {
-	Source    string              `json:"source"` // "cf" or "dev"
-	Org       string              `json:"org,omitempty"`
-	Space     string              `json:"space,omitempty"`
-	ScalerURL string              `json:"scaler_url,omitempty"`
-	Live      bool                `json:"live"`
-	LiveError string              `json:"live_error,omitempty"`
-	Mappings  []scalerapi.Mapping `json:"mappings"`
+	Source    string        `json:"source"` // "cf" or "dev"
+	Org       string        `json:"org,omitempty"`
+	Space     string        `json:"space,omitempty"`
+	ScalerURL string        `json:"scaler_url,omitempty"`
+	Live      bool          `json:"live"`
+	LiveError string        `json:"live_error,omitempty"`
+	Mappings  []api.Mapping `json:"mappings"`
 }
 
 // newEventsCmd lists mappings. standalone adds the dev-runtime rule: unless
@@ -67,12 +67,12 @@ func newEventsCmd(open targetOpener, standalone bool) *cobra.Command {
 				appName = args[0]
 			}
 			if standalone && !cf {
-				st, err := devstate.Read(devstate.DefaultDir)
+				st, err := state.Read(state.DefaultDir)
 				if err == nil {
 					return devEvents(cmd.Context(), cmd.OutOrStdout(), st.ScalerURL, appName, asJSON)
 				}
 				if forceDev {
-					return fmt.Errorf("--dev: %v in %s", err, devstate.DefaultDir)
+					return fmt.Errorf("--dev: %v in %s", err, state.DefaultDir)
 				}
 			}
 			scaler := scalerFlag
@@ -125,7 +125,7 @@ func cfEvents(ctx context.Context, out io.Writer, open targetOpener, scalerURL, 
 	} else if apps, err = t.cc.mappedApps(ctx, t.spaceGUID); err != nil {
 		return ccFailure("list the mapped apps", err)
 	}
-	rows := make([]scalerapi.Mapping, 0, len(apps))
+	rows := make([]api.Mapping, 0, len(apps))
 	for _, a := range apps {
 		rows = append(rows, fromCC(a))
 	}
@@ -167,7 +167,7 @@ func devEvents(ctx context.Context, out io.Writer, scalerURL, appName string, as
 	if err != nil {
 		return fmt.Errorf("the `hottopic dev` scaler at %s is unreachable: %v", scalerURL, err)
 	}
-	rows := make([]scalerapi.Mapping, 0, len(live.Mappings))
+	rows := make([]api.Mapping, 0, len(live.Mappings))
 	for _, m := range live.Mappings {
 		if appName == "" || m.AppName == appName {
 			rows = append(rows, m)
@@ -190,9 +190,9 @@ func devEvents(ctx context.Context, out io.Writer, scalerURL, appName string, as
 
 // fromCC resolves an app's metadata as the scaler does; an invalid mapping
 // is kept, with the reason, so the user sees what to fix.
-func fromCC(a ccApp) scalerapi.Mapping {
+func fromCC(a ccApp) api.Mapping {
 	m, err := mapping.FromMetadata(a.GUID, a.Name, a.Metadata.Annotations)
-	row := scalerapi.Mapping{App: a.Name, AppGUID: a.GUID, AppName: a.Name, Errors: []string{}, Topics: m.Topics, Settings: m.Settings, Valid: err == nil}
+	row := api.Mapping{App: a.Name, AppGUID: a.GUID, AppName: a.Name, Errors: []string{}, Topics: m.Topics, Settings: m.Settings, Valid: err == nil}
 	if err != nil {
 		row.Error = err.Error()
 		row.Topics = nil
@@ -212,8 +212,8 @@ func fromCC(a ccApp) scalerapi.Mapping {
 }
 
 // mergeLive copies the scaler's live view into the rows, by app GUID.
-func mergeLive(rows []scalerapi.Mapping, live *scalerapi.Mappings) {
-	byGUID := map[string]scalerapi.Mapping{}
+func mergeLive(rows []api.Mapping, live *api.Mappings) {
+	byGUID := map[string]api.Mapping{}
 	for _, m := range live.Mappings {
 		byGUID[m.AppGUID] = m
 	}
@@ -230,10 +230,10 @@ func mergeLive(rows []scalerapi.Mapping, live *scalerapi.Mappings) {
 	}
 }
 
-func fetchScaler(ctx context.Context, base string) (*scalerapi.Mappings, error) {
+func fetchScaler(ctx context.Context, base string) (*api.Mappings, error) {
 	ctx, cancel := context.WithTimeout(ctx, scalerTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+scalerapi.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+api.Path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -244,17 +244,17 @@ func fetchScaler(ctx context.Context, base string) (*scalerapi.Mappings, error) 
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s answered %s", scalerapi.Path, resp.Status)
+		return nil, fmt.Errorf("GET %s answered %s", api.Path, resp.Status)
 	}
-	var m scalerapi.Mappings
+	var m api.Mappings
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		return nil, fmt.Errorf("GET %s: unreadable answer: %v", scalerapi.Path, err)
+		return nil, fmt.Errorf("GET %s: unreadable answer: %v", api.Path, err)
 	}
 	return &m, nil
 }
 
 // writeTable prints an aligned table in the cf CLI's style.
-func writeTable(out io.Writer, rows []scalerapi.Mapping, live bool) {
+func writeTable(out io.Writer, rows []api.Mapping, live bool) {
 	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
 	head := []string{"name", "topics", "streams"}
 	if live {
@@ -292,7 +292,7 @@ func writeTable(out io.Writer, rows []scalerapi.Mapping, live bool) {
 	tw.Flush()
 }
 
-func seenByScaler(m scalerapi.Mapping) bool {
+func seenByScaler(m api.Mapping) bool {
 	for _, e := range m.Errors {
 		if e == notSeen {
 			return false
@@ -301,7 +301,7 @@ func seenByScaler(m scalerapi.Mapping) bool {
 	return true
 }
 
-func status(m scalerapi.Mapping, live bool) string {
+func status(m api.Mapping, live bool) string {
 	switch {
 	case !m.Valid:
 		return "invalid: " + m.Error

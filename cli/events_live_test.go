@@ -17,12 +17,12 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/cli"
-	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/dev/state"
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
 	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/internal/topic"
 	"github.com/hottopic-io/hottopic/scaler"
 	"github.com/hottopic-io/hottopic/scaler/cfplatform"
-	"github.com/hottopic-io/hottopic/topic"
 )
 
 func TestEventsLive(t *testing.T) {
@@ -105,8 +105,8 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 			10*time.Second, 50*time.Millisecond).Should(MatchRegexp(`(?m)^orders\s+\S+\s+\S+\s+6\s+3/3`))
 		failsWith(t, run("events", "--dev"), "--dev: no running `hottopic dev` found in .hottopic")
 
-		Expect(os.MkdirAll(devstate.DefaultDir, 0o755)).To(Succeed())
-		Expect(devstate.Write(devstate.DefaultDir, devstate.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
+		Expect(os.MkdirAll(state.DefaultDir, 0o755)).To(Succeed())
+		Expect(state.Write(state.DefaultDir, state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
 		w.cc.ResetCalls()
 		r := run("events")
 		Expect(r.code).To(Equal(0), r.stderr)

@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 // labelSelectorMapped selects the apps that have event mappings.

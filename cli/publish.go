@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/hottopic-io/hottopic/devstate"
-	"github.com/hottopic-io/hottopic/natsconn"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 func newPublishCommand() *cobra.Command {
@@ -31,7 +31,7 @@ func newPublishCommand() *cobra.Command {
 		Short: "Publish an event to a topic (DATA, or - to read it from stdin)",
 		Long: `Publish an event to a topic with a JetStream publish, waiting until it is stored.
 The server is --nats if given, else HOTTOPIC_NATS_URL or a bound service in
-VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir), else ` + devstate.DefaultNATSURL + `.`,
+VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir), else ` + state.DefaultNATSURL + `.`,
 		Example: `  hottopic publish words "the quick brown fox"
   hottopic publish images.uploaded - < photo.png --header Content-Type=image/png
   hottopic publish words "load test" --count 500`,
@@ -63,7 +63,7 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 			}
 			// Bounds the retries against a refused connection, not a slow dial.
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
-			nc, err := natsconn.Connect(ctx, cfg, "hottopic-publish")
+			nc, err := cfenv.Connect(ctx, cfg, "hottopic-publish")
 			cancel()
 			if err != nil {
 				return fmt.Errorf("%v%s", err, hint)
@@ -82,39 +82,39 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&natsURL, "nats", "", "NATS server URL (default: HOTTOPIC_NATS_URL, VCAP_SERVICES, the running hottopic dev, "+devstate.DefaultNATSURL+")")
+	f.StringVar(&natsURL, "nats", "", "NATS server URL (default: HOTTOPIC_NATS_URL, VCAP_SERVICES, the running hottopic dev, "+state.DefaultNATSURL+")")
 	f.StringArrayVar(&headers, "header", nil, "event header K=V (repeatable), e.g. Content-Type=application/json or ce-type=order.created")
 	f.IntVarP(&count, "count", "n", 1, "publish the event this many times (load)")
-	f.StringVar(&dataDir, "data-dir", devstate.DefaultDir, "data directory of the running hottopic dev")
+	f.StringVar(&dataDir, "data-dir", state.DefaultDir, "data directory of the running hottopic dev")
 	return cmd
 }
 
 // publishTarget picks the server: the flag, then the environment the CF
 // way, then the running dev runtime, then the dev runtime's default address.
 // hint is appended to a connection error.
-func publishTarget(flagURL, dataDir string, getenv func(string) string) (cfg natsconn.Config, hint string, err error) {
+func publishTarget(flagURL, dataDir string, getenv func(string) string) (cfg cfenv.NATS, hint string, err error) {
 	if flagURL != "" {
-		cfg, err = natsconn.FromURL(flagURL)
+		cfg, err = cfenv.NATSFromURL(flagURL)
 		if err != nil {
 			return cfg, "", fmt.Errorf("--nats: %v", err)
 		}
 		return cfg, "", nil
 	}
-	if getenv(natsconn.EnvURL) != "" || getenv("VCAP_SERVICES") != "" {
-		cfg, err = natsconn.FromEnv(getenv)
-		if !errors.Is(err, natsconn.ErrNoNATS) {
+	if getenv(cfenv.EnvNATSURL) != "" || getenv("VCAP_SERVICES") != "" {
+		cfg, err = cfenv.NATSFromEnv(getenv)
+		if !errors.Is(err, cfenv.ErrNoNATS) {
 			return cfg, "", err
 		}
 	}
 	const notRunning = " (is `hottopic dev` running? start it, or point --nats at a server)"
-	st, err := devstate.Read(dataDir)
+	st, err := state.Read(dataDir)
 	switch {
 	case err == nil:
-		cfg, err = natsconn.FromURL(st.NATSURL)
+		cfg, err = cfenv.NATSFromURL(st.NATSURL)
 		cfg.Source = "the running hottopic dev"
 		return cfg, notRunning, err
-	case errors.Is(err, devstate.ErrNotRunning):
-		cfg, err = natsconn.FromURL(devstate.DefaultNATSURL)
+	case errors.Is(err, state.ErrNotRunning):
+		cfg, err = cfenv.NATSFromURL(state.DefaultNATSURL)
 		cfg.Source = "default"
 		return cfg, notRunning, err
 	default:

@@ -14,10 +14,10 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/cli"
-	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestPublish(t *testing.T) {
@@ -104,13 +104,13 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 	it("finds the running dev runtime, else the environment wins", func() {
 		c := mapped("words")
 		dataDir := t.TempDir()
-		Expect(devstate.Write(dataDir, devstate.State{PID: os.Getpid(), NATSURL: srv.URL()})).To(Succeed())
+		Expect(state.Write(dataDir, state.State{PID: os.Getpid(), NATSURL: srv.URL()})).To(Succeed())
 		r := publishRun("", "words", "hello", "--data-dir", dataDir)
 		Expect(r.code).To(Equal(0), r.stderr)
 		Expect(fetch(c, 1)).To(HaveLen(1))
 
 		// HOTTOPIC_NATS_URL wins over a recorded runtime (here unreachable).
-		Expect(devstate.Write(dataDir, devstate.State{PID: os.Getpid(), NATSURL: "nats://" + closedAddr(t)})).To(Succeed())
+		Expect(state.Write(dataDir, state.State{PID: os.Getpid(), NATSURL: "nats://" + closedAddr(t)})).To(Succeed())
 		t.Setenv("HOTTOPIC_NATS_URL", srv.URL())
 		r = publishRun("", "words", "hello", "--data-dir", dataDir)
 		Expect(r.code).To(Equal(0), r.stderr)
@@ -126,7 +126,7 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 
 		// A runtime that recorded itself but is unreachable: say what to check.
 		dataDir := t.TempDir()
-		Expect(devstate.Write(dataDir, devstate.State{PID: os.Getpid(), NATSURL: "nats://" + closedAddr(t)})).To(Succeed())
+		Expect(state.Write(dataDir, state.State{PID: os.Getpid(), NATSURL: "nats://" + closedAddr(t)})).To(Succeed())
 		r := publishRun("", "t", "x", "--data-dir", dataDir)
 		failsWith(t, r, "(from the running hottopic dev)")
 		Expect(r.stderr).To(ContainSubstring("is `hottopic dev` running?"))

@@ -26,12 +26,12 @@ import (
 
 	"github.com/hottopic-io/hottopic/dev/console"
 	"github.com/hottopic-io/hottopic/dev/manifest"
+	"github.com/hottopic-io/hottopic/dev/state"
 	"github.com/hottopic-io/hottopic/dev/supervisor"
-	"github.com/hottopic-io/hottopic/devstate"
-	"github.com/hottopic-io/hottopic/natsconn"
-	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 	"github.com/hottopic-io/hottopic/scaler"
-	"github.com/hottopic-io/hottopic/topic"
 )
 
 // Defaults of the dev runtime. The intervals are shorter than the scaler's
@@ -46,7 +46,7 @@ const (
 // Options configure one run.
 type Options struct {
 	Manifest string // path of the CF manifest
-	DataDir  string // default devstate.DefaultDir
+	DataDir  string // default state.DefaultDir
 	NATSPort int    // embedded server port, default DefaultNATSPort
 	NATSURL  string // use this server instead of an embedded one
 	EnvFile  string // KEY=VALUE lines added to every app's environment
@@ -76,7 +76,7 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	if st, err := devstate.Read(o.DataDir); err == nil {
+	if st, err := state.Read(o.DataDir); err == nil {
 		return fmt.Errorf("hottopic dev is already running from %s (pid %d): stop it first, or use another --data-dir", o.DataDir, st.PID)
 	}
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
@@ -108,7 +108,7 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 		natsURL = srv.ClientURL()
 		con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", natsURL, filepath.Join(o.DataDir, "jetstream"))
 	}
-	cfg, err := natsconn.FromURL(natsURL)
+	cfg, err := cfenv.NATSFromURL(natsURL)
 	if err != nil {
 		return fmt.Errorf("--nats: %v", err)
 	}
@@ -117,7 +117,7 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	closed := make(chan struct{})
-	nc, err := natsconn.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	nc, err := cfenv.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	cancel()
 	if err != nil {
 		return err
@@ -158,10 +158,10 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	}
 	defer dlq.Stop()
 
-	if err := devstate.Write(o.DataDir, devstate.State{PID: os.Getpid(), NATSURL: natsURL, ScalerURL: scalerURL}); err != nil {
+	if err := state.Write(o.DataDir, state.State{PID: os.Getpid(), NATSURL: natsURL, ScalerURL: scalerURL}); err != nil {
 		return fmt.Errorf("cannot record the running dev runtime in %s: %v", o.DataDir, err)
 	}
-	defer devstate.Remove(o.DataDir)
+	defer state.Remove(o.DataDir)
 
 	scCtx, stopScaler := context.WithCancel(context.Background())
 	supCtx, stopSup := context.WithCancel(context.Background())
@@ -215,7 +215,7 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 
 func withDefaults(o Options) Options {
 	if o.DataDir == "" {
-		o.DataDir = devstate.DefaultDir
+		o.DataDir = state.DefaultDir
 	}
 	if o.NATSPort == 0 {
 		o.NATSPort = DefaultNATSPort
@@ -379,7 +379,7 @@ func describe(m *manifest.Manifest) string {
 func redacted(urls []string) []string {
 	out := make([]string, len(urls))
 	for i, u := range urls {
-		out[i] = natsconn.Redact(u)
+		out[i] = cfenv.RedactURL(u)
 	}
 	return out
 }

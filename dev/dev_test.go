@@ -17,9 +17,9 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/dev/state"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 func TestDev(t *testing.T) {
@@ -71,7 +71,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(string(out.Contents())).To(ContainSubstring("ignoring manifest fields that only matter on Cloud Foundry: memory (fn)"))
 		Expect(string(out.Contents())).To(ContainSubstring("app fn: running hottopic-sidecar beside each instance"))
 
-		st, err := devstate.Read(opts.DataDir)
+		st, err := state.Read(opts.DataDir)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.PID).To(Equal(os.Getpid()))
 		Expect(st.ScalerURL).To(HavePrefix("http://127.0.0.1:"))
@@ -103,8 +103,8 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Eventually(done, 20*time.Second).Should(Receive(BeNil()))
 		Expect(string(out.Contents())).To(ContainSubstring("plain [CELL/0] Stopped instance 0"))
 		Expect(string(out.Contents())).To(ContainSubstring("[HOTTOPIC/DEV] NATS server stopped"))
-		_, err = devstate.Read(opts.DataDir)
-		Expect(err).To(MatchError(devstate.ErrNotRunning))
+		_, err = state.Read(opts.DataDir)
+		Expect(err).To(MatchError(state.ErrNotRunning))
 	})
 
 	it("says plainly when the NATS port is taken", func() {

@@ -9,8 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/deadletter"
-	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 // advisory is JetStream's io.nats.jetstream.advisory.v1.max_deliver event.
@@ -88,7 +87,7 @@ func (s *Scaler) handleAdvisory(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack() // not a Hot Topic stream
 		return
 	}
-	letter := deadletter.Letter{
+	letter := provision.DeadLetter{
 		App:            a.Consumer,
 		Topic:          t,
 		Reason:         fmt.Sprintf("max deliveries (%d) reached with no sidecar left to dead-letter it", a.Deliveries),
@@ -110,7 +109,7 @@ func (s *Scaler) handleAdvisory(ctx context.Context, m jetstream.Msg) {
 		_ = m.NakWithDelay(2 * time.Second)
 		return
 	}
-	if _, err := deadletter.Publish(ctx, s.js, letter, s.o.streams); err != nil {
+	if _, err := provision.PublishDeadLetter(ctx, s.js, letter, s.o.streams); err != nil {
 		s.log.Warn("dead-lettering failed; will retry", "stream", a.Stream, "seq", a.StreamSeq, "error", err)
 		_ = m.NakWithDelay(2 * time.Second)
 		return

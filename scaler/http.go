@@ -11,14 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/hottopic-io/hottopic/scalerapi"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/topic"
+	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
 // Handler serves GET /v1/mappings, /healthz and /metrics.
 func (s *Scaler) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+scalerapi.Path, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.Path, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -66,12 +66,12 @@ func (s *Scaler) health() Health {
 }
 
 // Status is the body of GET /v1/mappings, sorted by app name.
-func (s *Scaler) Status() scalerapi.Mappings {
+func (s *Scaler) Status() api.Mappings {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := scalerapi.Mappings{Leader: s.leader.Load(), Instance: s.o.instanceID, Mappings: make([]scalerapi.Mapping, 0, len(s.apps))}
+	out := api.Mappings{Leader: s.leader.Load(), Instance: s.o.instanceID, Mappings: make([]api.Mapping, 0, len(s.apps))}
 	for guid, st := range s.apps {
-		m := scalerapi.Mapping{
+		m := api.Mapping{
 			App:              st.app.Name,
 			AppGUID:          guid,
 			AppName:          st.app.Name,

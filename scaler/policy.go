@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 )
 
-// Policy turns one app's observed lag into an instance count, as DESIGN.md
+// Policy turns one app's observed lag into an instance count, as docs/design.md
 // says: proportional, up at once, down only after the lower value held for
 // idle-seconds, to zero only after idle-seconds without lag. It is a pure
 // state machine over the times it is given (no clock of its own, no I/O), so

@@ -21,12 +21,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/provision"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
-// Defaults, as DESIGN.md documents them.
+// Defaults, as docs/design.md documents them.
 const (
 	DefaultPollInterval      = time.Second
 	DefaultDiscoveryInterval = 10 * time.Second

@@ -19,14 +19,14 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/deadletter"
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
-	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/scaler/api"
 	"github.com/hottopic-io/hottopic/scaler/cfplatform"
-	"github.com/hottopic-io/hottopic/scalerapi"
-	"github.com/hottopic-io/hottopic/topic"
 )
 
 func TestScaler(t *testing.T) {
@@ -135,13 +135,13 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 		}
 	}
 
-	statusOf := func(s *scaler.Scaler, guid string) scalerapi.Mapping {
+	statusOf := func(s *scaler.Scaler, guid string) api.Mapping {
 		for _, m := range s.Status().Mappings {
 			if m.AppGUID == guid {
 				return m
 			}
 		}
-		return scalerapi.Mapping{}
+		return api.Mapping{}
 	}
 
 	waitLeader := func(s *scaler.Scaler) { Eventually(s.Leader, 10*time.Second, 20*time.Millisecond).Should(BeTrue()) }
@@ -501,10 +501,10 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(letter.Data).To(Equal([]byte(`{"amount":42}`)))
 			Expect(letter.Header.Get("Content-Type")).To(Equal("application/json"))
 			Expect(letter.Header.Get("ce-type")).To(Equal("payment.made"))
-			Expect(letter.Header.Get(deadletter.HeaderApp)).To(Equal(guid))
-			Expect(letter.Header.Get(deadletter.HeaderDeliveries)).To(Equal("2"))
-			Expect(letter.Header.Get(deadletter.HeaderStreamSequence)).To(Equal("1"))
-			Expect(letter.Header.Get(deadletter.HeaderReason)).To(ContainSubstring("max deliveries (2)"))
+			Expect(letter.Header.Get(provision.HeaderApp)).To(Equal(guid))
+			Expect(letter.Header.Get(provision.HeaderDeliveries)).To(Equal("2"))
+			Expect(letter.Header.Get(provision.HeaderStreamSequence)).To(Equal("1"))
+			Expect(letter.Header.Get(provision.HeaderReason)).To(ContainSubstring("max deliveries (2)"))
 
 			adv, err := js.Stream(context.Background(), "HOTTOPIC_ADVISORIES")
 			Expect(err).NotTo(HaveOccurred())
@@ -527,9 +527,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			defer srv.Close()
 			Eventually(func() bool { return statusOf(s, guid).LagKnown }, 5*time.Second).Should(BeTrue())
 
-			resp, err := http.Get(srv.URL + scalerapi.Path)
+			resp, err := http.Get(srv.URL + api.Path)
 			Expect(err).NotTo(HaveOccurred())
-			var body scalerapi.Mappings
+			var body api.Mappings
 			Expect(json.NewDecoder(resp.Body).Decode(&body)).To(Succeed())
 			resp.Body.Close()
 			Expect(body.Leader).To(BeTrue())
@@ -541,9 +541,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(body.Mappings[0].Settings).To(Equal(mapping.Defaults()))
 			Expect(body.Mappings[0].Valid).To(BeTrue())
 
-			// Every field DESIGN.md names is there even before any scale or error,
+			// Every field docs/design.md names is there even before any scale or error,
 			// so clients can rely on the keys.
-			resp, err = http.Get(srv.URL + scalerapi.Path)
+			resp, err = http.Get(srv.URL + api.Path)
 			Expect(err).NotTo(HaveOccurred())
 			var raw struct{ Mappings []map[string]any }
 			Expect(json.NewDecoder(resp.Body).Decode(&raw)).To(Succeed())

@@ -13,7 +13,7 @@
 #   buildpack.toml
 #   bin/main                           bash: runs bin/linux-<arch>/hottopic-buildpack as $0
 #   bin/{detect,build,supply,finalize} -> main
-#   bin/linux-<arch>/hottopic-buildpack  cmd/main
+#   bin/linux-<arch>/hottopic-buildpack  cmd/hottopic-buildpack
 #   sidecar/linux-<arch>/hottopic-sidecar  cmd/hottopic-sidecar
 set -euo pipefail
 
@@ -67,7 +67,7 @@ cd "$root"
 for a in $archs; do
   echo "build.sh: linux/$a" >&2
   CGO_ENABLED=0 GOOS=linux GOARCH="$a" go build -trimpath -ldflags "$ldflags" \
-    -o "$out/bin/linux-$a/hottopic-buildpack" ./cmd/main
+    -o "$out/bin/linux-$a/hottopic-buildpack" ./cmd/hottopic-buildpack
   CGO_ENABLED=0 GOOS=linux GOARCH="$a" go build -trimpath -ldflags "$ldflags" \
     -o "$out/sidecar/linux-$a/hottopic-sidecar" ./cmd/hottopic-sidecar
 done

@@ -7,11 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hottopic-io/hottopic/cfenv"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/natsconn"
-	"github.com/hottopic-io/hottopic/provision"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 // Environment variables read by the sidecar beyond the CF ones.
@@ -31,7 +30,7 @@ const (
 type Config struct {
 	AppPort        int
 	App            cfenv.Application
-	NATS           natsconn.Config
+	NATS           cfenv.NATS
 	Static         *mapping.Mapping // nil: follow the KV mapping
 	Listen         string
 	Streams        provision.StreamOptions
@@ -62,7 +61,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("VCAP_APPLICATION application_id: %w", err)
 	}
 
-	if c.NATS, err = natsconn.FromEnv(getenv); err != nil {
+	if c.NATS, err = cfenv.NATSFromEnv(getenv); err != nil {
 		return c, err
 	}
 

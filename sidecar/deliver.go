@@ -19,11 +19,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/deadletter"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/provision"
-	"github.com/hottopic-io/hottopic/sidecar/appconn"
-	"github.com/hottopic-io/hottopic/sidecar/pull"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/sidecar/internal/appconn"
+	"github.com/hottopic-io/hottopic/sidecar/internal/pull"
 )
 
 const (
@@ -270,7 +269,7 @@ func backoff(attempt uint64) time.Duration {
 func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topic, reason string, exhausted bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 	defer cancel()
-	_, err := deadletter.Publish(ctx, e.js, deadletter.Letter{
+	_, err := provision.PublishDeadLetter(ctx, e.js, provision.DeadLetter{
 		App: e.appGUID, Topic: topic, Reason: reason, Deliveries: md.NumDelivered,
 		StreamSequence: md.Sequence.Stream, Header: m.Header, Data: m.Data,
 	}, e.streams)

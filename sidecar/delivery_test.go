@@ -16,10 +16,10 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/deadletter"
 	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 func TestDelivery(t *testing.T) {
@@ -134,10 +134,10 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Expect(dlq[0].Subject).To(Equal("hottopic.dlq.orders.created"))
 		Expect(string(dlq[0].Data)).To(Equal("poison"))
 		Expect(dlq[0].Header.Get("Content-Type")).To(Equal("text/plain"))
-		Expect(dlq[0].Header.Get(deadletter.HeaderApp)).To(Equal(guid))
-		Expect(dlq[0].Header.Get(deadletter.HeaderReason)).To(ContainSubstring("422"))
-		Expect(dlq[0].Header.Get(deadletter.HeaderDeliveries)).To(Equal("1"))
-		Expect(dlq[0].Header.Get(deadletter.HeaderStreamSequence)).To(Equal("1"))
+		Expect(dlq[0].Header.Get(provision.HeaderApp)).To(Equal(guid))
+		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(ContainSubstring("422"))
+		Expect(dlq[0].Header.Get(provision.HeaderDeliveries)).To(Equal("1"))
+		Expect(dlq[0].Header.Get(provision.HeaderStreamSequence)).To(Equal("1"))
 		Expect(app.deliveries()).To(HaveLen(1))
 		Eventually(func() int { return consumerInfo(t, js, stream, guid).NumAckPending }, 5*time.Second).Should(Equal(0))
 	})
@@ -154,9 +154,9 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		waitConsuming(p)
 		publishN(t, js, "orders.created", 1, "doomed")
 		dlq := dlqMessages(t, js, 1)
-		Expect(dlq[0].Header.Get(deadletter.HeaderDeliveries)).To(Equal("2"))
-		Expect(dlq[0].Header.Get(deadletter.HeaderReason)).To(ContainSubstring("max deliveries (2)"))
-		Expect(dlq[0].Header.Get(deadletter.HeaderReason)).To(ContainSubstring("500"))
+		Expect(dlq[0].Header.Get(provision.HeaderDeliveries)).To(Equal("2"))
+		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(ContainSubstring("max deliveries (2)"))
+		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(ContainSubstring("500"))
 		Expect(p.Output()).To(ContainSubstring("timeout after 1s"))
 		Expect(app.deliveries()).To(HaveLen(2))
 	})

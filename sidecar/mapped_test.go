@@ -11,9 +11,9 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestMapped(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/natsconn"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
 
 // Main runs the sidecar until ctx is cancelled (SIGTERM), then shuts down
@@ -51,7 +51,7 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 
 	var r *runner // set below; the reconnect handler needs it
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	nc, err := natsconn.Connect(cctx, cfg.NATS, "hottopic-sidecar/"+cfg.App.Name+"/"+strconv.Itoa(cfg.App.InstanceIndex),
+	nc, err := cfenv.Connect(cctx, cfg.NATS, "hottopic-sidecar/"+cfg.App.Name+"/"+strconv.Itoa(cfg.App.InstanceIndex),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("disconnected from NATS; reconnecting", "error", err)

@@ -23,9 +23,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/cfenv"
-	"github.com/hottopic-io/hottopic/natsconn"
-	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/scaler"
 	"github.com/hottopic-io/hottopic/scaler/cfplatform"
 )
@@ -52,7 +51,7 @@ type settings struct {
 	poll      time.Duration
 	discovery time.Duration
 	cf        cfplatform.Config
-	nats      natsconn.Config
+	nats      cfenv.NATS
 	streams   provision.StreamOptions
 }
 
@@ -75,7 +74,7 @@ func load(getenv func(string) string) (settings, error) {
 	if s.cf, err = cfplatform.FromEnv(getenv); err != nil {
 		return s, err
 	}
-	if s.nats, err = natsconn.FromEnv(cfenv.Getenv(getenv)); err != nil {
+	if s.nats, err = cfenv.NATSFromEnv(cfenv.Getenv(getenv)); err != nil {
 		return s, err
 	}
 	if s.streams, err = provision.StreamOptionsFromEnv(getenv); err != nil {
@@ -170,10 +169,10 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 
 // connectNATS waits for NATS as long as it takes (saying so after 5 s, then
 // each minute), or until ctx ends (nil).
-func connectNATS(ctx context.Context, cfg natsconn.Config, log *slog.Logger) *nats.Conn {
+func connectNATS(ctx context.Context, cfg cfenv.NATS, log *slog.Logger) *nats.Conn {
 	for wait := 5 * time.Second; ; wait = time.Minute {
 		cctx, cancel := context.WithTimeout(ctx, wait)
-		nc, err := natsconn.Connect(cctx, cfg, "hottopic-scaler",
+		nc, err := cfenv.Connect(cctx, cfg, "hottopic-scaler",
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 				if err != nil {
 					log.Warn("NATS disconnected", "error", err)

@@ -20,10 +20,10 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/scalerapi"
+	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
 func TestScalerCommand(t *testing.T) {
@@ -98,14 +98,14 @@ func testCommand(t *testing.T, when spec.G, it spec.S) {
 			Eventually(func() int { code, _ := get("/healthz"); return code }, 10*time.Second, 50*time.Millisecond).Should(Equal(http.StatusOK), p.Output)
 			_, health := get("/healthz")
 			Expect(health).To(ContainSubstring(`"nats_connected": false`))
-			code, body := get(scalerapi.Path)
+			code, body := get(api.Path)
 			Expect(code).To(Equal(http.StatusServiceUnavailable))
 			Expect(body).To(ContainSubstring("waiting for NATS"))
 			Eventually(p.Output, 10*time.Second).Should(ContainSubstring("NATS unreachable; waiting for it"))
 
 			ns.Restart()
 			Eventually(func() bool {
-				_, body := get(scalerapi.Path)
+				_, body := get(api.Path)
 				return strings.Contains(body, `"leader": true`) && strings.Contains(body, `"lag_known": true`)
 			}, 20*time.Second, 100*time.Millisecond).Should(BeTrue(), p.Output)
 			js, err := jetstream.New(ns.Connect())
@@ -141,14 +141,14 @@ func testCommand(t *testing.T, when spec.G, it spec.S) {
 				"HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms")
 
 			base := fmt.Sprintf("http://127.0.0.1:%d", port)
-			var body scalerapi.Mappings
+			var body api.Mappings
 			Eventually(func() bool {
-				resp, err := http.Get(base + scalerapi.Path)
+				resp, err := http.Get(base + api.Path)
 				if err != nil {
 					return false
 				}
 				defer resp.Body.Close()
-				body = scalerapi.Mappings{}
+				body = api.Mappings{}
 				_ = json.NewDecoder(resp.Body).Decode(&body)
 				return body.Leader && len(body.Mappings) == 1 && body.Mappings[0].LagKnown
 			}, 20*time.Second, 100*time.Millisecond).Should(BeTrue(), p.Output)

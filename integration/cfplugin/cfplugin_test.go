@@ -19,8 +19,8 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/mapping"
 )
 
 func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }

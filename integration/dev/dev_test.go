@@ -28,9 +28,9 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/devstate"
+	"github.com/hottopic-io/hottopic/dev/state"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/scalerapi"
+	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
 var bin string
@@ -113,7 +113,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 
 	it("scales from zero under load, processes every event, and goes back to zero", func() {
 		d := start("wordcount.yml")
-		st, err := devstate.Read(dataDir)
+		st, err := state.Read(dataDir)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.NATSURL).To(Equal(fmt.Sprintf("nats://127.0.0.1:%d", natsPort)))
 		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(Equal(0))
@@ -169,15 +169,15 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	})
 }
 
-func mappingOf(scalerURL, app string) scalerapi.Mapping {
-	var found scalerapi.Mapping
+func mappingOf(scalerURL, app string) api.Mapping {
+	var found api.Mapping
 	Eventually(func() error {
-		resp, err := http.Get(scalerURL + scalerapi.Path)
+		resp, err := http.Get(scalerURL + api.Path)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		var ms scalerapi.Mappings
+		var ms api.Mappings
 		if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
 			return err
 		}

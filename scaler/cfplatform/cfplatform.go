@@ -23,12 +23,12 @@ import (
 	"github.com/cloudfoundry/go-cfclient/v3/config"
 	"github.com/cloudfoundry/go-cfclient/v3/resource"
 
-	"github.com/hottopic-io/hottopic/cfenv"
-	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/scaler"
 )
 
-// Environment variables (DESIGN.md, "The scaler").
+// Environment variables (docs/design.md, "The scaler").
 const (
 	EnvAPI          = "CF_API"
 	EnvClientID     = "CF_CLIENT_ID"

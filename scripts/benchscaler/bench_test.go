@@ -28,11 +28,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/provision"
-	"github.com/hottopic-io/hottopic/scalerapi"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
+	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
 func envInt(k string, def int) int {
@@ -230,8 +230,8 @@ func TestBenchScaler(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	ready := time.Now()
 	for {
-		var body scalerapi.Mappings
-		if resp, err := http.Get(base + scalerapi.Path); err == nil {
+		var body api.Mappings
+		if resp, err := http.Get(base + api.Path); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&body)
 			resp.Body.Close()
 		}

@@ -24,8 +24,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/provision"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 // result is one measurement, one JSON line.

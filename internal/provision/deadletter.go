@@ -1,11 +1,11 @@
-// Package deadletter builds and publishes Hot Topic dead letters: the
-// original event (payload and headers) on hottopic.dlq.<topic>, stored in the
-// HOTTOPIC_DLQ stream, with Hottopic-* headers saying whose it was and why it
-// died. The sidecar (rejected or exhausted deliveries) and the scaler (the
+package provision
+
+// This file builds and publishes Hot Topic dead letters: the original event
+// (payload and headers) on hottopic.dlq.<topic>, stored in the HOTTOPIC_DLQ
+// stream, with Hottopic-* headers saying whose it was and why it died. The sidecar (rejected or exhausted deliveries) and the scaler (the
 // max-deliveries advisory) both dead-letter through here, so a dead letter
 // looks the same whoever wrote it, and the same event dead-lettered by both is
 // stored once.
-package deadletter
 
 import (
 	"context"
@@ -17,8 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/provision"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 // Headers added to every dead letter.
@@ -35,8 +34,8 @@ const (
 // maxReason keeps a reason header readable (error texts can be long).
 const maxReason = 512
 
-// Letter is one event that could not be delivered to an app.
-type Letter struct {
+// DeadLetter is one event that could not be delivered to an app.
+type DeadLetter struct {
 	App            string      // app GUID
 	Topic          string      // the event's topic
 	Reason         string      // e.g. "HTTP 400 Bad Request" or "max deliveries (5) reached"
@@ -49,15 +48,15 @@ type Letter struct {
 // MsgID is the dead letter's Nats-Msg-Id: one per (app, topic, sequence), so
 // the sidecar and the scaler dead-lettering the same event store it once
 // (within the DLQ stream's duplicate window).
-func (l Letter) MsgID() string {
+func (l DeadLetter) MsgID() string {
 	return "dlq:" + l.App + ":" + topic.StreamName(l.Topic) + ":" + strconv.FormatUint(l.StreamSequence, 10)
 }
 
-// Message is the dead letter as a NATS message on topic.DLQSubject(l.Topic).
+// DeadLetterMsg is the dead letter as a NATS message on topic.DLQSubject(l.Topic).
 // The original headers are copied except NATS's own (Nats-*), which would
 // steer or reject the publish (expected-sequence checks, TTLs, de-duplication
 // against the original) or describe the original's storage.
-func Message(l Letter) *nats.Msg {
+func DeadLetterMsg(l DeadLetter) *nats.Msg {
 	h := make(nats.Header, len(l.Header)+6)
 	for k, v := range l.Header {
 		if strings.HasPrefix(strings.ToLower(k), "nats-") {
@@ -76,16 +75,16 @@ func Message(l Letter) *nats.Msg {
 	return &nats.Msg{Subject: topic.DLQSubject(l.Topic), Header: h, Data: l.Data}
 }
 
-// Publish stores the dead letter and waits for JetStream's acknowledgement,
+// PublishDeadLetter stores the dead letter and waits for JetStream's acknowledgement,
 // creating the HOTTOPIC_DLQ stream (with so) if it does not exist yet.
-func Publish(ctx context.Context, js jetstream.JetStream, l Letter, so provision.StreamOptions) (*jetstream.PubAck, error) {
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, l DeadLetter, so StreamOptions) (*jetstream.PubAck, error) {
 	if err := topic.Validate(l.Topic); err != nil {
 		return nil, fmt.Errorf("dead letter: %w", err)
 	}
-	msg := Message(l)
+	msg := DeadLetterMsg(l)
 	ack, err := js.PublishMsg(ctx, msg)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		if _, err = provision.EnsureDLQStream(ctx, js, so); err != nil {
+		if _, err = EnsureDLQStream(ctx, js, so); err != nil {
 			return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, err)
 		}
 		ack, err = js.PublishMsg(ctx, msg)

@@ -18,7 +18,7 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/sidecar/appconn"
+	"github.com/hottopic-io/hottopic/sidecar/internal/appconn"
 )
 
 func TestAppConn(t *testing.T) {

@@ -1,11 +1,11 @@
-// Package scalerapi is the JSON the scaler serves at GET /v1/mappings, shared by
+// Package api is the JSON the scaler serves at GET /v1/mappings, shared by
 // the scaler (which writes it) and the CLI's `events` (which reads it).
-package scalerapi
+package api
 
 import (
 	"time"
 
-	"github.com/hottopic-io/hottopic/mapping"
+	"github.com/hottopic-io/hottopic/internal/mapping"
 )
 
 // Path is where the scaler serves the mappings.
@@ -21,7 +21,7 @@ type Mappings struct {
 
 // Mapping is one app's mapping as the scaler sees it.
 type Mapping struct {
-	// App is the app's name (DESIGN.md's "app"); AppName says the same for
+	// App is the app's name (docs/design.md's "app"); AppName says the same for
 	// clients of the first schema.
 	App      string            `json:"app"`
 	AppGUID  string            `json:"app_guid"`

@@ -1,7 +1,8 @@
-// Package natsconn finds Hot Topic's NATS server the CF way (a bound service
-// tagged "hottopic" or "nats", or HOTTOPIC_NATS_URL) and turns its credentials
-// into nats.go options. Sidecar, scaler and CLI all connect through it.
-package natsconn
+package cfenv
+
+// This file finds Hot Topic's NATS server the CF way (a bound service tagged
+// "hottopic" or "nats", or HOTTOPIC_NATS_URL) and turns its credentials into
+// nats.go options.
 
 import (
 	"context"
@@ -16,45 +17,43 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-
-	"github.com/hottopic-io/hottopic/cfenv"
 )
 
-// EnvURL overrides the NATS URL from VCAP_SERVICES (local runs).
-const EnvURL = "HOTTOPIC_NATS_URL"
+// EnvNATSURL overrides the NATS URL from VCAP_SERVICES (local runs).
+const EnvNATSURL = "HOTTOPIC_NATS_URL"
 
-// Config is where and how to connect. Its String form never shows a secret.
-type Config struct {
+// NATS is where and how to connect. Its String form never shows a secret.
+type NATS struct {
 	URLs    []string
 	Source  string // "HOTTOPIC_NATS_URL" or `service "name"`
 	Options []nats.Option
 }
 
 // ErrNoNATS means no NATS service is bound and no URL is set.
-var ErrNoNATS = errors.New("no NATS server configured: bind a service tagged \"hottopic\" (or \"nats\") with a uri/urls credential, or set " + EnvURL)
+var ErrNoNATS = errors.New("no NATS server configured: bind a service tagged \"hottopic\" (or \"nats\") with a uri/urls credential, or set " + EnvNATSURL)
 
-// FromEnv reads the NATS configuration from the environment: the service
+// NATSFromEnv reads the NATS configuration from the environment: the service
 // found in VCAP_SERVICES supplies credentials, HOTTOPIC_NATS_URL (if set)
 // replaces its URLs.
-func FromEnv(getenv cfenv.Getenv) (Config, error) {
-	var cfg Config
-	services, err := cfenv.Services(getenv)
+func NATSFromEnv(getenv Getenv) (NATS, error) {
+	var cfg NATS
+	services, err := Services(getenv)
 	if err != nil {
 		return cfg, err
 	}
-	svc, found := cfenv.FindNATS(services)
+	svc, found := FindNATS(services)
 	if found {
 		cfg, err = fromService(svc)
 		if err != nil {
 			return cfg, err
 		}
 	}
-	if override := strings.TrimSpace(getenv(EnvURL)); override != "" {
-		urls, err := splitURLs(override, EnvURL)
+	if override := strings.TrimSpace(getenv(EnvNATSURL)); override != "" {
+		urls, err := splitURLs(override, EnvNATSURL)
 		if err != nil {
 			return cfg, err
 		}
-		cfg.URLs, cfg.Source = urls, EnvURL
+		cfg.URLs, cfg.Source = urls, EnvNATSURL
 	}
 	if len(cfg.URLs) == 0 {
 		if found {
@@ -65,17 +64,17 @@ func FromEnv(getenv cfenv.Getenv) (Config, error) {
 	return cfg, nil
 }
 
-// FromURL is the configuration for a plain URL list (CLI flags, tests).
-func FromURL(u string) (Config, error) {
+// NATSFromURL is the configuration for a plain URL list (CLI flags, tests).
+func NATSFromURL(u string) (NATS, error) {
 	urls, err := splitURLs(u, "NATS URL")
 	if err != nil {
-		return Config{}, err
+		return NATS{}, err
 	}
-	return Config{URLs: urls, Source: "flag"}, nil
+	return NATS{URLs: urls, Source: "flag"}, nil
 }
 
-func fromService(svc cfenv.Service) (Config, error) {
-	cfg := Config{Source: fmt.Sprintf("service %q", svc.Name)}
+func fromService(svc Service) (NATS, error) {
+	cfg := NATS{Source: fmt.Sprintf("service %q", svc.Name)}
 	cred := func(k string) (string, error) {
 		v, err := svc.Credential(k)
 		return strings.TrimSpace(v), err
@@ -181,7 +180,7 @@ func splitURLs(raw, what string) ([]string, error) {
 		}
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" {
-			return nil, fmt.Errorf("%s: %q is not a NATS URL (want nats://host:port)", what, Redact(u))
+			return nil, fmt.Errorf("%s: %q is not a NATS URL (want nats://host:port)", what, RedactURL(u))
 		}
 		switch p.Scheme {
 		case "nats", "tls", "ws", "wss":
@@ -196,8 +195,8 @@ func splitURLs(raw, what string) ([]string, error) {
 	return out, nil
 }
 
-// Redact hides the user info of a URL (a token or user:password).
-func Redact(u string) string {
+// RedactURL hides the user info of a URL (a token or user:password).
+func RedactURL(u string) string {
 	p, err := url.Parse(u)
 	if err != nil {
 		if i := strings.LastIndex(u, "@"); i >= 0 {
@@ -218,10 +217,10 @@ func Redact(u string) string {
 }
 
 // String describes the configuration without secrets.
-func (c Config) String() string {
+func (c NATS) String() string {
 	red := make([]string, len(c.URLs))
 	for i, u := range c.URLs {
-		red[i] = Redact(u)
+		red[i] = RedactURL(u)
 	}
 	return fmt.Sprintf("%s (from %s)", strings.Join(red, ","), c.Source)
 }
@@ -230,7 +229,7 @@ func (c Config) String() string {
 // The first connection must succeed within ctx: a sidecar or scaler that
 // cannot reach NATS at start says so instead of idling silently. Extra options
 // (handlers, name) are applied after the configuration's own.
-func Connect(ctx context.Context, cfg Config, name string, extra ...nats.Option) (*nats.Conn, error) {
+func Connect(ctx context.Context, cfg NATS, name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -257,10 +256,10 @@ func Connect(ctx context.Context, cfg Config, name string, extra ...nats.Option)
 }
 
 // scrub removes any URL user info that an error might echo.
-func scrub(err error, cfg Config) string {
+func scrub(err error, cfg NATS) string {
 	msg := err.Error()
 	for _, u := range cfg.URLs {
-		msg = strings.ReplaceAll(msg, u, Redact(u))
+		msg = strings.ReplaceAll(msg, u, RedactURL(u))
 		if p, perr := url.Parse(u); perr == nil && p.User != nil {
 			msg = strings.ReplaceAll(msg, p.User.String(), "***")
 		}

@@ -7,7 +7,7 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/cfenv"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
 
 func TestCFEnv(t *testing.T) {

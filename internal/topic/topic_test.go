@@ -8,7 +8,7 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 func TestTopic(t *testing.T) {

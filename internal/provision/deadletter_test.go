@@ -1,4 +1,4 @@
-package deadletter_test
+package provision_test
 
 import (
 	"context"
@@ -12,10 +12,9 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
-	"github.com/hottopic-io/hottopic/deadletter"
 	"github.com/hottopic-io/hottopic/internal/natstest"
-	"github.com/hottopic-io/hottopic/provision"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 func TestDeadletter(t *testing.T) {
@@ -25,13 +24,13 @@ func TestDeadletter(t *testing.T) {
 func testDeadletter(t *testing.T, when spec.G, it spec.S) {
 	var Expect = NewWithT(t).Expect
 
-	letter := func() deadletter.Letter {
+	letter := func() provision.DeadLetter {
 		h := nats.Header{}
 		h.Set("Content-Type", "application/json")
 		h.Set("traceparent", "00-abc-def-01")
 		h.Set(jetstream.MsgIDHeader, "order-42")
 		h.Set(jetstream.ExpectedLastSeqHeader, "7")
-		return deadletter.Letter{
+		return provision.DeadLetter{
 			App: "app-guid", Topic: "orders.created", Reason: "HTTP 400 Bad Request\r\nmore",
 			Deliveries: 3, StreamSequence: 42, Header: h, Data: []byte(`{"id":42}`),
 		}
@@ -39,33 +38,33 @@ func testDeadletter(t *testing.T, when spec.G, it spec.S) {
 
 	when("Message", func() {
 		it("keeps payload and headers, adds the Hottopic headers, drops NATS control headers", func() {
-			m := deadletter.Message(letter())
+			m := provision.DeadLetterMsg(letter())
 			Expect(m.Subject).To(Equal("hottopic.dlq.orders.created"))
 			Expect(string(m.Data)).To(Equal(`{"id":42}`))
 			Expect(m.Header.Get("Content-Type")).To(Equal("application/json"))
 			Expect(m.Header.Get("traceparent")).To(Equal("00-abc-def-01"))
-			Expect(m.Header.Get(deadletter.HeaderApp)).To(Equal("app-guid"))
-			Expect(m.Header.Get(deadletter.HeaderReason)).To(Equal("HTTP 400 Bad Request  more"))
-			Expect(m.Header.Get(deadletter.HeaderDeliveries)).To(Equal("3"))
-			Expect(m.Header.Get(deadletter.HeaderStreamSequence)).To(Equal("42"))
-			Expect(m.Header.Get(deadletter.HeaderMsgID)).To(Equal("order-42"))
+			Expect(m.Header.Get(provision.HeaderApp)).To(Equal("app-guid"))
+			Expect(m.Header.Get(provision.HeaderReason)).To(Equal("HTTP 400 Bad Request  more"))
+			Expect(m.Header.Get(provision.HeaderDeliveries)).To(Equal("3"))
+			Expect(m.Header.Get(provision.HeaderStreamSequence)).To(Equal("42"))
+			Expect(m.Header.Get(provision.HeaderMsgID)).To(Equal("order-42"))
 			Expect(m.Header.Get(jetstream.ExpectedLastSeqHeader)).To(BeEmpty())
 			Expect(m.Header.Get(jetstream.MsgIDHeader)).To(Equal("dlq:app-guid:" + topic.StreamName("orders.created") + ":42"))
 		})
 
 		it("does not change the original headers", func() {
 			l := letter()
-			deadletter.Message(l)
-			Expect(l.Header.Get(deadletter.HeaderApp)).To(BeEmpty())
+			provision.DeadLetterMsg(l)
+			Expect(l.Header.Get(provision.HeaderApp)).To(BeEmpty())
 			Expect(l.Header.Get(jetstream.MsgIDHeader)).To(Equal("order-42"))
 		})
 
 		it("bounds the reason and never leaves it empty", func() {
 			l := letter()
 			l.Reason = strings.Repeat("x", 2000)
-			Expect(deadletter.Message(l).Header.Get(deadletter.HeaderReason)).To(HaveLen(512))
+			Expect(provision.DeadLetterMsg(l).Header.Get(provision.HeaderReason)).To(HaveLen(512))
 			l.Reason = " "
-			Expect(deadletter.Message(l).Header.Get(deadletter.HeaderReason)).To(Equal("unknown"))
+			Expect(provision.DeadLetterMsg(l).Header.Get(provision.HeaderReason)).To(Equal("unknown"))
 		})
 	})
 
@@ -77,12 +76,12 @@ func testDeadletter(t *testing.T, when spec.G, it spec.S) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 
-			ack, err := deadletter.Publish(ctx, js, letter(), provision.StreamOptions{})
+			ack, err := provision.PublishDeadLetter(ctx, js, letter(), provision.StreamOptions{})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(ack.Stream).To(Equal(topic.DLQStream))
 			Expect(ack.Duplicate).To(BeFalse())
 
-			again, err := deadletter.Publish(ctx, js, letter(), provision.StreamOptions{})
+			again, err := provision.PublishDeadLetter(ctx, js, letter(), provision.StreamOptions{})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(again.Duplicate).To(BeTrue())
 
@@ -92,7 +91,7 @@ func testDeadletter(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(stored.Subject).To(Equal("hottopic.dlq.orders.created"))
 			Expect(string(stored.Data)).To(Equal(`{"id":42}`))
-			Expect(stored.Header.Get(deadletter.HeaderReason)).To(ContainSubstring("400"))
+			Expect(stored.Header.Get(provision.HeaderReason)).To(ContainSubstring("400"))
 			info, err := s.Info(ctx)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(info.State.Msgs).To(Equal(uint64(1)))
@@ -104,7 +103,7 @@ func testDeadletter(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			l := letter()
 			l.Topic = "orders.*"
-			_, err = deadletter.Publish(context.Background(), js, l, provision.StreamOptions{})
+			_, err = provision.PublishDeadLetter(context.Background(), js, l, provision.StreamOptions{})
 			Expect(err).To(MatchError(ContainSubstring("wildcards")))
 		})
 	})

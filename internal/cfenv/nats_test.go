@@ -1,4 +1,4 @@
-package natsconn_test
+package cfenv_test
 
 import (
 	"context"
@@ -25,12 +25,12 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/natstest"
-	"github.com/hottopic-io/hottopic/natsconn"
 )
 
 func TestNATSConn(t *testing.T) {
-	spec.Run(t, "natsconn", testNATSConn, spec.Report(report.Terminal{}))
+	spec.Run(t, "cfenv NATS", testNATSConn, spec.Report(report.Terminal{}))
 }
 
 // vcap builds VCAP_SERVICES with one hottopic-tagged service.
@@ -41,19 +41,17 @@ func vcap(creds map[string]string) string {
 	return string(b)
 }
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
 func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 	Expect := NewWithT(t).Expect
 
 	connect := func(getenv func(string) string) error {
-		cfg, err := natsconn.FromEnv(getenv)
+		cfg, err := cfenv.NATSFromEnv(getenv)
 		if err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		nc, err := natsconn.Connect(ctx, cfg, "test")
+		nc, err := cfenv.Connect(ctx, cfg, "test")
 		if err != nil {
 			return err
 		}
@@ -63,13 +61,13 @@ func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 
 	when("configuration", func() {
 		it("needs a service or HOTTOPIC_NATS_URL", func() {
-			_, err := natsconn.FromEnv(env(nil))
-			Expect(errors.Is(err, natsconn.ErrNoNATS)).To(BeTrue())
+			_, err := cfenv.NATSFromEnv(env(nil))
+			Expect(errors.Is(err, cfenv.ErrNoNATS)).To(BeTrue())
 			Expect(err.Error()).To(ContainSubstring("HOTTOPIC_NATS_URL"))
 		})
 
 		it("lets HOTTOPIC_NATS_URL replace the service's URLs and keeps its credentials", func() {
-			cfg, err := natsconn.FromEnv(env(map[string]string{
+			cfg, err := cfenv.NATSFromEnv(env(map[string]string{
 				"VCAP_SERVICES":     vcap(map[string]string{"uri": "nats://far:4222", "token": "t0k"}),
 				"HOTTOPIC_NATS_URL": "127.0.0.1:4222",
 			}))
@@ -79,29 +77,29 @@ func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 		})
 
 		it("reads urls lists and refuses bad URLs without showing secrets", func() {
-			cfg, err := natsconn.FromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"urls": "nats://a:1, nats://b:2"})}))
+			cfg, err := cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"urls": "nats://a:1, nats://b:2"})}))
 			Expect(err).NotTo(HaveOccurred())
 			Expect(cfg.URLs).To(Equal([]string{"nats://a:1", "nats://b:2"}))
 
-			_, err = natsconn.FromEnv(env(map[string]string{"HOTTOPIC_NATS_URL": "http://user:pw@host:80"}))
+			_, err = cfenv.NATSFromEnv(env(map[string]string{"HOTTOPIC_NATS_URL": "http://user:pw@host:80"}))
 			Expect(err).To(MatchError(ContainSubstring(`scheme "http"`)))
 
-			_, err = natsconn.FromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"token": "x"})}))
+			_, err = cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"token": "x"})}))
 			Expect(err).To(MatchError(`NATS service "events" has no "uri" or "urls" credential`))
 		})
 
 		it("refuses malformed secrets with a line that does not contain them", func() {
 			for key, val := range map[string]string{"nkey_seed": "SUANOTASEED", "creds": "garbage-creds", "ca_cert": "not-a-pem"} {
-				_, err := natsconn.FromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": "nats://h:1", key: val})}))
+				_, err := cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": "nats://h:1", key: val})}))
 				Expect(err).To(MatchError(ContainSubstring(key)))
 				Expect(err.Error()).NotTo(ContainSubstring(val))
 			}
 		})
 
 		it("redacts user info", func() {
-			Expect(natsconn.Redact("nats://user:pw@host:4222")).To(Equal("nats://***@host:4222"))
-			Expect(natsconn.Redact("tls://tok@host:4222/")).To(Equal("tls://***@host:4222/"))
-			cfg, err := natsconn.FromURL("nats://tok@host:4222")
+			Expect(cfenv.RedactURL("nats://user:pw@host:4222")).To(Equal("nats://***@host:4222"))
+			Expect(cfenv.RedactURL("tls://tok@host:4222/")).To(Equal("tls://***@host:4222/"))
+			cfg, err := cfenv.NATSFromURL("nats://tok@host:4222")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(cfg.String()).NotTo(ContainSubstring("tok"))
 		})

@@ -1,7 +1,8 @@
 // Package provision creates the JetStream objects an event mapping needs: the
 // topic's stream, the dead-letter stream, and the app's durable consumer. The
 // sidecar (static mode) and the scaler both provision through here, so a
-// stream or consumer looks the same whoever made it.
+// stream or consumer looks the same whoever made it. It also writes dead
+// letters (deadletter.go), the one other thing both of them store.
 package provision
 
 import (
@@ -16,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hottopic-io/hottopic/mapping"
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 const (

@@ -1,6 +1,6 @@
-// Package devstate is the small file a running `hottopic dev` leaves in its
+// Package state is the small file a running `hottopic dev` leaves in its
 // data directory so that `hottopic publish` and `hottopic events` find it.
-package devstate
+package state
 
 import (
 	"encoding/json"

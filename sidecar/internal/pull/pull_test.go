@@ -14,7 +14,7 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/internal/natstest"
-	"github.com/hottopic-io/hottopic/sidecar/pull"
+	"github.com/hottopic-io/hottopic/sidecar/internal/pull"
 )
 
 func TestPull(t *testing.T) {

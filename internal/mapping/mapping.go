@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hottopic-io/hottopic/topic"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 // Bucket is the JetStream KV bucket holding one key per mapped app GUID.

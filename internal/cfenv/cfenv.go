@@ -1,5 +1,7 @@
 // Package cfenv reads the Cloud Foundry environment of an app instance:
-// VCAP_APPLICATION (who am I) and VCAP_SERVICES (what is bound to me).
+// VCAP_APPLICATION (who am I), VCAP_SERVICES (what is bound to me), and from
+// them Hot Topic's NATS server (nats.go), through which the sidecar, the
+// scaler and the CLI all connect.
 package cfenv
 
 import (
