@@ -84,7 +84,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), publishWait)
 	defer cancel()
-	ack, err := publish(ctx, a.js, msg, a.streams)
+	ack, err := provision.PublishToTopic(ctx, a.js, msg, a.streams)
 	if err != nil {
 		a.m.pubAPIErr.Inc()
 		code := http.StatusServiceUnavailable

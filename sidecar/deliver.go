@@ -463,20 +463,8 @@ func (e *engine) publishOutput(outTopic string, m *pull.Msg, md *nats.MsgMetadat
 	msg.Header.Set(jetstream.MsgIDHeader, "out:"+e.appGUID+":"+md.Stream+":"+strconv.FormatUint(md.Sequence.Stream, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 	defer cancel()
-	_, err := publish(ctx, e.js, msg, e.streams)
+	_, err := provision.PublishToTopic(ctx, e.js, msg, e.streams)
 	return err
-}
-
-// publish stores msg, creating the topic's stream if it does not exist yet.
-func publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, so provision.StreamOptions) (*jetstream.PubAck, error) {
-	ack, err := js.PublishMsg(ctx, msg)
-	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		if _, err = provision.EnsureTopicStream(ctx, js, msg.Subject, so); err != nil {
-			return nil, err
-		}
-		ack, err = js.PublishMsg(ctx, msg)
-	}
-	return ack, err
 }
 
 // stop ends every worker once nothing is held any more.

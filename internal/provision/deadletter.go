@@ -9,7 +9,6 @@ package provision
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -81,14 +80,10 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, l DeadLetter
 	if err := topic.Validate(l.Topic); err != nil {
 		return nil, fmt.Errorf("dead letter: %w", err)
 	}
-	msg := DeadLetterMsg(l)
-	ack, err := js.PublishMsg(ctx, msg)
-	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		if _, err = EnsureDLQStream(ctx, js, so); err != nil {
-			return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, err)
-		}
-		ack, err = js.PublishMsg(ctx, msg)
-	}
+	ack, err := publishCreating(ctx, js, DeadLetterMsg(l), func(ctx context.Context) error {
+		_, err := EnsureDLQStream(ctx, js, so)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, err)
 	}

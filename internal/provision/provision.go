@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
@@ -51,14 +52,9 @@ func StreamOptionsFromEnv(getenv func(string) string) (StreamOptions, error) {
 		}
 		o.Replicas = n
 	}
-	if v := strings.TrimSpace(getenv(EnvMaxAge)); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return o, fmt.Errorf("%s must be a positive Go duration such as 168h, got %q", EnvMaxAge, v)
-		}
-		o.MaxAge = d
-	}
-	return o, nil
+	var err error
+	o.MaxAge, err = cfenv.Duration(getenv, EnvMaxAge, 0)
+	return o, err
 }
 
 // DefaultStreamOptions reads the environment of this process.
