@@ -3,7 +3,6 @@ package sidecar
 import (
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -41,15 +40,13 @@ type Config struct {
 // the variable and never echo a credential.
 func LoadConfig(getenv func(string) string) (Config, error) {
 	var c Config
-	rawPort := strings.TrimSpace(getenv("PORT"))
-	if rawPort == "" {
+	var err error
+	if strings.TrimSpace(getenv("PORT")) == "" {
 		return c, fmt.Errorf("PORT is not set: the sidecar delivers events to the app on 127.0.0.1:$PORT")
 	}
-	port, err := strconv.Atoi(rawPort)
-	if err != nil || port < 1 || port > 65535 {
-		return c, fmt.Errorf("PORT must be a port number from 1 to 65535, got %q", rawPort)
+	if c.AppPort, err = cfenv.Port(getenv, "PORT", 0); err != nil {
+		return c, err
 	}
-	c.AppPort = port
 
 	if c.App, err = cfenv.App(getenv); err != nil {
 		return c, err
@@ -81,8 +78,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("%s must be host:port, got %q", EnvListen, c.Listen)
 	}
-	if n, err := strconv.Atoi(lport); err != nil || n < 0 || n > 65535 {
-		return c, fmt.Errorf("%s port must be a number from 0 to 65535, got %q", EnvListen, lport)
+	if _, err := cfenv.ParsePort(EnvListen+" port", lport, 0); err != nil {
+		return c, err
 	}
 	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
 		return c, fmt.Errorf("%s host must be an IP address or localhost, got %q", EnvListen, host)
@@ -92,13 +89,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 
-	c.ConnectTimeout = DefaultConnectTimeout
-	if v := strings.TrimSpace(getenv(EnvConnectTimeout)); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return c, fmt.Errorf("%s must be a positive Go duration such as 30s, got %q", EnvConnectTimeout, v)
-		}
-		c.ConnectTimeout = d
+	if c.ConnectTimeout, err = cfenv.Duration(getenv, EnvConnectTimeout, DefaultConnectTimeout); err != nil {
+		return c, err
 	}
 	return c, nil
 }
