@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -198,13 +197,4 @@ func (c appCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCurrent, prometheus.GaugeValue, float64(m.CurrentInstances), m.AppName, m.AppGUID)
 		ch <- prometheus.MustNewConstMetric(descDesired, prometheus.GaugeValue, float64(m.DesiredInstances), m.AppName, m.AppGUID)
 	}
-}
-
-// processCPU is the CPU time (user + system) this process used so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -8,14 +8,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // DefaultDir is the dev runtime's data directory, relative to the working directory.
 const DefaultDir = ".hottopic"
 
-// DefaultNATSURL is where the dev runtime's embedded server listens by default.
-const DefaultNATSURL = "nats://127.0.0.1:4222"
+// Where the dev runtime's embedded NATS server listens by default: the one
+// definition the runtime and the CLI share.
+const (
+	NATSHost        = "127.0.0.1"
+	DefaultNATSPort = 4222
+)
+
+// DefaultNATSURL is DefaultNATSPort on NATSHost as a client URL.
+var DefaultNATSURL = fmt.Sprintf("nats://%s:%d", NATSHost, DefaultNATSPort)
 
 const fileName = "runtime.json"
 
@@ -63,14 +69,4 @@ func Read(dir string) (State, error) {
 		return s, ErrNotRunning
 	}
 	return s, nil
-}
-
-// alive reports whether a process with that pid exists (EPERM: it does, but
-// belongs to someone else).
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
