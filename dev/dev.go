@@ -10,17 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-envparse"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -38,7 +34,7 @@ import (
 // own defaults: the local platform is cheap to ask, and a newcomer should
 // see scale-from-zero at once.
 const (
-	DefaultNATSPort          = 4222
+	DefaultNATSPort          = state.DefaultNATSPort
 	DefaultPollInterval      = 500 * time.Millisecond
 	DefaultDiscoveryInterval = 2 * time.Second
 )
@@ -68,149 +64,196 @@ const devSource = "[HOTTOPIC/DEV]"
 // second Ctrl-C) kills what is still stopping instead of waiting.
 func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	o = withDefaults(o)
-	m, err := manifest.Load(o.Manifest)
-	if err != nil {
+	r := &runtime{o: o}
+	defer r.cleanup()
+	if err := r.prepare(); err != nil {
 		return err
 	}
-	fileEnv, err := loadEnvFile(o.EnvFile)
-	if err != nil {
+	if err := r.startNATS(ctx); err != nil {
 		return err
 	}
-	if st, err := state.Read(o.DataDir); err == nil {
-		return fmt.Errorf("hottopic dev is already running from %s (pid %d): stop it first, or use another --data-dir", o.DataDir, st.PID)
+	if err := r.startApps(ctx); err != nil {
+		return err
 	}
-	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
-		return fmt.Errorf("data directory %s: %v", o.DataDir, errors.Unwrap(err))
+	r.con.Printf(devSource, "ready: %s; scaler API %s. Publish with `hottopic publish TOPIC DATA`, see mappings with `hottopic events`; Ctrl-C stops", describe(r.m), r.scaler.URL())
+	<-ctx.Done()
+	r.stop(abort)
+	return nil
+}
+
+// runtime is one run of the dev runtime; its steps are Run's.
+type runtime struct {
+	o       Options
+	m       *manifest.Manifest
+	fileEnv map[string]string
+	exe     string
+	con     *console.Console
+	streams provision.StreamOptions
+
+	natsURL string
+	nc      *nats.Conn
+	closed  chan struct{} // closed when nc is
+	js      jetstream.JetStream
+	apps    []supervisor.App
+	sup     *supervisor.Supervisor
+	scaler  *scaler.Service
+
+	scDone, supDone     chan struct{}
+	stopScaler, stopSup context.CancelFunc
+	cleanups            []func() // run in reverse order
+}
+
+func (r *runtime) onCleanup(f func()) { r.cleanups = append(r.cleanups, f) }
+
+func (r *runtime) cleanup() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
 	}
-	exe := o.Executable
-	if exe == "" {
-		if exe, err = os.Executable(); err != nil {
+}
+
+// prepare reads everything the run needs before anything starts.
+func (r *runtime) prepare() error {
+	var err error
+	if r.m, err = manifest.Load(r.o.Manifest); err != nil {
+		return err
+	}
+	if r.fileEnv, err = loadEnvFile(r.o.EnvFile); err != nil {
+		return err
+	}
+	if r.streams, err = provision.DefaultStreamOptions(); err != nil {
+		return err
+	}
+	if st, err := state.Read(r.o.DataDir); err == nil {
+		return fmt.Errorf("hottopic dev is already running from %s (pid %d): stop it first, or use another --data-dir", r.o.DataDir, st.PID)
+	}
+	if err := os.MkdirAll(r.o.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory %s: %v", r.o.DataDir, errors.Unwrap(err))
+	}
+	if r.exe = r.o.Executable; r.exe == "" {
+		if r.exe, err = os.Executable(); err != nil {
 			return fmt.Errorf("cannot find this executable to run the sidecar: %v", err)
 		}
 	}
-	con := console.New(o.Out)
-	if n := m.IgnoredNotice(); n != "" {
-		con.Line(devSource, n)
+	r.con = console.New(r.o.Out)
+	if n := r.m.IgnoredNotice(); n != "" {
+		r.con.Line(devSource, n)
 	}
+	return nil
+}
 
-	// NATS: embedded unless --nats.
-	natsURL := o.NATSURL
-	var srv *server.Server
-	if natsURL == "" {
-		if srv, err = startNATS(o.DataDir, o.NATSPort, con); err != nil {
+// startNATS starts the embedded server (unless --nats) and connects to it.
+func (r *runtime) startNATS(ctx context.Context) error {
+	r.natsURL = r.o.NATSURL
+	if r.natsURL == "" {
+		srv, err := startNATS(r.o.DataDir, r.o.NATSPort, r.con)
+		if err != nil {
 			return err
 		}
-		defer func() {
+		r.onCleanup(func() {
 			srv.Shutdown()
 			srv.WaitForShutdown()
-			con.Line(devSource, "NATS server stopped")
-		}()
-		natsURL = srv.ClientURL()
-		con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", natsURL, filepath.Join(o.DataDir, "jetstream"))
+			r.con.Line(devSource, "NATS server stopped")
+		})
+		r.natsURL = srv.ClientURL()
+		r.con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", r.natsURL, filepath.Join(r.o.DataDir, "jetstream"))
 	}
-	cfg, err := cfenv.NATSFromURL(natsURL)
+	cfg, err := cfenv.NATSFromURL(r.natsURL)
 	if err != nil {
 		return fmt.Errorf("--nats: %v", err)
 	}
-	if srv == nil {
-		con.Printf(devSource, "using the NATS JetStream server at %s", strings.Join(redacted(cfg.URLs), ","))
+	if r.o.NATSURL != "" {
+		r.con.Printf(devSource, "using the NATS JetStream server at %s", strings.Join(redacted(cfg.URLs), ","))
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	closed := make(chan struct{})
-	nc, err := cfenv.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	r.closed = make(chan struct{})
+	r.nc, err = cfenv.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(r.closed) }))
 	cancel()
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	r.onCleanup(r.nc.Close)
+	r.js, err = jetstream.New(r.nc)
+	return err
+}
+
+// startApps provisions the mapped apps, then starts the supervisor (which
+// runs the instances), the scaler and the dead-letter watch, and records the
+// run for `hottopic publish` and `hottopic events`.
+func (r *runtime) startApps(ctx context.Context) error {
+	r.apps = supervisorApps(r.m, r.fileEnv, r.exe, r.con)
+	if err := provisionApps(ctx, r.js, r.apps, r.m, r.streams); err != nil {
+		return err
+	}
+	var err error
+	if r.sup, err = supervisor.New(supervisor.Config{Console: r.con, NATSURL: r.natsURL, GracePeriod: r.o.GracePeriod}, r.apps); err != nil {
+		return err
+	}
+	// The scaler API on a free loopback port, for `hottopic events`.
+	logger := slog.New(r.con.Handler("[HOTTOPIC/SCALER]", console.Verbatim("scaled "), console.Hide("app_guid", "instance")))
+	if r.scaler, err = scaler.Listen("127.0.0.1:0", logger); err != nil {
+		return err
+	}
+	r.onCleanup(r.scaler.Close)
+	dlq, err := watchDeadLetters(ctx, r.js, r.apps, r.con)
 	if err != nil {
 		return err
 	}
-
-	apps := supervisorApps(m, fileEnv, exe, con)
-	if err := provisionApps(ctx, js, apps, m); err != nil {
-		return err
+	r.onCleanup(dlq.Stop)
+	if err := state.Write(r.o.DataDir, state.State{PID: os.Getpid(), NATSURL: r.natsURL, ScalerURL: r.scaler.URL()}); err != nil {
+		return fmt.Errorf("cannot record the running dev runtime in %s: %v", r.o.DataDir, err)
 	}
-	sup, err := supervisor.New(supervisor.Config{Console: con, NATSURL: natsURL, GracePeriod: o.GracePeriod}, apps)
+	r.onCleanup(func() { state.Remove(r.o.DataDir) })
+
+	cfg, err := cfenv.NATSFromURL(r.natsURL)
 	if err != nil {
 		return err
 	}
-
-	// The scaler, with its HTTP API on a free loopback port for `hottopic events`.
-	logger := slog.New(con.Handler("[HOTTOPIC/SCALER]", console.Verbatim("scaled "), console.Hide("app_guid", "instance")))
-	sc := scaler.New(js, sup,
-		scaler.WithPollInterval(o.PollInterval),
-		scaler.WithDiscoveryInterval(o.DiscoveryInterval),
-		scaler.WithLogger(logger),
-		scaler.WithInstanceID(fmt.Sprintf("dev-%d", os.Getpid())))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("scaler API: %v", err)
-	}
-	api := &http.Server{Handler: sc.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = api.Serve(ln) }()
-	scalerURL := "http://" + ln.Addr().String()
-
-	dlq, err := watchDeadLetters(ctx, js, apps, con)
-	if err != nil {
-		return err
-	}
-	defer dlq.Stop()
-
-	if err := state.Write(o.DataDir, state.State{PID: os.Getpid(), NATSURL: natsURL, ScalerURL: scalerURL}); err != nil {
-		return fmt.Errorf("cannot record the running dev runtime in %s: %v", o.DataDir, err)
-	}
-	defer state.Remove(o.DataDir)
-
 	scCtx, stopScaler := context.WithCancel(context.Background())
 	supCtx, stopSup := context.WithCancel(context.Background())
-	defer stopScaler()
-	defer stopSup()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	scDone := make(chan struct{})
+	r.stopScaler, r.stopSup = stopScaler, stopSup
+	r.onCleanup(stopScaler)
+	r.onCleanup(stopSup)
+	r.scDone, r.supDone = make(chan struct{}), make(chan struct{})
 	go func() {
-		defer wg.Done()
-		defer close(scDone)
-		if err := sc.Run(scCtx); err != nil {
-			con.Printf(devSource, "scaler stopped: %v", err)
+		defer close(r.scDone)
+		err := r.scaler.Run(scCtx, cfg, r.sup,
+			scaler.WithPollInterval(r.o.PollInterval),
+			scaler.WithDiscoveryInterval(r.o.DiscoveryInterval),
+			scaler.WithStreamOptions(r.streams),
+			scaler.WithInstanceID(fmt.Sprintf("dev-%d", os.Getpid())))
+		if err != nil {
+			r.con.Printf(devSource, "scaler stopped: %v", err)
 		}
 	}()
-	supDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		defer close(supDone)
-		_ = sup.Run(supCtx)
+		defer close(r.supDone)
+		_ = r.sup.Run(supCtx)
 	}()
+	return nil
+}
 
-	con.Printf(devSource, "ready: %s; scaler API %s. Publish with `hottopic publish TOPIC DATA`, see mappings with `hottopic events`; Ctrl-C stops", describe(m), scalerURL)
-
-	<-ctx.Done()
-	con.Line(devSource, "stopping: sidecars drain, then apps stop (Ctrl-C again to kill at once)")
+// stop stops the scaler first, so that nothing is rescaled while instances
+// stop, then the instances (sidecars drain first), then NATS connections.
+func (r *runtime) stop(abort <-chan struct{}) {
+	r.con.Line(devSource, "stopping: sidecars drain, then apps stop (Ctrl-C again to kill at once)")
 	go func() {
 		select {
 		case <-abort:
-			sup.Abort()
-		case <-supDone:
+			r.sup.Abort()
+		case <-r.supDone:
 		}
 	}()
-	// The scaler first, so that nothing is rescaled while instances stop.
-	stopScaler()
-	<-scDone
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = api.Shutdown(sctx)
-	cancel()
-	stopSup()
-	wg.Wait()
-	if err := nc.Drain(); err == nil {
+	r.stopScaler()
+	<-r.scDone
+	r.stopSup()
+	<-r.supDone
+	if err := r.nc.Drain(); err == nil {
 		select {
-		case <-closed:
+		case <-r.closed:
 		case <-time.After(2 * time.Second):
 		}
 	}
-	con.Line(devSource, "all apps stopped")
-	return nil
+	r.con.Line(devSource, "all apps stopped")
 }
 
 func withDefaults(o Options) Options {
@@ -299,11 +342,7 @@ func supervisorApps(m *manifest.Manifest, fileEnv map[string]string, exe string,
 // before the dev runtime says it is ready: an event published right after
 // must not find a topic without a stream or a consumer (the scaler, which
 // also keeps them, may not have run its first discovery yet).
-func provisionApps(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, m *manifest.Manifest) error {
-	so, err := provision.DefaultStreamOptions()
-	if err != nil {
-		return err
-	}
+func provisionApps(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, m *manifest.Manifest, so provision.StreamOptions) error {
 	if _, err := provision.EnsureDLQStream(ctx, js, so); err != nil {
 		return err
 	}
@@ -342,13 +381,13 @@ func watchDeadLetters(ctx context.Context, js jetstream.JetStream, apps []superv
 	}
 	return c.Consume(func(msg jetstream.Msg) {
 		h := msg.Headers()
-		app := h.Get("Hottopic-App")
+		app := h.Get(provision.HeaderApp)
 		if n, ok := names[app]; ok {
 			app = n
 		}
 		con.Printf("[HOTTOPIC/DLQ]", "dead letter on %s for app %s after %s deliveries: %s (%d bytes: %s)",
-			strings.TrimPrefix(msg.Subject(), topic.DLQPrefix), app, h.Get("Hottopic-Deliveries"),
-			h.Get("Hottopic-Reason"), len(msg.Data()), preview(msg.Data()))
+			strings.TrimPrefix(msg.Subject(), topic.DLQPrefix), app, h.Get(provision.HeaderDeliveries),
+			h.Get(provision.HeaderReason), len(msg.Data()), preview(msg.Data()))
 	})
 }
 

@@ -12,13 +12,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/hottopic-io/hottopic/dev/console"
+	"github.com/hottopic-io/hottopic/dev/state"
 )
 
 // startNATS runs the embedded JetStream server on 127.0.0.1:port with file
 // storage under dataDir, so queued events survive a restart.
 func startNATS(dataDir string, port int, con *console.Console) (*server.Server, error) {
 	// The server reports a busy port only in its log; say it plainly first.
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	l, err := net.Listen("tcp", net.JoinHostPort(state.NATSHost, strconv.Itoa(port)))
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("port %d on 127.0.0.1 is in use (another hottopic dev or NATS server?): choose another with --nats-port, or use that server with --nats nats://127.0.0.1:%d", port, port)
@@ -32,7 +33,7 @@ func startNATS(dataDir string, port int, con *console.Console) (*server.Server, 
 	}
 	opts := &server.Options{
 		ServerName: "hottopic-dev",
-		Host:       "127.0.0.1",
+		Host:       state.NATSHost,
 		Port:       port,
 		JetStream:  true,
 		StoreDir:   store,

@@ -22,89 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hottopic-io/hottopic/internal/mapping"
-	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
-
-// Defaults, as docs/design.md documents them.
-const (
-	DefaultPollInterval      = time.Second
-	DefaultDiscoveryInterval = 10 * time.Second
-	DefaultLeaderTTL         = 6 * time.Second
-)
-
-// Option configures a Scaler.
-type Option func(*options)
-
-type options struct {
-	poll       time.Duration
-	discovery  time.Duration
-	leaderTTL  time.Duration
-	logger     *slog.Logger
-	instanceID string
-	streams    provision.StreamOptions
-	now        func() time.Time
-}
-
-// WithPollInterval sets how often lag is read (default 1s).
-func WithPollInterval(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.poll = d
-		}
-	}
-}
-
-// WithDiscoveryInterval sets how often the platform is asked for mapped apps (default 10s).
-func WithDiscoveryInterval(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.discovery = d
-		}
-	}
-}
-
-// WithLeaderTTL sets the leader key's time to live: a dead leader is replaced
-// about this long after its last renewal (default 6s).
-func WithLeaderTTL(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.leaderTTL = d
-		}
-	}
-}
-
-// WithLogger sets the logger (default slog.Default()).
-func WithLogger(l *slog.Logger) Option {
-	return func(o *options) {
-		if l != nil {
-			o.logger = l
-		}
-	}
-}
-
-// WithInstanceID names this scaler in the leader key and in /v1/mappings.
-func WithInstanceID(id string) Option {
-	return func(o *options) {
-		if id != "" {
-			o.instanceID = id
-		}
-	}
-}
-
-// WithStreamOptions shapes the streams the scaler creates.
-func WithStreamOptions(so provision.StreamOptions) Option {
-	return func(o *options) { o.streams = so }
-}
-
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) Option {
-	return func(o *options) {
-		if now != nil {
-			o.now = now
-		}
-	}
-}
 
 // Scaler reconciles and scales. Create it with New, start it with Run.
 type Scaler struct {
@@ -249,16 +168,8 @@ func (s *Scaler) discover(ctx context.Context) {
 	apps, err := s.p.MappedApps(ctx)
 	s.metrics.discoveries.Inc()
 	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		s.metrics.discoveryErrors.Inc()
-		s.mu.Lock()
-		changed := s.discoveryErr != err.Error()
-		s.discoveryErr = err.Error()
-		s.mu.Unlock()
-		if changed {
-			s.log.Warn("discovery failed; mappings stay as they are", "error", err)
+		if ctx.Err() == nil {
+			s.discoveryFailed(err)
 		}
 		return
 	}
@@ -279,32 +190,7 @@ func (s *Scaler) discover(ctx context.Context) {
 			st = &appState{errors: map[string]string{}}
 			s.apps[a.GUID] = st
 		}
-		st.app = a
-		m, err := mapping.FromMetadata(a.GUID, a.Name, a.Annotations)
-		if err == nil {
-			err = topic.ValidConsumerName(a.GUID)
-		}
-		if err != nil {
-			if st.invalid == nil || st.invalid.Error() != err.Error() {
-				s.log.Warn("invalid mapping; left as it was", "app", a.Name, "app_guid", a.GUID, "error", err)
-			}
-			st.invalid = err
-			// "Left as it was": the mapping last applied stays in effect —
-			// streams, consumers, KV key and scaling — so a typo never
-			// strands queued events at zero instances.
-			if len(st.m.Topics) == 0 && rec != nil {
-				if have := rec.applied[a.GUID]; len(have.Topics) > 0 {
-					st.m = have
-				}
-			}
-			continue
-		}
-		if st.invalid != nil {
-			s.log.Info("mapping valid again", "app", a.Name, "app_guid", a.GUID)
-		}
-		st.invalid = nil
-		st.m = m
-		st.recheck = true
+		s.updateApp(st, a, rec)
 	}
 	for guid := range s.apps {
 		if !seen[guid] {
@@ -325,7 +211,51 @@ func (s *Scaler) discover(ctx context.Context) {
 	}
 }
 
-// desiredMappings is what the KV should hold: every valid mapping.
+// discoveryFailed records a failed discovery, logging it once per new error.
+func (s *Scaler) discoveryFailed(err error) {
+	s.metrics.discoveryErrors.Inc()
+	s.mu.Lock()
+	changed := s.discoveryErr != err.Error()
+	s.discoveryErr = err.Error()
+	s.mu.Unlock()
+	if changed {
+		s.log.Warn("discovery failed; mappings stay as they are", "error", err)
+	}
+}
+
+// updateApp resolves app a's annotations into st (s.mu held). rec, when
+// leading, knows the mapping last applied.
+func (s *Scaler) updateApp(st *appState, a App, rec *reconciler) {
+	st.app = a
+	m, err := mapping.FromMetadata(a.GUID, a.Name, a.Annotations)
+	if err == nil {
+		err = topic.ValidConsumerName(a.GUID)
+	}
+	if err != nil {
+		if st.invalid == nil || st.invalid.Error() != err.Error() {
+			s.log.Warn("invalid mapping; left as it was", "app", a.Name, "app_guid", a.GUID, "error", err)
+		}
+		st.invalid = err
+		// "Left as it was": the mapping last applied stays in effect —
+		// streams, consumers, KV key and scaling — so a typo never
+		// strands queued events at zero instances.
+		if len(st.m.Topics) == 0 && rec != nil {
+			if have := rec.applied[a.GUID]; len(have.Topics) > 0 {
+				st.m = have
+			}
+		}
+		return
+	}
+	if st.invalid != nil {
+		s.log.Info("mapping valid again", "app", a.Name, "app_guid", a.GUID)
+	}
+	st.invalid = nil
+	st.m = m
+	st.recheck = true
+}
+
+// snapshotForReconcile is what the KV should hold (every valid mapping),
+// which apps are mapped at all, and which need their objects checked again.
 func (s *Scaler) snapshotForReconcile() (valid map[string]mapping.Mapping, present map[string]bool, dirty map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -401,29 +331,61 @@ type evalItem struct {
 	s    mapping.Settings
 }
 
+// poll reads the lag of every mapping in effect (sweep: with this cycle's
+// share of the stream list), feeds it to each app's policy, and evaluates
+// the apps whose lag is not idle at rest.
 func (s *Scaler) poll(ctx context.Context, sweep bool) {
 	start := s.o.now()
 	cpu0 := processCPU()
 	req0 := s.api.requests.Load()
 
-	s.mu.Lock()
-	if !s.discovered {
-		s.mu.Unlock()
+	watch, ok := s.watched()
+	if !ok {
 		return
+	}
+	lg, err := s.lag.read(ctx, watch, sweep)
+	if ctx.Err() != nil {
+		return
+	}
+	evals, missing := s.observe(s.o.now(), lg, err)
+	if missing && s.leader.Load() {
+		s.requestDiscovery()
+	}
+
+	sort.Slice(evals, func(i, j int) bool { return evals[i].name < evals[j].name })
+	for _, e := range evals {
+		if ctx.Err() != nil {
+			return
+		}
+		s.evaluate(ctx, e)
+	}
+	s.metrics.pollSeconds.Observe(s.o.now().Sub(start).Seconds())
+	s.metrics.pollCPUSeconds.Observe((processCPU() - cpu0).Seconds())
+	s.metrics.pollRequests.Observe(float64(s.api.requests.Load() - req0))
+	s.metrics.consumerReads.Add(float64(s.lag.reads))
+}
+
+// watched is the topic of every stream a mapping reads (stream name →
+// topic); false before the first discovery.
+func (s *Scaler) watched() (map[string]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.discovered {
+		return nil, false
 	}
 	watch := make(map[string]string, len(s.streamTopics))
 	for name, t := range s.streamTopics {
 		watch[name] = t
 	}
-	s.mu.Unlock()
+	return watch, true
+}
 
-	lg, err := s.lag.read(ctx, watch, sweep)
-	if ctx.Err() != nil {
-		return
-	}
-	now := s.o.now()
-
+// observe records one lag reading (err: none could be made) for every app,
+// and returns the apps to evaluate and whether a stream or consumer was
+// found missing.
+func (s *Scaler) observe(now time.Time, lg lags, err error) (evals []evalItem, missing bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
 		s.metrics.pollErrors.Inc()
 		if s.lagErr != err.Error() {
@@ -434,8 +396,6 @@ func (s *Scaler) poll(ctx context.Context, sweep bool) {
 		s.log.Info("lag readable again")
 		s.lagErr = ""
 	}
-	var evals []evalItem
-	missing := false
 	for guid, st := range s.apps {
 		if !st.inEffect() {
 			continue
@@ -473,22 +433,7 @@ func (s *Scaler) poll(ctx context.Context, sweep bool) {
 		evals = append(evals, evalItem{guid: guid, name: st.app.Name, s: st.m.Settings})
 	}
 	s.lastPoll = now
-	s.mu.Unlock()
-	if missing && s.leader.Load() {
-		s.requestDiscovery()
-	}
-
-	sort.Slice(evals, func(i, j int) bool { return evals[i].name < evals[j].name })
-	for _, e := range evals {
-		if ctx.Err() != nil {
-			return
-		}
-		s.evaluate(ctx, e)
-	}
-	s.metrics.pollSeconds.Observe(s.o.now().Sub(start).Seconds())
-	s.metrics.pollCPUSeconds.Observe((processCPU() - cpu0).Seconds())
-	s.metrics.pollRequests.Observe(float64(s.api.requests.Load() - req0))
-	s.metrics.consumerReads.Add(float64(s.lag.reads))
+	return evals, missing
 }
 
 // evaluate reads the app's current count, decides, and (when leading) scales.
