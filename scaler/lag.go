@@ -2,108 +2,13 @@ package scaler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// jsAPI sends raw JetStream API requests and counts them. The lag reader uses
-// the list APIs directly so that it can decode only the few fields it needs
-// from pages of hundreds of streams and consumers.
-type jsAPI struct {
-	nc       *nats.Conn
-	prefix   string // "$JS.API." or a domain's prefix
-	timeout  time.Duration
-	requests atomic.Int64
-}
-
-func newJSAPI(js jetstream.JetStream) *jsAPI {
-	o := js.Options()
-	prefix := o.APIPrefix
-	if o.Domain != "" {
-		prefix = "$JS." + o.Domain + ".API."
-	}
-	if prefix == "" {
-		prefix = jetstream.DefaultAPIPrefix
-	}
-	if prefix[len(prefix)-1] != '.' {
-		prefix += "."
-	}
-	return &jsAPI{nc: js.Conn(), prefix: prefix, timeout: 3 * time.Second}
-}
-
-type apiError struct {
-	Code        int    `json:"code"`
-	ErrCode     int    `json:"err_code"`
-	Description string `json:"description"`
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("jetstream API error %d (%d): %s", e.Code, e.ErrCode, e.Description)
-}
-
-var errNATSDown = errors.New("not connected to NATS")
-
-func (a *jsAPI) request(ctx context.Context, subject string, body []byte, out interface{ apiErr() *apiError }) error {
-	if !a.nc.IsConnected() {
-		return errNATSDown // a request would only wait for its timeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	a.requests.Add(1)
-	msg, err := a.nc.RequestWithContext(ctx, a.prefix+subject, body)
-	if err != nil {
-		return fmt.Errorf("%s: %w", subject, err)
-	}
-	if err := json.Unmarshal(msg.Data, out); err != nil {
-		return fmt.Errorf("%s: undecodable response: %v", subject, err)
-	}
-	if e := out.apiErr(); e != nil {
-		return fmt.Errorf("%s: %w", subject, e)
-	}
-	return nil
-}
-
-// streamState is what a stream list page says about one stream: enough to
-// tell whether anything happened in it since the last look.
-type streamState struct {
-	Msgs      uint64 `json:"messages"`
-	FirstSeq  uint64 `json:"first_seq"`
-	LastSeq   uint64 `json:"last_seq"`
-	Consumers int    `json:"consumer_count"`
-}
-
-type streamListPage struct {
-	Error   *apiError `json:"error"`
-	Total   int       `json:"total"`
-	Streams []struct {
-		Config struct {
-			Name string `json:"name"`
-		} `json:"config"`
-		State streamState `json:"state"`
-	} `json:"streams"`
-}
-
-func (p *streamListPage) apiErr() *apiError { return p.Error }
-
-type consumerListPage struct {
-	Error     *apiError `json:"error"`
-	Total     int       `json:"total"`
-	Consumers []struct {
-		Name          string `json:"name"`
-		NumPending    uint64 `json:"num_pending"`
-		NumAckPending int64  `json:"num_ack_pending"`
-	} `json:"consumers"`
-}
-
-func (p *consumerListPage) apiErr() *apiError { return p.Error }
 
 // lagReader reads consumer lag at a cost that does not grow with idle
 // mappings. Three things tell it where to look:
@@ -224,7 +129,7 @@ func (r *lagReader) read(ctx context.Context, watch map[string]string, sweep boo
 		r.reads++
 		var ae *apiError
 		switch {
-		case errors.As(err, &ae) && ae.ErrCode == 10059: // stream not found
+		case errors.As(err, &ae) && ae.ErrCode == jetstream.JSErrCodeStreamNotFound:
 			*look = streamLook{missing: true, read: true}
 		case err != nil:
 			if errors.Is(err, errNATSDown) || errors.Is(err, nats.ErrConnectionClosed) {
@@ -316,114 +221,7 @@ func (r *lagReader) sweep(ctx context.Context, watch map[string]string, toRead m
 	return nil
 }
 
-// hinter keeps a one-shot subscription on each watched topic: the first
-// message published after it is armed marks the topic's stream for a look
-// and wakes the poll loop. All subscriptions share one channel and one
-// goroutine-free delivery path, so 10 000 topics cost no goroutines.
-type hinter struct {
-	nc    *nats.Conn
-	ch    chan *nats.Msg
-	poke  chan struct{}
-	done  chan struct{}
-	mu    sync.Mutex
-	armed map[string]*nats.Subscription // stream → subscription
-	topic map[string]string             // topic → stream
-	fired map[string]bool
-}
-
-func newHinter(nc *nats.Conn) *hinter {
-	h := &hinter{
-		nc: nc, ch: make(chan *nats.Msg, 4096), poke: make(chan struct{}, 1), done: make(chan struct{}),
-		armed: map[string]*nats.Subscription{}, topic: map[string]string{}, fired: map[string]bool{},
-	}
-	go h.run()
-	return h
-}
-
-func (h *hinter) run() {
-	for {
-		var m *nats.Msg
-		select {
-		case <-h.done:
-			return
-		case m = <-h.ch:
-		}
-		h.mu.Lock()
-		if stream, ok := h.topic[m.Subject]; ok {
-			h.fired[stream] = true
-			delete(h.armed, stream)
-		}
-		h.mu.Unlock()
-		select {
-		case h.poke <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// arm subscribes (once) to every watched topic that has no live subscription
-// and drops the subscriptions of topics no longer watched. A subscription that
-// ended without its message being seen (a full channel) counts as fired.
-func (h *hinter) arm(watch map[string]string) {
-	h.mu.Lock()
-	n := 0
-	for stream, t := range watch {
-		if sub, ok := h.armed[stream]; ok {
-			if sub.IsValid() {
-				continue
-			}
-			h.fired[stream] = true
-		}
-		sub, err := h.nc.ChanSubscribe(t, h.ch)
-		if err != nil {
-			continue // the stream list still covers this topic
-		}
-		_ = sub.AutoUnsubscribe(1)
-		h.armed[stream], h.topic[t] = sub, stream
-		n++
-	}
-	for stream, sub := range h.armed {
-		if _, ok := watch[stream]; !ok {
-			_ = sub.Unsubscribe()
-			delete(h.armed, stream)
-		}
-	}
-	for t, stream := range h.topic {
-		if _, ok := watch[stream]; !ok {
-			delete(h.topic, t)
-		}
-	}
-	h.mu.Unlock()
-	if n > 0 {
-		// The server must know the subscriptions before the looks that follow.
-		_ = h.nc.FlushTimeout(2 * time.Second)
-	}
-}
-
-// stop drops every subscription and ends the delivery goroutine.
-func (h *hinter) stop() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for stream, sub := range h.armed {
-		_ = sub.Unsubscribe()
-		delete(h.armed, stream)
-	}
-	select {
-	case <-h.done:
-	default:
-		close(h.done)
-	}
-}
-
-// take returns and forgets the streams hinted since the last call.
-func (h *hinter) take() map[string]bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	f := h.fired
-	h.fired = map[string]bool{}
-	return f
-}
-
+// consumers lists a stream's consumers (all pages) with each one's lag.
 func (r *lagReader) consumers(ctx context.Context, stream string) (map[string]int64, error) {
 	out := map[string]int64{}
 	offset := 0

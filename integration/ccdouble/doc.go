@@ -8,7 +8,7 @@
 //	org := cc.AddOrg("acme")
 //	space := cc.AddSpace(org, "prod")
 //	cc.AddClient("scaler", "s3cret", ccdouble.SpaceDeveloper(space))
-//	guid := cc.AddApp(space, "orders", map[string]string{"hottopic.io/enabled": "true"}, nil)
+//	guid := cc.AddApp(space, "orders", map[string]string{"hottopic.io/mapped": "true"}, nil)
 //
 //	cfg, _ := config.New(cc.URL(), config.ClientCredentials("scaler", "s3cret"))
 //	... use go-cfclient, then:
