@@ -286,4 +286,44 @@ func testCloudEvents(t *testing.T, when spec.G, it spec.S) {
 		Eventually(acked, 5*time.Second).Should(Equal(uint64(3)))
 		Expect(dlqCount()).To(BeZero())
 	})
+
+	it("stores the app's CloudEvent response in the NATS binding on the output topic, and refuses an invalid one", func() {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUT", Subjects: []string{"orders.done"}})
+		Expect(err).NotTo(HaveOccurred())
+		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
+			h := w.Header()
+			h.Set("Ce-Specversion", "1.0")
+			h.Set("Ce-Id", "done%20"+d.Body) // percent-encoded, as the HTTP binding has it
+			h.Set("Ce-Source", "/fn")
+			h.Set("Ce-Type", "com.example.order.done")
+			h.Set("Content-Type", "application/json")
+			if d.Body == "bad" {
+				h.Set("Ce-Time", "yesterday")
+			}
+			_, _ = w.Write([]byte(`{"done":true}`))
+		}).start(t)
+		sidecar(app.port, "HOTTOPIC_OUTPUT_TOPIC", "orders.done", "HOTTOPIC_MAX_DELIVER", "1")
+		_, err = js.Publish(ctx, subject, []byte("good"))
+		Expect(err).NotTo(HaveOccurred())
+		_, err = js.Publish(ctx, subject, []byte("bad"))
+		Expect(err).NotTo(HaveOccurred())
+
+		dlq := dlqMessages(t, js, 1)
+		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(ContainSubstring(
+			`output topic orders.done failed: the app's response: invalid CloudEvent: ce-time: "yesterday" is not an RFC 3339 timestamp`))
+		out, err := js.Stream(ctx, "OUT")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out.CachedInfo().State.Msgs).To(Equal(uint64(1)))
+		m, err := out.GetMsg(ctx, 1)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m.Header.Get("ce-id")).To(Equal("done%20good"))
+		Expect(m.Header.Get("ce-datacontenttype")).To(Equal("application/json"))
+		Expect(m.Header.Get("Content-Type")).To(BeEmpty())
+		// The SDK's JetStream receiver reads it as the event the app sent.
+		e, err := binding.ToEvent(ctx, nats_jetstream.NewMessage(&nats.Msg{Header: m.Header, Data: m.Data}))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(e.Validate()).To(Succeed())
+		Expect(e.Type()).To(Equal("com.example.order.done"))
+		Expect(e.DataContentType()).To(Equal("application/json"))
+	})
 }
