@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,14 @@ func parseBlock(t *testing.T, block []byte) http.Header {
 			t.Fatalf("bad header line %q in %q", line, block)
 		}
 		h.Add(k, v)
+	}
+	// ce.Lines, for clients that add headers one by one, reads the same.
+	h2 := http.Header{}
+	for k, v := range ce.Lines(block) {
+		h2.Add(k, v)
+	}
+	if !reflect.DeepEqual(h, h2) {
+		t.Fatalf("ce.Lines: %v, want %v", h2, h)
 	}
 	return h
 }
@@ -348,6 +357,11 @@ func testCE(t *testing.T, when spec.G, it spec.S) {
 			Expect(reason(err)).To(Equal("binary event (ce-specversion given) without ce-source"))
 			_, sdkErr := sdkReceive(http.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {"1"}, "Ce-Type": {"t"}}, nil)
 			Expect(sdkErr).To(HaveOccurred())
+		})
+
+		it("refuses a Content-Type given twice", func() {
+			_, err := deliver(nats.Header{"Content-Type": {"text/plain"}, "content-type": {"application/json"}}, nil)
+			Expect(reason(err)).To(Equal("Content-Type is given twice"))
 		})
 
 		it("refuses Content-Type and ce-datacontenttype that disagree", func() {

@@ -1,6 +1,8 @@
 package ce
 
 import (
+	"bytes"
+	"iter"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -188,6 +190,9 @@ func (t *Topic) AppendHTTP(dst []byte, h nats.Header, data []byte, o Origin) ([]
 				binary = true
 			}
 		case isContentType(k):
+			if ctKey != "" {
+				return dst, invalid("Content-Type is given twice")
+			}
 			own, ctKey = true, k
 		case isTrace(k):
 			own = true
@@ -333,3 +338,27 @@ func appendStructured(dst []byte, h nats.Header, data []byte, ct string) ([]byte
 	}
 	return dst, nil
 }
+
+// Lines yields the header lines AppendHTTP wrote as (key, value), for an
+// HTTP client that takes headers one by one (net/http: req.Header.Add).
+func Lines(block []byte) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for len(block) > 0 {
+			line := block
+			if i := bytes.Index(block, crlf); i >= 0 {
+				line, block = block[:i], block[i+2:]
+			} else {
+				block = nil
+			}
+			k, v, ok := bytes.Cut(line, colonSpace)
+			if !ok {
+				continue
+			}
+			if !yield(string(k), string(v)) {
+				return
+			}
+		}
+	}
+}
+
+var crlf, colonSpace = []byte("\r\n"), []byte(": ")
