@@ -102,11 +102,11 @@ func checkValue(name, v string) string {
 		}
 	case attrID, attrType, attrSubject:
 		if strings.TrimSpace(v) == "" {
-			return "is empty"
+			return "must not be empty"
 		}
 	case attrSource:
 		if strings.TrimSpace(v) == "" {
-			return "is empty"
+			return "must not be empty"
 		}
 		if _, err := url.Parse(v); err != nil {
 			return quote(v) + " is not a URI-reference"

@@ -315,11 +315,11 @@ func testCE(t *testing.T, when spec.G, it spec.S) {
 			sdkAccepts               bool
 		}{
 			{"time not RFC 3339", "Ce-Time", "yesterday", `ce-time: "yesterday" is not an RFC 3339 timestamp`, false},
-			{"empty id", "Ce-Id", " ", "ce-id: is empty", false},
-			{"empty type", "Ce-Type", "", "ce-type: is empty", false},
+			{"empty id", "Ce-Id", " ", "ce-id: must not be empty", false},
+			{"empty type", "Ce-Type", "", "ce-type: must not be empty", false},
 			{"source not a URI-reference", "Ce-Source", "http://a b:x/", `ce-source: "http://a b:x/" is not a URI-reference`, false},
 			{"relative dataschema", "Ce-Dataschema", "schemas/x", `ce-dataschema: "schemas/x" is not an absolute URI`, false},
-			{"empty subject", "Ce-Subject", " ", "ce-subject: is empty", true}, // the SDK drops it
+			{"empty subject", "Ce-Subject", " ", "ce-subject: must not be empty", true}, // the SDK drops it
 			{"unknown specversion", "Ce-Specversion", "2.0", `ce-specversion: specversion "2.0" is not supported (only 1.0)`, false},
 			{"extension name with a dash", "Ce-My-Ext", "x", `ce-my-ext: extension name "my-ext" may only have lower-case letters a-z and digits`, false},
 			{"extension name too long", "Ce-Abcdefghijklmnopqrstu", "x", `extension name "abcdefghijklmnopqrstu" is longer than 20 characters`, true},
@@ -380,7 +380,7 @@ func testCE(t *testing.T, when spec.G, it spec.S) {
 				// The spec says lower-case; the SDK also takes upper case.
 				{`{"specversion":"1.0","id":"1","source":"/s","type":"t","Bad":"x"}`, `extension name "Bad" may only have lower-case letters`, true},
 				{`{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"!!"}`, "data_base64 is not base64", false},
-				{`{"specversion":"1.0","id":"","source":"/s","type":"t"}`, "id: is empty", false},
+				{`{"specversion":"1.0","id":"","source":"/s","type":"t"}`, "id: must not be empty", false},
 				{`not json`, "a structured event must be a JSON object", false},
 			} {
 				h := nats.Header{"Content-Type": {"application/cloudevents+json"}}
