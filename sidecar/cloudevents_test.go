@@ -1,11 +1,13 @@
 package sidecar_test
 
 // The sidecar between clients nobody on the project wrote: the CloudEvents Go
-// SDK's JetStream sender and HTTP sender publishing, and as the function app
-// the Go SDK's HTTP receiver (internal/ce/cereceiver) or the cloudevents npm
-// package's (testdata/ce-receiver.js), each a real process.
+// SDK's JetStream sender and HTTP sender publishing (internal/ce/cesender),
+// and as the function app the Go SDK's HTTP receiver (internal/ce/cereceiver)
+// or the cloudevents npm package's (testdata/ce-receiver.js), each a real
+// process.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -160,17 +162,23 @@ func testCloudEvents(t *testing.T, when spec.G, it spec.S) {
 		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("consuming topic"))
 		return p
 	}
+	// cesender runs the Go SDK's sender as a process: args, then the mode.
+	cesender := func(e event.Event, structured bool, args ...string) {
+		mode := "binary"
+		if structured {
+			mode = "structured"
+		}
+		cmd := exec.Command(proctest.Build(t, "./internal/ce/cesender"), append(args, mode)...)
+		b, err := json.Marshal(e)
+		Expect(err).NotTo(HaveOccurred())
+		cmd.Stdin = bytes.NewReader(b)
+		out, code := proctest.Run(t, cmd, 30*time.Second)
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(Equal("ACK\n"))
+	}
 	// sdkSend publishes e with the Go SDK's JetStream sender.
 	sdkSend := func(e event.Event, structured bool) {
-		s, err := nats_jetstream.NewSenderFromConn(nc, stream, subject, nil)
-		Expect(err).NotTo(HaveOccurred())
-		c, err := cloudevents.NewClient(s)
-		Expect(err).NotTo(HaveOccurred())
-		sctx := binding.WithForceBinary(ctx)
-		if structured {
-			sctx = binding.WithForceStructured(ctx)
-		}
-		Expect(cloudevents.IsACK(c.Send(sctx, e))).To(BeTrue())
+		cesender(e, structured, "nats", srv.URL(), stream, subject)
 	}
 	dlqCount := func() uint64 {
 		s, err := js.Stream(ctx, topic.DLQStream)
@@ -229,12 +237,9 @@ func testCloudEvents(t *testing.T, when spec.G, it spec.S) {
 		base := "http://127.0.0.1:" + strconv.Itoa(lp)
 		Eventually(func() error { _, err := http.Get(base + "/healthz"); return err }, 10*time.Second).Should(Succeed())
 
-		c, err := cloudevents.NewClientHTTP()
-		Expect(err).NotTo(HaveOccurred())
-		target := cloudevents.ContextWithTarget(ctx, base+"/publish/"+subject)
 		bin, st := orderEvent("http-binary"), orderEvent("http-structured")
-		Expect(cloudevents.IsACK(c.Send(binding.WithForceBinary(target), bin))).To(BeTrue())
-		Expect(cloudevents.IsACK(c.Send(binding.WithForceStructured(target), st))).To(BeTrue())
+		cesender(bin, false, "http", base+"/publish/"+subject)
+		cesender(st, true, "http", base+"/publish/"+subject)
 
 		post := func(h map[string]string) (int, string) {
 			req, _ := http.NewRequest(http.MethodPost, base+"/publish/"+subject, strings.NewReader("x"))
