@@ -359,9 +359,15 @@ func testCE(t *testing.T, when spec.G, it spec.S) {
 			Expect(sdkErr).To(HaveOccurred())
 		})
 
-		it("refuses a Content-Type given twice", func() {
+		it("refuses an attribute or Content-Type given twice", func() {
 			_, err := deliver(nats.Header{"Content-Type": {"text/plain"}, "content-type": {"application/json"}}, nil)
 			Expect(reason(err)).To(Equal("Content-Type is given twice"))
+			_, err = deliver(nats.Header{"ce-type": {"a"}, "Ce-Type": {"b"}}, nil)
+			Expect(reason(err)).To(Equal("ce-type is given twice"))
+			_, err = deliver(nats.Header{"ce-tenant": {"a"}, "CE-TENANT": {"b"}}, nil)
+			Expect(reason(err)).To(Equal("ce-tenant is given twice"))
+			_, err = deliver(nats.Header{"ce-tenant": {"a"}, "Ce-Other": {"b"}}, nil)
+			Expect(err).NotTo(HaveOccurred())
 		})
 
 		it("refuses Content-Type and ce-datacontenttype that disagree", func() {

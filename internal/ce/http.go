@@ -243,6 +243,9 @@ func (t *Topic) AppendHTTP(dst []byte, h nats.Header, data []byte, o Origin) ([]
 					return dst, invalid("ce-%s is given twice", name)
 				}
 				seen |= b
+			} else if name != k[3:] && twice(h, k) {
+				// Two keys that differ only in case: at least one has upper case.
+				return dst, invalid("ce-%s is given twice", name)
 			}
 			if name == attrDataContentType {
 				dct = v // HTTP binding: datacontenttype is Content-Type, never a ce- header
@@ -300,6 +303,16 @@ func (t *Topic) AppendHTTP(dst []byte, h nats.Header, data []byte, o Origin) ([]
 		dst = appendTime(dst, o)
 	}
 	return dst, nil
+}
+
+// twice says whether h has another key that is k in another case.
+func twice(h nats.Header, k string) bool {
+	for k2, vs := range h {
+		if len(vs) > 0 && k2 != k && strings.EqualFold(k2, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // appendDefaultID appends Hot Topic's id: the publisher's Nats-Msg-Id, else <stream>-<seq>.
