@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/ce"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
@@ -56,6 +57,10 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 						return fmt.Errorf("reading the event from stdin: %v", err)
 					}
 				}
+			}
+			// Refused here, with the reason, rather than dead-lettered later.
+			if err := ce.Ingest(hdr, data, false); err != nil {
+				return err
 			}
 			cfg, hint, err := publishTarget(natsURL, dataDir, os.Getenv)
 			if err != nil {

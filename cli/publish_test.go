@@ -117,6 +117,35 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 		Expect(fetch(c, 1)).To(HaveLen(1))
 	})
 
+	it("stores a binary CloudEvent in the NATS binding: values percent-encoded, Content-Type as ce-datacontenttype", func() {
+		c := mapped("orders.created")
+		r := publishRun("", "orders.created", `{"id":1}`, "--nats", srv.URL(), "--header", "Content-Type=application/json",
+			"--header", "ce-specversion=1.0", "--header", "ce-id=order 1", "--header", "ce-source=/shop", "--header", "ce-type=order.created",
+			"--header", "ce-time=2026-12-01T10:00:00Z", "--header", "ce-tenant=Acme €")
+		Expect(r.code).To(Equal(0), r.stderr)
+		h := fetch(c, 1)[0].Headers()
+		Expect(h.Get("ce-datacontenttype")).To(Equal("application/json"))
+		Expect(h.Get("Content-Type")).To(BeEmpty())
+		Expect(h.Get("ce-id")).To(Equal("order%201"))
+		Expect(h.Get("ce-tenant")).To(Equal("Acme%20%E2%82%AC"))
+		Expect(h.Get("ce-time")).To(Equal("2026-12-01T10:00:00Z"))
+	})
+
+	it("refuses an invalid CloudEvent with one line naming the attribute, and stores nothing", func() {
+		c := mapped("orders.created")
+		failsWith(t, publishRun("", "orders.created", "x", "--nats", srv.URL(), "--header", "ce-time=yesterday"),
+			`invalid CloudEvent: ce-time: "yesterday" is not an RFC 3339 timestamp`)
+		failsWith(t, publishRun("", "orders.created", "x", "--nats", srv.URL(), "--header", "ce-specversion=1.0", "--header", "ce-id=1", "--header", "ce-type=t"),
+			"invalid CloudEvent: a binary event (ce-specversion given) needs ce-id, ce-source and ce-type: ce-source is missing")
+		failsWith(t, publishRun("", "orders.created", `{"specversion":"1.0","id":"1","source":"/s"}`, "--nats", srv.URL(), "--header", "Content-Type=application/cloudevents+json"),
+			"invalid CloudEvent: type is missing")
+		failsWith(t, publishRun("", "orders.created", "x", "--nats", srv.URL(), "--header", "ce-My_Ext=1"),
+			`invalid CloudEvent: ce-my_ext: extension name "my_ext" may only have lower-case letters a-z and digits`)
+		info, err := c.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.NumPending).To(BeZero())
+	})
+
 	it("fails with one line: bad topic, bad header, bad count, unmapped topic, no server", func() {
 		failsWith(t, publishRun("", "orders.*", "x", "--nats", srv.URL()), `invalid topic "orders.*": wildcards`)
 		failsWith(t, publishRun("", "t", "x", "--nats", srv.URL(), "--header", "novalue"), `--header "novalue": want NAME=VALUE`)

@@ -6,11 +6,31 @@
 #   scripts/tools.sh NAME     prints the absolute path of the built binary
 #
 # NAME: lifecycle | launcher | cf | pack | nats | nats-server
+#       cloudevents-js: the cloudevents npm package (the JavaScript SDK),
+#       installed with npm; prints the node_modules directory holding it
+#       (for NODE_PATH)
 # Cache: $HOTTOPIC_TOOLS_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/hottopic-tools
 set -euo pipefail
 
-name=${1:?usage: scripts/tools.sh lifecycle|launcher|cf|pack|nats|nats-server}
+name=${1:?usage: scripts/tools.sh lifecycle|launcher|cf|pack|nats|nats-server|cloudevents-js}
 cache=${HOTTOPIC_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hottopic-tools}
+
+if [ "$name" = cloudevents-js ]; then
+  ver=10.0.0
+  dir="$cache/npm/cloudevents-$ver"
+  if [ -f "$dir/node_modules/cloudevents/package.json" ]; then echo "$dir/node_modules"; exit 0; fi
+  mkdir -p "$cache/npm"
+  exec 9>"$cache/$name.lock"
+  flock 9
+  if [ -f "$dir/node_modules/cloudevents/package.json" ]; then echo "$dir/node_modules"; exit 0; fi
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  ( cd "$dir.tmp" && echo '{"private":true}' >package.json &&
+    npm install --no-audit --no-fund --loglevel=error "cloudevents@$ver" >&2 ) ||
+    { echo "tools.sh: npm install cloudevents@$ver failed" >&2; exit 1; }
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  echo "$dir/node_modules"
+  exit 0
+fi
 ldflags=""
 case "$name" in
   lifecycle)   mod=github.com/buildpacks/lifecycle; ver=v0.20.8; pkg=github.com/buildpacks/lifecycle/cmd/lifecycle ;;
@@ -20,7 +40,7 @@ case "$name" in
   pack)        mod=github.com/buildpacks/pack; ver=v0.38.2; pkg=github.com/buildpacks/pack ;;  # v0.38 keeps main at the module root
   nats)        mod=github.com/nats-io/natscli; ver=v0.5.0; pkg=github.com/nats-io/natscli/nats ;;
   nats-server) mod=github.com/nats-io/nats-server/v2; ver=v2.15.2; pkg=github.com/nats-io/nats-server/v2 ;;
-  *) echo "tools.sh: unknown tool '$name' (lifecycle, launcher, cf, pack, nats, nats-server)" >&2; exit 2 ;;
+  *) echo "tools.sh: unknown tool '$name' (lifecycle, launcher, cf, pack, nats, nats-server, cloudevents-js)" >&2; exit 2 ;;
 esac
 
 bin="$cache/bin/$name-$ver"

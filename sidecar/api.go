@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hottopic-io/hottopic/internal/ce"
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
@@ -81,6 +82,11 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		if lk := strings.ToLower(k); (strings.HasPrefix(lk, "ce-") || lk == "traceparent" || lk == "tracestate") && len(v) > 0 {
 			msg.Header[lk] = v
 		}
+	}
+	// The request is an event in the HTTP binding; stored in the NATS one.
+	if err := ce.Ingest(msg.Header, body, true); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), publishWait)
 	defer cancel()

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hottopic-io/hottopic/internal/ce"
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/sidecar/internal/appconn"
@@ -69,8 +70,7 @@ type worker struct {
 	conn *appconn.Conn
 	hdr  []byte
 
-	topic  string // the topic static is for
-	static []byte // default headers of topic, for events without their own
+	topics map[string]*ce.Topic // each topic's CloudEvents mapping
 }
 
 func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID string, appPort int, streams provision.StreamOptions) *engine {
@@ -160,6 +160,7 @@ type outcome struct {
 	timedOut   bool
 	retryAfter time.Duration
 	resp       *appconn.Response // for the output topic: valid until the worker's next post
+	invalid    error             // the message is no valid CloudEvent: never delivered
 }
 
 func (e *engine) handle(w *worker, m *pull.Msg) {
@@ -199,6 +200,8 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 		out.err = fmt.Errorf("timeout after %s", s.timeout)
 	}
 	switch {
+	case out.invalid != nil: // retrying cannot help
+		e.deadLetter(m, md, s, topic, out.invalid.Error(), false)
 	case out.err != nil && e.releasing.Load() && !out.timedOut:
 		_ = m.Nak() // shutdown cut it short: another instance takes it now
 		e.m.released.Inc()
@@ -291,101 +294,24 @@ func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topi
 	e.log.Warn("event dead-lettered", "topic", topic, "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "reason", reason)
 }
 
-// appendCEID appends the CloudEvents id: the publisher's Nats-Msg-Id, else <stream>-<seq>.
-func appendCEID(dst []byte, m *nats.Msg, md *nats.MsgMetadata) ([]byte, error) {
-	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" {
-		return appconn.AppendHeader(dst, "Ce-Id", id)
-	}
-	dst = append(dst, "Ce-Id: "...)
-	dst = append(dst, md.Stream...)
-	dst = append(dst, '-')
-	dst = strconv.AppendUint(dst, md.Sequence.Stream, 10)
-	return append(dst, "\r\n"...), nil
-}
-
-// Defaults that a message's own header replaces, one bit each.
-const (
-	ownSpecVersion = 1 << iota
-	ownID
-	ownSource
-	ownType
-	ownSubject
-	ownTime
-	ownContentType
-)
-
-var ownBits = map[string]int{
-	"Ce-Specversion": ownSpecVersion, "Ce-Id": ownID, "Ce-Source": ownSource, "Ce-Type": ownType,
-	"Ce-Subject": ownSubject, "Ce-Time": ownTime, "Content-Type": ownContentType,
-}
-
-// passThrough says whether a message header goes to the app: CloudEvents
-// attributes, Content-Type and W3C trace context.
-func passThrough(k string) bool {
-	if len(k) >= 3 && strings.EqualFold(k[:3], "ce-") {
-		return true
-	}
-	return strings.EqualFold(k, "content-type") || strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate")
-}
-
-// staticHeaders is the block of defaults that do not change per event.
-func staticHeaders(topic string, own int) []byte {
-	var b []byte
-	add := func(bit int, k, v string) {
-		if own&bit == 0 {
-			b = append(b, k+": "+v+"\r\n"...)
-		}
-	}
-	add(ownSpecVersion, "Ce-Specversion", "1.0")
-	add(ownSource, "Ce-Source", "hottopic:"+topic)
-	add(ownType, "Ce-Type", "hottopic.event")
-	add(ownSubject, "Ce-Subject", topic)
-	add(ownContentType, "Content-Type", "application/octet-stream")
-	return append(b, "Hottopic-Topic: "+topic+"\r\n"...)
-}
-
-// appendHeaders writes the event's request headers: the CloudEvents
-// defaults, the message's own passed-through headers (which win), and the
-// Hottopic ones. Topics are validated tokens, so only message values are checked.
+// appendHeaders writes the event's request headers: the CloudEvents HTTP
+// binding of the message (internal/ce), then Hot Topic's own.
 func (w *worker) appendHeaders(dst []byte, topic string, m *nats.Msg, md *nats.MsgMetadata) ([]byte, error) {
-	own := 0
-	for k, v := range m.Header {
-		if len(v) > 0 && passThrough(k) {
-			own |= ownBits[http.CanonicalHeaderKey(k)]
+	t := w.topics[topic]
+	if t == nil {
+		if w.topics == nil {
+			w.topics = map[string]*ce.Topic{}
 		}
+		t = ce.NewTopic(topic)
+		w.topics[topic] = t
 	}
-	if own == 0 {
-		if w.topic != topic || w.static == nil {
-			w.topic, w.static = topic, staticHeaders(topic, 0)
-		}
-		dst = append(dst, w.static...)
-	} else {
-		dst = append(dst, staticHeaders(topic, own)...)
-		for k, vs := range m.Header {
-			if len(vs) == 0 || !passThrough(k) {
-				continue
-			}
-			ck := http.CanonicalHeaderKey(k)
-			for _, v := range vs {
-				var err error
-				if dst, err = appconn.AppendHeader(dst, ck, v); err != nil {
-					return dst, err
-				}
-			}
-		}
+	dst, err := t.AppendHTTP(dst, m.Header, m.Data, ce.Origin{Stream: md.Stream, Seq: md.Sequence.Stream, Time: md.Timestamp})
+	if err != nil {
+		return dst, err
 	}
-	var err error
-	if own&ownID == 0 {
-		if dst, err = appendCEID(dst, m, md); err != nil {
-			return dst, err
-		}
-	}
-	if own&ownTime == 0 {
-		dst = append(dst, "Ce-Time: "...)
-		dst = md.Timestamp.UTC().AppendFormat(dst, time.RFC3339Nano)
-		dst = append(dst, "\r\n"...)
-	}
-	dst = append(dst, "Hottopic-Delivery: "...)
+	dst = append(dst, "Hottopic-Topic: "...)
+	dst = append(dst, topic...)
+	dst = append(dst, "\r\nHottopic-Delivery: "...)
 	dst = strconv.AppendUint(dst, md.NumDelivered, 10)
 	return append(dst, "\r\n"...), nil
 }
@@ -397,7 +323,7 @@ func (e *engine) post(w *worker, s *settings, topic string, m *pull.Msg, md *nat
 	h, err := w.appendHeaders(w.hdr[:0], topic, m.Msg, md)
 	w.hdr = h
 	if err != nil {
-		return outcome{err: err}
+		return outcome{invalid: err}
 	}
 	var limit int64
 	if s.outputTopic != "" {
@@ -444,16 +370,22 @@ func parseRetryAfter(v string) time.Duration {
 func (e *engine) publishOutput(outTopic string, m *pull.Msg, md *nats.MsgMetadata, out outcome) error {
 	// The body is copied: the worker's connection reuses its buffer.
 	msg := &nats.Msg{Subject: outTopic, Header: nats.Header{}, Data: bytes.Clone(out.resp.Body)}
-	ct := out.resp.Get("Content-Type")
-	if ct == "" {
-		ct = "application/octet-stream"
-	}
-	msg.Header.Set("Content-Type", ct)
+	// The response is an event in the HTTP binding: stored in the NATS one.
+	binary := false
 	out.resp.VisitHeaders(func(k, v string) {
 		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") {
 			msg.Header[lk] = append(msg.Header[lk], v)
+			binary = binary || lk == "ce-specversion"
 		}
 	})
+	if ct := out.resp.Get("Content-Type"); ct != "" {
+		msg.Header.Set("Content-Type", ct)
+	} else if !binary {
+		msg.Header.Set("Content-Type", "application/octet-stream")
+	}
+	if err := ce.Ingest(msg.Header, msg.Data, true); err != nil {
+		return fmt.Errorf("the app's response: %w", err)
+	}
 	for _, k := range []string{"traceparent", "tracestate"} {
 		if v := m.Header.Get(k); v != "" {
 			msg.Header.Set(k, v)
