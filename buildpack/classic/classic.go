@@ -131,7 +131,8 @@ func writeLaunch(dir, idx string, memoryMB int) error {
 	return writeYAML(filepath.Join(dir, "launch.yml"), Launch{Processes: []LaunchProcess{p}})
 }
 
-// config.yml is required in every deps/<index>; later buildpacks read it.
+// writeConfig writes deps/<index>/config.yml, which every supply buildpack
+// must leave: later buildpacks read it.
 func writeConfig(dir, version string, enabled bool) error {
 	return writeYAML(filepath.Join(dir, "config.yml"), map[string]interface{}{
 		"name": Name,

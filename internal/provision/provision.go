@@ -60,7 +60,7 @@ func StreamOptionsFromEnv(getenv func(string) string) (StreamOptions, error) {
 // DefaultStreamOptions reads the environment of this process.
 func DefaultStreamOptions() (StreamOptions, error) { return StreamOptionsFromEnv(os.Getenv) }
 
-// Replicas is the replica count for new streams: as configured, else 3 on a
+// replicas is the replica count for new streams: as configured, else 3 on a
 // cluster of three or more servers, else 1.
 func (o StreamOptions) replicas(nc *nats.Conn) int {
 	if o.Replicas > 0 {
