@@ -37,7 +37,7 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		// A consumer on the target topic, so the interest stream keeps what we publish.
 		_, err := provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = provision.EnsureConsumer(ctx, js, "reader", "orders.created", mapping.Defaults())
+		_, err = provision.EnsureConsumer(ctx, js, "reader", "", "orders.created", mapping.Defaults())
 		Expect(err).NotTo(HaveOccurred())
 
 		app := newApp(t, 0, nil).start(t)
@@ -108,12 +108,14 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 			b, _ := io.ReadAll(resp.Body)
 			return string(b)
 		}, 5*time.Second).Should(And(
-			ContainSubstring(`hottopic_sidecar_deliveries_total{outcome="success"} 1`),
-			ContainSubstring("hottopic_sidecar_delivery_duration_seconds_bucket"),
-			ContainSubstring("hottopic_sidecar_in_flight 0"),
-			ContainSubstring("hottopic_sidecar_redeliveries_total 0"),
-			ContainSubstring(`hottopic_sidecar_dead_letters_total{reason="rejected"} 0`),
-			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api"} 3`),
+			ContainSubstring(`hottopic_sidecar_deliveries_total{outcome="success",topic="in.events"} 1`),
+			ContainSubstring(`hottopic_sidecar_delivery_duration_seconds_bucket{topic="in.events",le=`),
+			ContainSubstring(`hottopic_sidecar_in_flight{topic="in.events"} 0`),
+			ContainSubstring(`hottopic_sidecar_redeliveries_total{topic="in.events"} 0`),
+			ContainSubstring(`hottopic_sidecar_dead_letters_total{reason="rejected",topic="in.events"} 0`),
+			// by the topic published to
+			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="orders.created"} 2`),
+			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="brand.new"} 1`),
 		))
 
 		srv.Shutdown()
