@@ -243,8 +243,8 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Eventually(func() int64 { return statusOf(s, guid).Lag }, 2*time.Second).Should(BeEquivalentTo(127))
 			st := statusOf(s, guid)
 			Expect(st.LagKnown).To(BeTrue())
-			Expect(st.CurrentInstances).To(Equal(4))
-			Expect(st.DesiredInstances).To(Equal(4))
+			Expect(st.CurrentInstances).To(HaveValue(Equal(4)))
+			Expect(st.DesiredInstances).To(HaveValue(Equal(4)))
 			Expect(st.LastScaleReason).To(MatchRegexp(`^lag \d+, 10 per instance, capped at max-instances 4$`))
 			Expect(st.LastScaleTime).NotTo(BeZero())
 		})
@@ -568,6 +568,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(string(b)).To(ContainSubstring("hottopic_scaler_leader 1"))
 			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_app_lag{app="thumbnailer",app_guid="` + guid + `"} 0`))
 			Expect(strings.Count(string(b), "hottopic_scaler_poll_nats_requests_count")).To(Equal(1))
+			// No scale call yet, and the series are there at zero for rate() and alerts.
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_scale_total{direction="up"} 0`))
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_scale_total{direction="down"} 0`))
 		})
 	})
 }
