@@ -44,6 +44,8 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		lp := freePort(t)
 		e := env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "in.events")
 		e["HOTTOPIC_LISTEN"] = "127.0.0.1:" + strconv.Itoa(lp)
+		mp := freePort(t)
+		e["HOTTOPIC_METRICS_LISTEN"] = "127.0.0.1:" + strconv.Itoa(mp)
 		p := startSidecar(t, e)
 		base := "http://127.0.0.1:" + strconv.Itoa(lp)
 		Eventually(func() error { _, err := http.Get(base + "/healthz"); return err }, 10*time.Second).Should(Succeed())
@@ -117,6 +119,20 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="orders.created"} 2`),
 			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="brand.new"} 1`),
 		))
+
+		// The metrics-only listener serves the same metrics and nothing else.
+		metricsBase := "http://127.0.0.1:" + strconv.Itoa(mp)
+		resp, err = http.Get(metricsBase + "/metrics")
+		Expect(err).NotTo(HaveOccurred())
+		mb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(string(mb)).To(ContainSubstring(`hottopic_sidecar_deliveries_total{outcome="success",topic="in.events"} 1`))
+		for _, path := range []string{"/healthz", "/publish/orders.created"} {
+			resp, err = http.Post(metricsBase+path, "text/plain", strings.NewReader("x"))
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(resp.StatusCode).To(Equal(http.StatusNotFound), path)
+		}
 
 		srv.Shutdown()
 		Eventually(func() int { c, _ := post("/publish/orders.created", "", "late"); return c }, 10*time.Second).Should(Equal(http.StatusServiceUnavailable))
