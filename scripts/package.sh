@@ -42,7 +42,7 @@ if [ -n "${PACK:-}" ]; then
 elif pack="$(command -v pack)"; then
   echo "package.sh: using the installed pack: $pack ($("$pack" version 2>/dev/null | head -n1))" >&2
 else
-  echo "package.sh: no pack on PATH: building it with scripts/tools.sh pack (once; cached afterwards)" >&2
+  echo "package.sh: no pack on PATH: using scripts/tools.sh pack, which builds pack from the Go module proxy unless it has it cached (set PACK or put pack on PATH to use your own)" >&2
   pack="$("$root/scripts/tools.sh" pack)" || die "could not build the pack CLI (scripts/tools.sh pack)"
 fi
 

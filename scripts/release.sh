@@ -14,6 +14,8 @@
 #   hottopic-buildpack-<v>-linux-<arch>.cnb   one per architecture,
 #   hottopic-buildpack-<v>.zip           classic CF buildpack, linux/amd64, and
 #   hottopic-buildpack-<v>-linux-arm64.zip    linux/arm64
+#   hottopic-sidecar-linux-<arch>        the sidecar the buildpack bundles, where the uri of its
+#                                        [[metadata.dependencies]] entry points
 #   hottopic-scaler/                     the module's sources with the scaler's manifest.yml:
 #                                        cd there and `cf push --vars-file scaler-vars.yml`
 #   hottopic-broker/                     the same for cmd/hottopic-broker, once it exists
@@ -111,6 +113,11 @@ say "buildpack (scripts/package.sh)"
 while IFS= read -r f; do
   mv "$f" "$out/"
 done < <("$root/scripts/package.sh" --version "$version" --out "$pkgwork")
+# The bundled sidecars, published under the name their dependency uri gives.
+for dep in "$pkgwork"/buildpack/linux/*/dependencies/*/hottopic-sidecar-linux-*; do
+  cp "$dep" "$out/"
+  (cd "$out" && sha256sum "$(basename "$dep")" >"$(basename "$dep").sha256")
+done
 
 # 4. Sources for cf push (go_buildpack builds them while staging): the
 # module as it is in this worktree (tracked and not ignored files), with the
@@ -163,7 +170,7 @@ done
 (
   cd "$out"
   files=("${binaries[@]}" repo-index.yml)
-  for f in hottopic-buildpack-*; do files+=("$f"); done
+  for f in hottopic-buildpack-* hottopic-sidecar-linux-*; do files+=("$f"); done
   for s in "${services[@]}"; do
     while IFS= read -r f; do files+=("$f"); done < <(find "$s" -type f | LC_ALL=C sort)
   done
