@@ -170,6 +170,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(cfg.AckWait).To(Equal(42 * time.Second))
 			Expect(cfg.FilterSubject).To(Equal("images.uploaded"))
 			Expect(cfg.AckPolicy).To(Equal(jetstream.AckExplicitPolicy))
+			// Operators looking at JetStream see which app a consumer serves.
+			Expect(cfg.Metadata).To(HaveKeyWithValue(provision.MetaApp, guid))
+			Expect(cfg.Metadata).To(HaveKeyWithValue(provision.MetaAppName, "thumbnailer"))
 
 			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
 			Expect(err).NotTo(HaveOccurred())
