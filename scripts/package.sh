@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --version | --arch) [ $# -ge 2 ] || die "$1 needs a value"; build_args+=("$1" "$2"); shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a value"; out="$2"; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (use --version, --arch, --out)" ;;
   esac
 done

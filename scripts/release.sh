@@ -34,7 +34,7 @@ die() { echo "release.sh: $*" >&2; exit 1; }
 say() { echo "release.sh: $*" >&2; }
 
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: scripts/release.sh VERSION [OUT_DIR]"
-case "$1" in -h | --help) sed -n '2,31p' "$0"; exit 0 ;; esac
+case "$1" in -h | --help) sed -n '2,29p' "$0"; exit 0 ;; esac
 version="${1#v}"
 [[ "$version" =~ ^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([-+][0-9A-Za-z.+-]+)?$ ]] ||
   die "version '$1' is not allowed: use X.Y.Z, e.g. 1.2.3"
