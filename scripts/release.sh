@@ -79,7 +79,7 @@ done
 base="${HOTTOPIC_RELEASE_URL:-https://github.com/hottopic-io/hottopic/releases/download/v$version}"
 base="${base%/}"
 iso() { TZ=UTC git -C "$root" log "$@" --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd; }
-created="${HOTTOPIC_PLUGIN_CREATED:-$(iso --reverse | head -n1)}"
+created="${HOTTOPIC_PLUGIN_CREATED:-$(iso --reverse | sed -n 1p)}" # sed reads it all: no SIGPIPE under pipefail
 updated="${HOTTOPIC_PLUGIN_UPDATED:-$(iso -1)}"
 sha1() { sha1sum "$out/$1" | cut -d' ' -f1; }
 cat >"$out/repo-index.yml" <<EOF
