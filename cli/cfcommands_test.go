@@ -330,6 +330,9 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 			Expect(doc.Mappings[0].Streams).To(HaveKeyWithValue("orders.created", "HT_orders_created"))
 			Expect(doc.Mappings[0].Valid).To(BeTrue())
 			Expect(doc.Mappings[0].Settings.MaxInstances).To(Equal(5))
+			// Without the scaler nobody knows the instances: null, not 0.
+			Expect(r.stdout).To(ContainSubstring(`"current_instances": null`))
+			Expect(r.stdout).To(ContainSubstring(`"desired_instances": null`))
 
 			r = run("events", "web")
 			Expect(r.code).To(Equal(0), r.stderr)
@@ -383,12 +386,12 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 			Expect(w.cc.Calls()).To(BeEmpty(), "nothing may reach CC for input that is bad on its own")
 
 			// against the values already on the app
-			failsWith(t, run("map-event", "orders", "b", "--min", "5"), "bad --min: 5 is greater than app 'orders''s max-instances 3; set --max as well")
+			failsWith(t, run("map-event", "orders", "b", "--min", "5"), "bad --min: 5 is greater than max-instances 3 of app 'orders'; set --max as well")
 			Expect(run("map-event", "orders", "b", "--min", "11", "--max", "12").code).To(Equal(0), "both bounds given")
 			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", mapping.AnnMin: "4"})
-			failsWith(t, run("map-event", "orders", "b", "--max", "2"), "bad --max: 2 is less than app 'orders''s min-instances 4; set --min as well")
+			failsWith(t, run("map-event", "orders", "b", "--max", "2"), "bad --max: 2 is less than min-instances 4 of app 'orders'; set --min as well")
 			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a"})
-			failsWith(t, run("map-event", "orders", "b", "--min", "11"), "bad --min: 11 is greater than app 'orders''s max-instances 10 (the default); set --max as well")
+			failsWith(t, run("map-event", "orders", "b", "--min", "11"), "bad --min: 11 is greater than max-instances 10 (the default) of app 'orders'; set --max as well")
 			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", mapping.AnnTimeout: "soon"})
 			failsWith(t, run("map-event", "orders", "b"), `app 'orders': annotation hottopic.io/timeout-seconds must be a whole number, got "soon"`)
 			failsWith(t, run("unmap-event", "orders", "no*pe"), `invalid topic "no*pe"`)

@@ -354,7 +354,7 @@ func provisionApps(ctx context.Context, js jetstream.JetStream, apps []superviso
 			if _, err := provision.EnsureTopicStream(ctx, js, t, so); err != nil {
 				return err
 			}
-			if _, err := provision.EnsureConsumer(ctx, js, apps[i].GUID, t, a.Mapping.Settings); err != nil {
+			if _, err := provision.EnsureConsumer(ctx, js, apps[i].GUID, a.Name, t, a.Mapping.Settings); err != nil {
 				return err
 			}
 		}

@@ -71,16 +71,14 @@ func (s *Scaler) Status() api.Mappings {
 	out := api.Mappings{Leader: s.leader.Load(), Instance: s.o.instanceID, Mappings: make([]api.Mapping, 0, len(s.apps))}
 	for guid, st := range s.apps {
 		m := api.Mapping{
-			App:              st.app.Name,
-			AppGUID:          guid,
-			AppName:          st.app.Name,
-			Valid:            st.invalid == nil,
-			Lag:              st.lag,
-			LagKnown:         st.lagKnown,
-			CurrentInstances: st.current,
-			DesiredInstances: st.desired,
-			LastScaleReason:  st.lastReason,
-			Errors:           sortedErrors(st.errors),
+			App:             st.app.Name,
+			AppGUID:         guid,
+			AppName:         st.app.Name,
+			Valid:           st.invalid == nil,
+			Lag:             st.lag,
+			LagKnown:        st.lagKnown,
+			LastScaleReason: st.lastReason,
+			Errors:          sortedErrors(st.errors),
 		}
 		if !st.lastScale.IsZero() {
 			m.LastScaleTime = new(st.lastScale)
@@ -98,8 +96,8 @@ func (s *Scaler) Status() api.Mappings {
 				m.Streams[t] = topic.StreamName(t)
 			}
 		}
-		if !st.currentKnown {
-			m.DesiredInstances = st.current
+		if st.currentKnown {
+			m.CurrentInstances, m.DesiredInstances = new(st.current), new(st.desired)
 		}
 		out.Mappings = append(out.Mappings, m)
 	}
@@ -143,6 +141,9 @@ func newMetrics(s *Scaler) *metrics {
 	m.pollRequests = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hottopic_scaler_poll_nats_requests", Help: "JetStream API requests per poll cycle.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
 	m.consumerReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_consumer_list_reads_total", Help: "Streams whose consumers were listed (changed or pending)."})
 	m.scales = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hottopic_scaler_scale_total", Help: "Scale calls made, by direction."}, []string{"direction"})
+	for _, dir := range []string{"up", "down"} {
+		m.scales.WithLabelValues(dir) // at 0 from the first scrape, so rate() and alerts see the series
+	}
 	m.scaleErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_scale_errors_total", Help: "Scale calls that failed."})
 	m.reconcileErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_reconcile_errors_total", Help: "Failed stream, consumer or KV changes."})
 	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_dead_letters_total", Help: "Events dead-lettered from max-deliveries advisories."})
@@ -194,7 +195,9 @@ func (c appCollector) Collect(ch chan<- prometheus.Metric) {
 		if m.LagKnown {
 			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(m.Lag), m.AppName, m.AppGUID)
 		}
-		ch <- prometheus.MustNewConstMetric(descCurrent, prometheus.GaugeValue, float64(m.CurrentInstances), m.AppName, m.AppGUID)
-		ch <- prometheus.MustNewConstMetric(descDesired, prometheus.GaugeValue, float64(m.DesiredInstances), m.AppName, m.AppGUID)
+		if m.CurrentInstances != nil && m.DesiredInstances != nil {
+			ch <- prometheus.MustNewConstMetric(descCurrent, prometheus.GaugeValue, float64(*m.CurrentInstances), m.AppName, m.AppGUID)
+			ch <- prometheus.MustNewConstMetric(descDesired, prometheus.GaugeValue, float64(*m.DesiredInstances), m.AppName, m.AppGUID)
+		}
 	}
 }

@@ -48,7 +48,7 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 				defer func() { <-sem }()
 				_, err := provision.EnsureTopicStream(ctx, js, tp, provision.StreamOptions{})
 				if err == nil {
-					_, err = provision.EnsureConsumer(ctx, js, fmt.Sprintf("app%d", i), tp, mapping.Defaults())
+					_, err = provision.EnsureConsumer(ctx, js, fmt.Sprintf("app%d", i), "", tp, mapping.Defaults())
 				}
 				errs <- err
 			}()

@@ -126,7 +126,7 @@ func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, en
 		if _, err := provision.EnsureTopicStream(ctx, s.js, t, s.o.streams); err != nil {
 			return err
 		}
-		if _, err := provision.EnsureConsumer(ctx, s.js, m.AppGUID, t, m.Settings); err != nil {
+		if _, err := provision.EnsureConsumer(ctx, s.js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
 			return err
 		}
 	}

@@ -170,6 +170,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(cfg.AckWait).To(Equal(42 * time.Second))
 			Expect(cfg.FilterSubject).To(Equal("images.uploaded"))
 			Expect(cfg.AckPolicy).To(Equal(jetstream.AckExplicitPolicy))
+			// Operators looking at JetStream see which app a consumer serves.
+			Expect(cfg.Metadata).To(HaveKeyWithValue(provision.MetaApp, guid))
+			Expect(cfg.Metadata).To(HaveKeyWithValue(provision.MetaAppName, "thumbnailer"))
 
 			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
 			Expect(err).NotTo(HaveOccurred())
@@ -243,8 +246,8 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Eventually(func() int64 { return statusOf(s, guid).Lag }, 2*time.Second).Should(BeEquivalentTo(127))
 			st := statusOf(s, guid)
 			Expect(st.LagKnown).To(BeTrue())
-			Expect(st.CurrentInstances).To(Equal(4))
-			Expect(st.DesiredInstances).To(Equal(4))
+			Expect(st.CurrentInstances).To(HaveValue(Equal(4)))
+			Expect(st.DesiredInstances).To(HaveValue(Equal(4)))
 			Expect(st.LastScaleReason).To(MatchRegexp(`^lag \d+, 10 per instance, capped at max-instances 4$`))
 			Expect(st.LastScaleTime).NotTo(BeZero())
 		})
@@ -568,6 +571,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(string(b)).To(ContainSubstring("hottopic_scaler_leader 1"))
 			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_app_lag{app="thumbnailer",app_guid="` + guid + `"} 0`))
 			Expect(strings.Count(string(b), "hottopic_scaler_poll_nats_requests_count")).To(Equal(1))
+			// No scale call yet, and the series are there at zero for rate() and alerts.
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_scale_total{direction="up"} 0`))
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_scale_total{direction="down"} 0`))
 		})
 	})
 }

@@ -57,7 +57,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.nc.IsConnected() {
-		a.m.pubAPIErr.Inc()
+		a.m.topic(t).pubAPIErr.Inc()
 		writeError(w, http.StatusServiceUnavailable, "NATS is unreachable; the event was not stored")
 		return
 	}
@@ -92,7 +92,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ack, err := provision.PublishToTopic(ctx, a.js, msg, a.streams)
 	if err != nil {
-		a.m.pubAPIErr.Inc()
+		a.m.topic(t).pubAPIErr.Inc()
 		code := http.StatusServiceUnavailable
 		if errors.Is(err, context.Canceled) {
 			code = http.StatusRequestTimeout
@@ -101,7 +101,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, "the event was not stored: "+err.Error())
 		return
 	}
-	a.m.pubAPIOK.Inc()
+	a.m.topic(t).pubAPIOK.Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(publishReply{Topic: t, Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate})

@@ -37,13 +37,15 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		// A consumer on the target topic, so the interest stream keeps what we publish.
 		_, err := provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = provision.EnsureConsumer(ctx, js, "reader", "orders.created", mapping.Defaults())
+		_, err = provision.EnsureConsumer(ctx, js, "reader", "", "orders.created", mapping.Defaults())
 		Expect(err).NotTo(HaveOccurred())
 
 		app := newApp(t, 0, nil).start(t)
 		lp := freePort(t)
 		e := env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "in.events")
 		e["HOTTOPIC_LISTEN"] = "127.0.0.1:" + strconv.Itoa(lp)
+		mp := freePort(t)
+		e["HOTTOPIC_METRICS_LISTEN"] = "127.0.0.1:" + strconv.Itoa(mp)
 		p := startSidecar(t, e)
 		base := "http://127.0.0.1:" + strconv.Itoa(lp)
 		Eventually(func() error { _, err := http.Get(base + "/healthz"); return err }, 10*time.Second).Should(Succeed())
@@ -108,13 +110,29 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 			b, _ := io.ReadAll(resp.Body)
 			return string(b)
 		}, 5*time.Second).Should(And(
-			ContainSubstring(`hottopic_sidecar_deliveries_total{outcome="success"} 1`),
-			ContainSubstring("hottopic_sidecar_delivery_duration_seconds_bucket"),
-			ContainSubstring("hottopic_sidecar_in_flight 0"),
-			ContainSubstring("hottopic_sidecar_redeliveries_total 0"),
-			ContainSubstring(`hottopic_sidecar_dead_letters_total{reason="rejected"} 0`),
-			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api"} 3`),
+			ContainSubstring(`hottopic_sidecar_deliveries_total{outcome="success",topic="in.events"} 1`),
+			ContainSubstring(`hottopic_sidecar_delivery_duration_seconds_bucket{topic="in.events",le=`),
+			ContainSubstring(`hottopic_sidecar_in_flight{topic="in.events"} 0`),
+			ContainSubstring(`hottopic_sidecar_redeliveries_total{topic="in.events"} 0`),
+			ContainSubstring(`hottopic_sidecar_dead_letters_total{reason="rejected",topic="in.events"} 0`),
+			// by the topic published to
+			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="orders.created"} 2`),
+			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="brand.new"} 1`),
 		))
+
+		// The metrics-only listener serves the same metrics and nothing else.
+		metricsBase := "http://127.0.0.1:" + strconv.Itoa(mp)
+		resp, err = http.Get(metricsBase + "/metrics")
+		Expect(err).NotTo(HaveOccurred())
+		mb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(string(mb)).To(ContainSubstring(`hottopic_sidecar_deliveries_total{outcome="success",topic="in.events"} 1`))
+		for _, path := range []string{"/healthz", "/publish/orders.created"} {
+			resp, err = http.Post(metricsBase+path, "text/plain", strings.NewReader("x"))
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(resp.StatusCode).To(Equal(http.StatusNotFound), path)
+		}
 
 		srv.Shutdown()
 		Eventually(func() int { c, _ := post("/publish/orders.created", "", "late"); return c }, 10*time.Second).Should(Equal(http.StatusServiceUnavailable))

@@ -173,9 +173,10 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // attempt delivers m once and settles it; true when it was acked (and so
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
+	tm := e.m.topic(p.Topic())
 	if e.releasing.Load() || p.Stopped() {
 		_ = m.Nak()
-		e.m.released.Inc()
+		tm.released.Inc()
 		return false
 	}
 	md, err := m.Metadata()
@@ -187,14 +188,14 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	s := e.set.Load()
 	topic := p.Topic()
 	if md.NumDelivered > 1 {
-		e.m.redeliveries.Inc()
+		tm.redeliveries.Inc()
 	}
 
 	start := time.Now()
-	e.m.inFlight.Inc()
+	tm.inFlight.Inc()
 	out := e.post(w, s, topic, m, md, start.Add(s.timeout))
-	e.m.inFlight.Dec()
-	e.m.latency.Observe(time.Since(start).Seconds())
+	tm.inFlight.Dec()
+	tm.latency.Observe(time.Since(start).Seconds())
 
 	if out.err != nil && out.timedOut {
 		out.err = fmt.Errorf("timeout after %s", s.timeout)
@@ -204,18 +205,18 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 		e.deadLetter(m, md, s, topic, out.invalid.Error(), false)
 	case out.err != nil && e.releasing.Load() && !out.timedOut:
 		_ = m.Nak() // shutdown cut it short: another instance takes it now
-		e.m.released.Inc()
+		tm.released.Inc()
 	case out.err == nil && out.status >= 200 && out.status < 300:
 		if s.outputTopic != "" && len(out.resp.Body) > 0 {
 			if err := e.publishOutput(s.outputTopic, m, md, out); err != nil {
-				e.m.pubOutErr.Inc()
+				e.m.topic(s.outputTopic).pubOutErr.Inc()
 				e.retry(m, md, s, topic, "publishing the response to output topic "+s.outputTopic+" failed: "+err.Error(), 0)
 				return false
 			}
-			e.m.pubOutOK.Inc()
+			e.m.topic(s.outputTopic).pubOutOK.Inc()
 		}
 		_ = p.AckDone(m)
-		e.m.succeeded.Inc()
+		tm.succeeded.Inc()
 		return true
 	case out.err != nil:
 		e.retry(m, md, s, topic, out.err.Error(), 0)
@@ -254,7 +255,7 @@ func (e *engine) retry(m *pull.Msg, md *nats.MsgMetadata, s *settings, topic, re
 		delay = min(retryAfter, maxRetryAfter)
 	}
 	_ = m.NakWithDelay(delay)
-	e.m.retried.Inc()
+	e.m.topic(topic).retried.Inc()
 	e.log.Info("delivery failed, will retry", "topic", topic, "seq", md.Sequence.Stream, "attempt", md.NumDelivered, "reason", reason, "retry_in", delay.String())
 }
 
@@ -280,16 +281,16 @@ func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topi
 		// Keep the event: a later attempt (or the scaler, from the
 		// max-deliveries advisory) dead-letters it.
 		_ = m.NakWithDelay(backoff(md.NumDelivered))
-		e.m.retried.Inc()
+		e.m.topic(topic).retried.Inc()
 		e.log.Error("cannot dead-letter event, will retry", "topic", topic, "seq", md.Sequence.Stream, "reason", reason, "error", err)
 		return
 	}
 	_ = m.Term()
-	e.m.deadLettered.Inc()
+	e.m.topic(topic).deadLettered.Inc()
 	if exhausted {
-		e.m.dlqExhausted.Inc()
+		e.m.topic(topic).dlqExhausted.Inc()
 	} else {
-		e.m.dlqRejected.Inc()
+		e.m.topic(topic).dlqRejected.Inc()
 	}
 	e.log.Warn("event dead-lettered", "topic", topic, "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "reason", reason)
 }

@@ -36,7 +36,7 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		for _, tp := range []string{"a.events", "b.events"} {
 			_, err := provision.EnsureTopicStream(ctx, js, tp, provision.StreamOptions{})
 			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, guid, tp, mapping.Defaults())
+			_, err = provision.EnsureConsumer(ctx, js, guid, "", tp, mapping.Defaults())
 			Expect(err).NotTo(HaveOccurred())
 		}
 		app := newApp(t, 0, nil).start(t)
@@ -87,7 +87,7 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		ctx := context.Background()
 		_, err := provision.EnsureTopicStream(ctx, js, "a.events", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = provision.EnsureConsumer(ctx, js, guid, "a.events", mapping.Defaults())
+		_, err = provision.EnsureConsumer(ctx, js, guid, "", "a.events", mapping.Defaults())
 		Expect(err).NotTo(HaveOccurred())
 		kv := putMapping(t, js, guid, `{"app_guid":"`+guid+`","topics":["a.events"],"concurrency":1,"path":"/","timeout_seconds":60,"max_deliver":5}`)
 		app := newApp(t, 0, nil).start(t)

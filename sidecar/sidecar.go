@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
@@ -96,6 +97,23 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 		}
 	}()
 	defer srv.Close()
+
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("%s: cannot listen on %s: %v", EnvMetricsListen, cfg.MetricsListen, unwrapOpError(err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener stopped", "error", err)
+			}
+		}()
+		defer msrv.Close()
+		log.Info("serving metrics", "listen", mln.Addr().String())
+	}
 
 	if cfg.Static != nil {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -116,7 +116,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		st, err := state.Read(dataDir)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.NATSURL).To(Equal(fmt.Sprintf("nats://127.0.0.1:%d", natsPort)))
-		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(Equal(0))
+		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(HaveValue(Equal(0)))
 
 		publish(d, 500)
 		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → (\d+): lag \d+`))
@@ -129,7 +129,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Eventually(d.Out, 20*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount \d+ → 0`))
 		m := mappingOf(st.ScalerURL, "wordcount")
 		Expect(m.Lag).To(BeZero())
-		Expect(m.CurrentInstances).To(BeZero())
+		Expect(m.CurrentInstances).To(HaveValue(BeZero()))
 		Eventually(func() []string { return marked(marker, d.Cmd.Process.Pid) }, 15*time.Second).Should(BeEmpty(), "no instance process left at zero")
 
 		stop(d)
@@ -182,7 +182,7 @@ func mappingOf(scalerURL, app string) api.Mapping {
 			return err
 		}
 		for _, m := range ms.Mappings {
-			if m.AppName == app && m.LagKnown {
+			if m.AppName == app && m.LagKnown && m.CurrentInstances != nil {
 				found = m
 				return nil
 			}

@@ -27,8 +27,11 @@ const (
 	DefaultMaxAge = 7 * 24 * time.Hour
 
 	// Consumer metadata keys: the scaler finds a consumer's app and topic here.
-	MetaApp   = "hottopic.io/app"
-	MetaTopic = "hottopic.io/topic"
+	MetaApp = "hottopic.io/app"
+	// MetaAppName is the app's name when known, so `nats consumer info`
+	// shows which app a consumer belongs to; MetaApp (the GUID) is the key.
+	MetaAppName = "hottopic.io/app-name"
+	MetaTopic   = "hottopic.io/topic"
 
 	// Environment overrides for new streams (operators; both optional).
 	EnvReplicas = "HOTTOPIC_STREAM_REPLICAS"
@@ -188,32 +191,39 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, nil
 }
 
-// ConsumerConfig is the durable pull consumer of app appGUID on topic t.
+// ConsumerConfig is the durable pull consumer of app appGUID (named appName,
+// which may be empty when unknown) on topic t.
 // AckWait is the delivery timeout: the sidecar extends it while the app works,
 // so it only matters when a sidecar died holding the event. New consumers start
 // with events published from now on; an existing one keeps its position.
-func ConsumerConfig(appGUID, t string, s mapping.Settings) jetstream.ConsumerConfig {
+func ConsumerConfig(appGUID, appName, t string, s mapping.Settings) jetstream.ConsumerConfig {
 	name := topic.ConsumerName(appGUID)
+	meta := map[string]string{MetaApp: appGUID, MetaTopic: t}
+	desc := "Hot Topic app " + appGUID + " on " + t
+	if appName != "" {
+		meta[MetaAppName] = appName
+		desc = "Hot Topic app " + appName + " (" + appGUID + ") on " + t
+	}
 	return jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   "Hot Topic app " + appGUID + " on " + t,
+		Description:   desc,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
 		MaxDeliver:    s.MaxDeliver,
 		FilterSubject: t,
 		MaxAckPending: 1000,
-		Metadata:      map[string]string{MetaApp: appGUID, MetaTopic: t},
+		Metadata:      meta,
 	}
 }
 
 // EnsureConsumer creates or updates app appGUID's consumer on topic t (the
-// topic's stream must exist).
-func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, t string, s mapping.Settings) (jetstream.Consumer, error) {
+// topic's stream must exist); a renamed app gets its new name in the metadata.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appName, t string, s mapping.Settings) (jetstream.Consumer, error) {
 	if err := topic.ValidConsumerName(appGUID); err != nil {
 		return nil, err
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, topic.StreamName(t), ConsumerConfig(appGUID, t, s))
+	c, err := js.CreateOrUpdateConsumer(ctx, topic.StreamName(t), ConsumerConfig(appGUID, appName, t, s))
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on stream %s: %w", topic.ConsumerName(appGUID), topic.StreamName(t), err)
 	}
