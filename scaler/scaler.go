@@ -128,6 +128,9 @@ type Scaler struct {
 	platformState string // last platform error, logged on change only
 	streamTopics  map[string]string
 	rec           *reconciler // leader's view of the KV; nil when not leading
+	electionErr   string      // why this scaler cannot take part in the election
+	prepareErr    string      // why the leader cannot load or recreate the mapping bucket
+	deadLetterErr string      // why the leader cannot drain advisories
 }
 
 // appState is everything the scaler knows about one mapped app.
@@ -321,7 +324,9 @@ func (s *Scaler) discover(ctx context.Context) {
 	s.mu.Unlock()
 	s.metrics.discoverySeconds.Observe(s.o.now().Sub(start).Seconds())
 	if rec != nil && s.leader.Load() {
-		s.reconcile(ctx, rec)
+		if rec = s.checkReconciler(ctx, rec); rec != nil {
+			s.reconcile(ctx, rec)
+		}
 	}
 }
 

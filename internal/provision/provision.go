@@ -64,17 +64,21 @@ func StreamOptionsFromEnv(getenv func(string) string) (StreamOptions, error) {
 // DefaultStreamOptions reads the environment of this process.
 func DefaultStreamOptions() (StreamOptions, error) { return StreamOptionsFromEnv(os.Getenv) }
 
-// Replicas is the replica count for new streams: as configured, else 3 on a
-// cluster of three or more servers, else 1.
-func (o StreamOptions) replicas(nc *nats.Conn) int {
+// ReplicasFor is the replica count for new streams, consumers' streams and
+// KV buckets on the server nc is connected to: as configured, else one per
+// server of the cluster up to 3 (the servers the connection knows: the ones
+// it was given and the ones the cluster announced), else 1.
+func (o StreamOptions) ReplicasFor(nc *nats.Conn) int {
 	if o.Replicas > 0 {
 		return o.Replicas
 	}
-	if nc != nil && nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3 {
-		return 3
+	if nc == nil || nc.ConnectedClusterName() == "" {
+		return 1
 	}
-	return 1
+	return max(1, min(3, len(nc.Servers())))
 }
+
+func (o StreamOptions) replicas(nc *nats.Conn) int { return o.ReplicasFor(nc) }
 
 func (o StreamOptions) maxAge() time.Duration {
 	if o.MaxAge > 0 {
