@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,6 +284,14 @@ func (s *Scaler) discover(ctx context.Context) {
 			s.apps[a.GUID] = st
 		}
 		st.app = a
+		if unknown := strings.Join(mapping.UnknownAnnotations(a.Annotations), "; "); unknown != st.errors["annotations"] {
+			if unknown == "" {
+				delete(st.errors, "annotations")
+			} else {
+				st.errors["annotations"] = unknown
+				s.log.Warn("mapping has annotations Hot Topic does not know; they are ignored", "app", a.Name, "app_guid", a.GUID, "warning", unknown)
+			}
+		}
 		m, err := mapping.FromMetadata(a.GUID, a.Name, a.Annotations)
 		if err == nil {
 			err = topic.ValidConsumerName(a.GUID)

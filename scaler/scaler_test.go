@@ -487,6 +487,21 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).To(MatchError(jetstream.ErrKeyNotFound))
 		})
 
+		it("warns about an unknown hottopic.io/* annotation in the mapping's errors and the log", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs", "hottopic.io/max-instance": "3"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+			st := statusOf(s, guid)
+			Expect(st.Valid).To(BeTrue(), "a warning, not an invalid mapping")
+			Expect(st.Errors).To(ContainElement("annotations: unknown annotation hottopic.io/max-instance is ignored (did you mean hottopic.io/max-instances?)"))
+			Expect(st.Settings.MaxInstances).To(Equal(10))
+			Expect(logs.String()).To(ContainSubstring("hottopic.io/max-instance is ignored"))
+
+			cc.SetAnnotations(guid, map[string]string{mapping.AnnTopics: "jobs", mapping.AnnMax: "3"})
+			Eventually(func() []string { return statusOf(s, guid).Errors }, 5*time.Second).Should(BeEmpty())
+		})
+
 		it("keeps a mapping that turns invalid working as it was, activation included", func() {
 			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs", mapping.AnnMax: "3", mapping.AnnIdleSeconds: "1"})
 			s, _, stop := start("a")

@@ -90,7 +90,7 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, l DeadLetter
 		ack, err = js.PublishMsg(ctx, msg)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, err)
+		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, NATSError(err))
 	}
 	return ack, nil
 }
