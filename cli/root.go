@@ -25,6 +25,7 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(newDevCommand())
 	root.AddCommand(newPublishCommand())
 	root.AddCommand(newSidecarCommand())
+	root.AddCommand(newNATSNodeCommand())
 	return root
 }
 

@@ -49,6 +49,7 @@ type Options struct {
 	DataDir  string // default state.DefaultDir
 	NATSPort int    // embedded server port, default DefaultNATSPort
 	NATSURL  string // use this server instead of an embedded one
+	Cluster  bool   // run a 3-node embedded cluster (child processes) instead of one server
 	EnvFile  string // KEY=VALUE lines added to every app's environment
 
 	PollInterval      time.Duration
@@ -93,10 +94,25 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 		con.Line(devSource, n)
 	}
 
-	// NATS: embedded unless --nats.
+	// NATS: embedded unless --nats; a cluster of child processes with --cluster.
 	natsURL := o.NATSURL
 	var srv *server.Server
-	if natsURL == "" {
+	if o.Cluster && natsURL != "" {
+		return fmt.Errorf("--cluster runs its own NATS nodes; it cannot be combined with --nats")
+	}
+	if o.Cluster {
+		cl, err := startCluster(exe, o.DataDir, o.NATSPort, con)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cl.Stop()
+			con.Line(devSource, "NATS cluster stopped")
+		}()
+		natsURL = cl.URLs()
+		con.Printf(devSource, "NATS JetStream cluster of %d nodes (storage %s): %s; kill -9 a node's pid to watch it die (it is started again)",
+			ClusterSize, filepath.Join(o.DataDir, "cluster"), cl.Describe())
+	} else if natsURL == "" {
 		if srv, err = startNATS(o.DataDir, o.NATSPort, con); err != nil {
 			return err
 		}
@@ -112,7 +128,7 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	if err != nil {
 		return fmt.Errorf("--nats: %v", err)
 	}
-	if srv == nil {
+	if srv == nil && !o.Cluster {
 		con.Printf(devSource, "using the NATS JetStream server at %s", strings.Join(redacted(cfg.URLs), ","))
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
