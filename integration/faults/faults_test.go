@@ -29,6 +29,7 @@ import (
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/proctest"
+	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 	"github.com/hottopic-io/hottopic/scaler"
 	"github.com/hottopic-io/hottopic/scaler/cfplatform"
@@ -149,6 +150,15 @@ func setup(t *testing.T) *system {
 	info, err := sys.js.Stream(context.Background(), topic.StreamName(eventsTopic))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(info.CachedInfo().Config.Replicas).To(Equal(3), "a topic stream on a 3-node cluster has 3 replicas")
+	for _, name := range []string{"KV_" + mapping.Bucket, "KV_" + scaler.LeaderBucket, provision.AdvisoryStream, topic.DLQStream} {
+		Eventually(func() (int, error) {
+			s, err := sys.js.Stream(context.Background(), name)
+			if err != nil {
+				return 0, err
+			}
+			return s.CachedInfo().Config.Replicas, nil
+		}, 20*time.Second).Should(Equal(3), name+" has 3 replicas")
+	}
 
 	srv := httptest.NewServer(sys.app)
 	t.Cleanup(srv.Close)
