@@ -55,6 +55,7 @@ func (s *Scaler) elect(ctx context.Context) {
 		rev       uint64
 		lastRenew time.Time
 		lastErr   string
+		uncertain bool // a create failed without an answer: it may have been stored
 	)
 	fail := func(msg string, err error) {
 		s.setElectionErr(msg + ": " + err.Error())
@@ -74,17 +75,30 @@ func (s *Scaler) elect(ctx context.Context) {
 			// not renew in time stops acting before anyone else can win the key.
 			s.stepDown("leader key not renewed in time")
 		}
+		// Every election request is bounded: one stuck on a stream that has
+		// no leader for the moment must neither delay the next attempt nor let
+		// a leader act past the point where it must step down.
+		octx, cancel := context.WithTimeout(ctx, ttl/4)
 		switch {
 		case kv == nil:
 			var err error
-			if kv, err = leaderBucket(ctx, s.js, ttl, s.o.streams); err != nil {
+			if kv, err = leaderBucket(octx, s.js, ttl, s.o.streams); err != nil {
 				kv = nil
 				fail("leader election: bucket unavailable", err)
 				break
 			}
 			wait = 0
 		case !s.leader.Load():
-			r, err := kv.Create(ctx, LeaderKey, []byte(s.o.instanceID))
+			r, err := kv.Create(octx, LeaderKey, []byte(s.o.instanceID))
+			if errors.Is(err, jetstream.ErrKeyExists) && uncertain {
+				// Our own earlier create, unanswered, may be what holds the key
+				// (since a time we cannot know): free it rather than leave
+				// everyone waiting for its TTL.
+				if e, gerr := kv.Get(octx, LeaderKey); gerr == nil && string(e.Value()) == s.o.instanceID {
+					_ = kv.Delete(octx, LeaderKey, jetstream.LastRevision(e.Revision()))
+				}
+			}
+			uncertain = false
 			switch {
 			case err == nil:
 				rev, lastRenew = r, time.Now()
@@ -95,10 +109,11 @@ func (s *Scaler) elect(ctx context.Context) {
 				ok() // another scaler leads
 			default:
 				fail("leader election: cannot reach the leader key", err)
+				uncertain = true
 				kv = nil // look the bucket up again: it may be gone
 			}
 		default:
-			r, err := kv.Update(ctx, LeaderKey, []byte(s.o.instanceID), rev)
+			r, err := kv.Update(octx, LeaderKey, []byte(s.o.instanceID), rev)
 			switch {
 			case err == nil:
 				rev, lastRenew = r, time.Now()
@@ -109,8 +124,12 @@ func (s *Scaler) elect(ctx context.Context) {
 			default:
 				fail("leader election: renewal failed", err)
 				kv = nil
+				if time.Since(lastRenew) >= ttl*2/3 {
+					s.stepDown("leader key not renewed in time")
+				}
 			}
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			if s.leader.Load() && kv != nil {

@@ -294,10 +294,12 @@ func report(t *testing.T, f figures) {
 	}
 }
 
-func streamLeader(sys *system) string {
+func streamLeader(sys *system) string { return streamLeaderOf(sys, topic.StreamName(eventsTopic)) }
+
+func streamLeaderOf(sys *system, stream string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := sys.js.Stream(ctx, topic.StreamName(eventsTopic))
+	s, err := sys.js.Stream(ctx, stream)
 	if err != nil || s.CachedInfo().Cluster == nil {
 		return ""
 	}
@@ -365,7 +367,7 @@ func TestFaultsOnA3NodeCluster(t *testing.T) {
 		Expect(f.Duplicated).To(BeNumerically("<=", inFlightPerKill), "duplicates beyond what was in flight at the kill")
 	})
 
-	t.Run("kill the scaler leader and a node at once", func(t *testing.T) {
+	t.Run("kill the scaler leader and the node leading the election bucket at once", func(t *testing.T) {
 		Expect := NewWithT(t).Expect
 		Eventually := NewWithT(t).Eventually
 		Eventually(sys.leaders, 20*time.Second, 20*time.Millisecond).Should(HaveLen(1))
@@ -378,7 +380,8 @@ func TestFaultsOnA3NodeCluster(t *testing.T) {
 			case perFault / 3:
 				lead := sys.leaders()[0]
 				rs := sys.scalers[lead]
-				victim = c.Index(streamLeader(sys))
+				// The node leading the election bucket: the scalers need it.
+				victim = c.Index(streamLeaderOf(sys, "KV_"+scaler.LeaderBucket))
 				t.Logf("killing scaler %s and node %s", lead, c.Nodes[victim].Name)
 				killedAt = time.Now()
 				rs.nc.Close() // a crash: no goodbye, its key must expire
