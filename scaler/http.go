@@ -77,7 +77,7 @@ func (s *Scaler) Health() Health {
 	case s.electionErr != "":
 		h.LeaderError = s.electionErr
 		add("cannot take part in leader election (" + s.electionErr + ")")
-	case h.Leader && s.rec == nil && s.prepareErr != "":
+	case h.Leader && s.prepareErr != "":
 		h.LeaderError = "leading, but " + s.prepareErr
 		add("leading but cannot reconcile mappings (" + s.prepareErr + ")")
 	}
