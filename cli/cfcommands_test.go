@@ -257,6 +257,16 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 		})
 	})
 
+	when("the app has a hottopic.io/* annotation Hot Topic does not know", func() {
+		it("maps the topic and warns that the annotation is ignored, naming the likely one", func() {
+			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", "hottopic.io/max-instance": "3"})
+			r := run("map-event", "orders", "c")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stderr).To(Equal("Warning: app orders: unknown annotation hottopic.io/max-instance is ignored (did you mean hottopic.io/max-instances?)\n"))
+			Expect(r.stdout).To(ContainSubstring("OK"))
+		})
+	})
+
 	when("the app already has a bad setting annotation", func() {
 		it("names the flag that replaces it, and the flag does", func() {
 			w.cc.SetLabels(orders, map[string]string{mapping.LabelMapped: "true"})
@@ -372,7 +382,8 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 				{[]string{"orders", "a..b"}, `tokens between '.' must not be empty`},
 				{[]string{"orders", "a,b"}, `invalid topic "a,b"`},
 				{[]string{"orders", "t", "--min", "-1"}, "bad --min: min-instances must be 0 or more, got -1"},
-				{[]string{"orders", "t", "--max", "0"}, "bad --max: max-instances must be 1 or more, got 0"},
+				{[]string{"orders", "t", "--max", "0"}, "bad --max: max-instances must be between 1 and 1000, got 0"},
+				{[]string{"orders", "t", "--max", "2000000000"}, "bad --max: max-instances must be between 1 and 1000, got 2000000000"},
 				{[]string{"orders", "t", "--idle-seconds", "-5"}, "bad --idle-seconds: idle-seconds must be 0 or more, got -5"},
 				{[]string{"orders", "t", "--concurrency", "0"}, "bad --concurrency"},
 				{[]string{"orders", "t", "--path", "events"}, "bad --path: path must start with '/'"},

@@ -86,6 +86,9 @@ func newMapEventCmd(open targetOpener) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		for _, w := range mapping.UnknownAnnotations(app.Metadata.Annotations) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: app %s: %s\n", appName, w)
+		}
 		if already {
 			fmt.Fprintf(out, "Topic %s is already mapped to app %s.\n", t, appName)
 		}

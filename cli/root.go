@@ -30,6 +30,7 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(newSidecarCommand())
 	root.AddCommand(newVersionCommand())
 	root.SetVersionTemplate(versionLine() + "\n")
+	root.AddCommand(newNATSNodeCommand())
 	return root
 }
 

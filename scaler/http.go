@@ -21,7 +21,7 @@ func (s *Scaler) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.health())
+		writeJSON(w, http.StatusOK, s.Health())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
@@ -37,23 +37,29 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Health is the body of GET /healthz. The scaler answers 200 whenever it runs:
 // NATS or platform outages are reported here but are not a reason for the
-// platform to restart it.
+// platform to restart it. Status is "ok", or "degraded" when something keeps
+// this scaler from leading, reconciling, dead-lettering or scaling; Problems
+// then says what, one line each.
 type Health struct {
 	Status        string    `json:"status"`
+	Problems      []string  `json:"problems"`
 	Instance      string    `json:"instance"`
 	Leader        bool      `json:"leader"`
 	NATSConnected bool      `json:"nats_connected"`
 	LastPoll      time.Time `json:"last_poll,omitzero"`
+	LeaderError   string    `json:"leader_error,omitempty"`
 	LagError      string    `json:"lag_error,omitempty"`
 	DiscoveryErr  string    `json:"discovery_error,omitempty"`
 	PlatformError string    `json:"platform_error,omitempty"`
 }
 
-func (s *Scaler) health() Health {
+// Health reports what /healthz serves.
+func (s *Scaler) Health() Health {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Health{
+	h := Health{
 		Status:        "ok",
+		Problems:      []string{},
 		Instance:      s.o.instanceID,
 		Leader:        s.leader.Load(),
 		NATSConnected: s.api.nc.IsConnected(),
@@ -62,6 +68,34 @@ func (s *Scaler) health() Health {
 		DiscoveryErr:  s.discoveryErr,
 		PlatformError: s.platformState,
 	}
+	add := func(p string) { h.Problems = append(h.Problems, p) }
+	if !h.NATSConnected {
+		add("NATS not connected")
+	}
+	switch {
+	case s.electionErr != "":
+		h.LeaderError = s.electionErr
+		add("cannot take part in leader election (" + s.electionErr + ")")
+	case h.Leader && s.prepareErr != "":
+		h.LeaderError = "leading, but " + s.prepareErr
+		add("leading but cannot reconcile mappings (" + s.prepareErr + ")")
+	}
+	if h.Leader && s.deadLetterErr != "" {
+		add("leading but cannot dead-letter (" + s.deadLetterErr + ")")
+	}
+	if s.lagErr != "" {
+		add("lag unreadable (" + s.lagErr + ")")
+	}
+	if s.discoveryErr != "" {
+		add("discovery failed (" + s.discoveryErr + ")")
+	}
+	if s.platformState != "" {
+		add("platform unreachable (" + s.platformState + ")")
+	}
+	if len(h.Problems) > 0 {
+		h.Status = "degraded"
+	}
+	return h
 }
 
 // Status is the body of GET /v1/mappings, sorted by app name.

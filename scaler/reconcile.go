@@ -40,7 +40,7 @@ func mappingsBucket(ctx context.Context, js jetstream.JetStream, so provision.St
 		Description: "Hot Topic event mappings, one key per app GUID (written by the scaler, watched by sidecars)",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    provision.TopicStreamConfig("x", so, js.Conn()).Replicas,
+		Replicas:    so.ReplicasFor(js.Conn()),
 	}
 	kv, err = js.CreateKeyValue(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) {

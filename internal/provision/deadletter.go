@@ -85,7 +85,7 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, l DeadLetter
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, err)
+		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, NATSError(err))
 	}
 	return ack, nil
 }
