@@ -338,6 +338,8 @@ func (e *engine) post(w *worker, s *settings, topic string, m *pull.Msg, md *nat
 		return outcome{err: err, timedOut: true}
 	case errors.Is(err, appconn.ErrAborted):
 		return outcome{err: err}
+	case errors.Is(err, appconn.ErrBadResponse):
+		return outcome{err: err}
 	default:
 		return outcome{err: fmt.Errorf("app unreachable: %v", err)}
 	}
