@@ -173,7 +173,7 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // attempt delivers m once and settles it; true when it was acked (and so
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
-	if e.releasing.Load() || p.Stopped() {
+	if e.releasing.Load() { // the grace period is over
 		_ = m.Nak()
 		e.m.released.Inc()
 		return false

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -288,5 +289,30 @@ func testFaults(t *testing.T, when spec.G, it spec.S) {
 			Expect(app.attempts()).To(Equal([]string{"1"}))
 			Expect(outputs()).To(Equal(map[uint64]string{1: "ok"}))
 		})
+	})
+
+	it("on a graceful stop gives back the events it holds without counting a delivery (max-deliver 1)", func() {
+		release := make(chan struct{})
+		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
+			<-release
+			w.WriteHeader(http.StatusOK)
+		}).start(t)
+		e := env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created", "HOTTOPIC_MAX_DELIVER", "1")
+		p := startSidecar(t, e)
+		waitConsuming(p)
+		publishN(t, js, "orders.created", 5, "g")
+		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(1))
+		Expect(p.Signal(syscall.SIGTERM)).To(Succeed())
+		Eventually(p.Output, 5*time.Second).Should(ContainSubstring("shutting down"))
+		close(release)
+		Eventually(p.Exited, 12*time.Second).Should(BeTrue())
+		Expect(p.ExitCode()).To(Equal(0))
+
+		startSidecar(t, e)
+		Eventually(ackFloor, 15*time.Second).Should(Equal(uint64(5)))
+		Expect(app.bodies()).To(Equal(map[string]int{"g0": 1, "g1": 1, "g2": 1, "g3": 1, "g4": 1}))
+		for _, d := range app.deliveries() {
+			Expect(d.Header.Get("Hottopic-Delivery")).To(Equal("1"), d.Body)
+		}
 	})
 }
