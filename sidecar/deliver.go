@@ -52,6 +52,7 @@ type engine struct {
 	appGUID   string
 	appAddr   string // 127.0.0.1:$PORT
 	streams   provision.StreamOptions
+	outputs   *streamCache // topics known to have a stream
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
@@ -77,6 +78,7 @@ func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID str
 	return &engine{
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
 		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
+		outputs: newStreamCache(js),
 		jobs:    make(chan *pull.Msg, 4096),
 		conns:   map[*appconn.Conn]struct{}{},
 	}
@@ -393,11 +395,27 @@ func (e *engine) publishOutput(outTopic string, m *pull.Msg, md *nats.MsgMetadat
 			msg.Header.Set(k, v)
 		}
 	}
-	// One output per input event, even when a retry publishes again.
+	// One output per input event, even when a retry publishes again: the
+	// stream de-duplicates by Nats-Msg-Id.
 	msg.Header.Set(jetstream.MsgIDHeader, "out:"+e.appGUID+":"+md.Stream+":"+strconv.FormatUint(md.Sequence.Stream, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 	defer cancel()
-	_, err := provision.PublishToTopic(ctx, e.js, msg, e.streams)
+	// The stream first (made if missing, as Hot Topic makes a topic's
+	// stream), then one publish to it.
+	ok, err := e.outputs.exists(ctx, outTopic)
+	if err != nil {
+		return fmt.Errorf("cannot look up the stream of %s: %w", outTopic, err)
+	}
+	if !ok {
+		if _, err := provision.EnsureTopicStream(ctx, e.js, outTopic, e.streams); err != nil {
+			return err
+		}
+		e.outputs.add(outTopic)
+	}
+	_, err = e.js.PublishMsg(ctx, msg)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		e.outputs.forget(outTopic) // deleted since: made again on the retry
+	}
 	return err
 }
 

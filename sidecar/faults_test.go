@@ -315,4 +315,33 @@ func testFaults(t *testing.T, when spec.G, it spec.S) {
 			Expect(d.Header.Get("Hottopic-Delivery")).To(Equal("1"), d.Body)
 		}
 	})
+
+	it("publishes to an output topic without a stream at once, once per event, though a core subscriber listens on it", func() {
+		var mu sync.Mutex
+		var seen []string
+		_, err := nc.Subscribe("orders.new", func(m *nats.Msg) {
+			mu.Lock()
+			seen = append(seen, string(m.Data))
+			mu.Unlock()
+		})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(nc.Flush()).To(Succeed())
+		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("done:" + d.Body))
+		}).start(t)
+		p := startSidecar(t, env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created", "HOTTOPIC_OUTPUT_TOPIC", "orders.new"))
+		waitConsuming(p)
+		publishN(t, js, "orders.created", 2, "o")
+		Eventually(ackFloor, 15*time.Second).Should(Equal(uint64(2)))
+		_, err = js.Stream(ctx, topic.StreamName("orders.new"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(nc.Flush()).To(Succeed())
+		mu.Lock()
+		defer mu.Unlock()
+		Expect(seen).To(ConsistOf("done:o0", "done:o1"))
+		for _, d := range app.deliveries() {
+			Expect(d.Header.Get("Hottopic-Delivery")).To(Equal("1"), d.Body)
+		}
+	})
 }
