@@ -8,15 +8,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// PublishToTopic stores msg in its topic's stream (msg.Subject is the topic),
-// creating the stream with so if it does not exist yet.
-func PublishToTopic(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, so StreamOptions) (*jetstream.PubAck, error) {
-	return publishCreating(ctx, js, msg, func(ctx context.Context) error {
-		_, err := EnsureTopicStream(ctx, js, msg.Subject, so)
-		return err
-	})
-}
-
 // publishCreating publishes msg and, when no stream answers for its subject,
 // creates the stream with create and publishes once more. Creating on demand
 // (rather than up front) keeps the common path to one round trip.
