@@ -192,10 +192,11 @@ func testFaults(t *testing.T, when spec.G, it spec.S) {
 				write(c, ok200("full"))
 				return true
 			})
-			sidecar(app.port)
+			p := sidecar(app.port)
 			publishN(t, js, "orders.created", 1, "e")
 			Eventually(outputs, 15*time.Second).Should(Equal(map[uint64]string{1: "full"}))
 			Expect(app.attempts()).To(Equal([]string{"1", "2"}))
+			Expect(p.Output()).To(ContainSubstring("bad HTTP response: incomplete body: 7 of 100 bytes"))
 		})
 
 		it("drops a connection that sends a response nobody asked for, and answers each event with its own response", func() {

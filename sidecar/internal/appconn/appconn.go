@@ -445,7 +445,7 @@ func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
 		return nil, false, err
 	}
 	if length >= 0 && !chunked && c.lr.N > 0 {
-		return nil, false, fmt.Errorf("incomplete response body: %d of %d bytes, then %w", length-c.lr.N, length, io.ErrUnexpectedEOF)
+		return nil, false, fmt.Errorf("%w: incomplete body: %d of %d bytes, then %w", ErrBadResponse, length-c.lr.N, length, io.ErrUnexpectedEOF)
 	}
 	if chunked {
 		if err := c.skipTrailers(); err != nil {

@@ -437,6 +437,8 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).To(MatchError(io.ErrUnexpectedEOF))
 			_, err = c.Post(later(), "/", nil, nil, 0)
 			Expect(err).To(MatchError(io.ErrUnexpectedEOF))
+			Expect(err).To(MatchError(appconn.ErrBadResponse))
+			Expect(err).To(MatchError(ContainSubstring("incomplete body: 7 of 100 bytes")))
 		})
 
 		it("refuses a Content-Length that is not all digits", func() {
