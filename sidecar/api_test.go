@@ -1,8 +1,10 @@
 package sidecar_test
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
@@ -32,7 +36,8 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 
 	it("publishes (202 once stored, de-duplicated), refuses bad topics, reports health and metrics, 503 without NATS", func() {
 		srv := natstest.Run(t)
-		js := jsFor(t, srv.Connect())
+		nc := srv.Connect()
+		js := jsFor(t, nc)
 		ctx := context.Background()
 		// A consumer on the target topic, so the interest stream keeps what we publish.
 		_, err := provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
@@ -77,11 +82,20 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		Expect(stored.Header.Get("Content-Type")).To(Equal("application/json"))
 		Expect(s.CachedInfo().State.Msgs).To(BeNumerically("<=", 1))
 
-		// A topic without a stream yet: the sidecar creates it.
-		code, _ = post("/publish/brand.new", "", "x")
-		Expect(code).To(Equal(http.StatusAccepted))
+		// A topic no app is mapped to has no stream: the event would be
+		// thrown away, so it is refused, and no stream is made.
+		code, body = post("/publish/brand.new", "", "x")
+		Expect(code).To(Equal(http.StatusConflict))
+		Expect(body).To(ContainSubstring("no stream stores topic brand.new yet: map an app to it first"))
 		_, err = js.Stream(ctx, topic.StreamName("brand.new"))
+		Expect(err).To(MatchError(jetstream.ErrStreamNotFound))
+		// Not even when something else listens on the subject.
+		sub, err := nc.SubscribeSync("brand.new")
 		Expect(err).NotTo(HaveOccurred())
+		code, body = post("/publish/brand.new", "", "x")
+		Expect(code).To(Equal(http.StatusConflict))
+		Expect(body).To(ContainSubstring("no stream stores topic brand.new yet"))
+		Expect(sub.Unsubscribe()).To(Succeed())
 
 		code, body = post("/publish/orders.*", "", "x")
 		Expect(code).To(Equal(http.StatusBadRequest))
@@ -117,7 +131,7 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 			ContainSubstring(`hottopic_sidecar_dead_letters_total{reason="rejected",topic="in.events"} 0`),
 			// by the topic published to
 			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="orders.created"} 2`),
-			ContainSubstring(`hottopic_sidecar_publishes_total{result="ok",source="api",topic="brand.new"} 1`),
+			ContainSubstring(`hottopic_sidecar_publishes_total{result="error",source="api",topic="brand.new"} 2`),
 		))
 
 		// The metrics-only listener serves the same metrics and nothing else.
@@ -141,5 +155,24 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		resp.Body.Close()
 		Expect(resp.StatusCode).To(Equal(http.StatusServiceUnavailable))
 		Expect(p.Exited()).To(BeFalse())
+	})
+	it("ends a request whose body does not come (no slow-body connection is held)", func() {
+		srv := natstest.Run(t)
+		app := newApp(t, 0, nil).start(t)
+		lp := freePort(t)
+		e := env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "in.events")
+		e["HOTTOPIC_LISTEN"] = "127.0.0.1:" + strconv.Itoa(lp)
+		startSidecar(t, e)
+		addr := "127.0.0.1:" + strconv.Itoa(lp)
+		Eventually(func() error { _, err := http.Get("http://" + addr + "/healthz"); return err }, 10*time.Second).Should(Succeed())
+		c, err := net.Dial("tcp", addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer c.Close()
+		_, err = io.WriteString(c, "POST /publish/in.events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+		Expect(err).NotTo(HaveOccurred())
+		// A bound for the test only: the sidecar must end it well before.
+		Expect(c.SetReadDeadline(time.Now().Add(2 * time.Minute))).To(Succeed())
+		_, err = io.ReadAll(bufio.NewReader(c)) // an answer, then the close
+		Expect(err).NotTo(HaveOccurred())
 	})
 }

@@ -98,11 +98,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// window is how many events one topic may hold: every worker busy plus a
-// little prefetch (half the concurrency, at least three) so the next event
-// is already here when a worker frees up, even though the puller asks for
-// two or more at a time.
-func window(concurrency int) int { return concurrency + max(3, concurrency/2) }
+// window is how many events one topic may hold: as many as there are
+// workers, and no more. An event the sidecar holds is one a worker is
+// taking: nothing waits in hand, so a stop has nothing to give back that
+// the app never saw (JetStream counts every delivery, a nak'd one too, so
+// a prefetched event given back would cost an attempt; with max-deliver 1
+// it would be dead-lettered unseen).
+func window(concurrency int) int { return concurrency }
 
 // checkListen checks a host:port listen address read from variable env.
 func checkListen(env, addr string) error {

@@ -52,6 +52,7 @@ type engine struct {
 	appGUID   string
 	appAddr   string // 127.0.0.1:$PORT
 	streams   provision.StreamOptions
+	outputs   *provision.StreamCache // topics known to have a stream
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
@@ -77,6 +78,7 @@ func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID str
 	return &engine{
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
 		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
+		outputs: provision.NewStreamCache(js),
 		jobs:    make(chan *pull.Msg, 4096),
 		conns:   map[*appconn.Conn]struct{}{},
 	}
@@ -174,7 +176,7 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	tm := e.m.topic(p.Topic())
-	if e.releasing.Load() || p.Stopped() {
+	if e.releasing.Load() { // the grace period is over
 		_ = m.Nak()
 		tm.released.Inc()
 		return false
@@ -339,6 +341,8 @@ func (e *engine) post(w *worker, s *settings, topic string, m *pull.Msg, md *nat
 		return outcome{err: err, timedOut: true}
 	case errors.Is(err, appconn.ErrAborted):
 		return outcome{err: err}
+	case errors.Is(err, appconn.ErrBadResponse):
+		return outcome{err: err}
 	default:
 		return outcome{err: fmt.Errorf("app unreachable: %v", err)}
 	}
@@ -392,11 +396,14 @@ func (e *engine) publishOutput(outTopic string, m *pull.Msg, md *nats.MsgMetadat
 			msg.Header.Set(k, v)
 		}
 	}
-	// One output per input event, even when a retry publishes again.
+	// One output per input event, even when a retry publishes again: the
+	// stream de-duplicates by Nats-Msg-Id.
 	msg.Header.Set(jetstream.MsgIDHeader, "out:"+e.appGUID+":"+md.Stream+":"+strconv.FormatUint(md.Sequence.Stream, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 	defer cancel()
-	_, err := provision.PublishToTopic(ctx, e.js, msg, e.streams)
+	// The stream first (made if missing, as Hot Topic makes a topic's
+	// stream), then one publish to it.
+	_, err := e.outputs.PublishToTopic(ctx, msg, e.streams)
 	return err
 }
 
