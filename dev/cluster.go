@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hottopic-io/hottopic/dev/console"
+	"github.com/hottopic-io/hottopic/internal/natsconf"
 )
 
 // ClusterSize is how many nodes `hottopic dev --cluster` runs.
@@ -80,26 +81,13 @@ func startCluster(exe, dataDir string, port int, con *console.Console) (*devClus
 		n.conf, n.log = filepath.Join(dir, "nats.conf"), filepath.Join(dir, "nats.log")
 		c.nodes = append(c.nodes, n)
 	}
+	var confs []natsconf.Node
 	for _, n := range c.nodes {
-		var routes []string
-		for _, o := range c.nodes {
-			if o != n {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.route))
-			}
-		}
-		conf := fmt.Sprintf(`server_name: %s
-listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
-max_payload: 8MB
-log_file: %q
-jetstream { store_dir: %q }
-cluster {
-  name: hottopic-dev
-  listen: 127.0.0.1:%d
-  routes: [%s]
-}
-`, n.name, n.client, n.httpPort, n.log, filepath.Join(filepath.Dir(n.conf), "jetstream"), n.route, strings.Join(routes, ", "))
-		if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+		confs = append(confs, natsconf.Node{Name: n.name, ClientPort: n.client, HTTPPort: n.httpPort, ClusterPort: n.route,
+			StoreDir: filepath.Join(filepath.Dir(n.conf), "jetstream"), LogFile: n.log})
+	}
+	for i, n := range c.nodes {
+		if err := os.WriteFile(n.conf, []byte(natsconf.ClusterNode("hottopic-dev", confs[i], confs)), 0o644); err != nil {
 			return nil, err
 		}
 	}

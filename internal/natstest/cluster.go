@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hottopic-io/hottopic/internal/natsconf"
 )
 
 // Cluster is a JetStream cluster of real nats-server processes on loopback:
@@ -63,30 +65,15 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		nd.logFile = filepath.Join(dir, nd.Name, "nats.log")
 		c.Nodes = append(c.Nodes, nd)
 	}
+	var confs []natsconf.Node
 	for _, nd := range c.Nodes {
-		var routes []string
-		for _, o := range c.Nodes {
-			if o != nd {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.ClusterPort))
-			}
-		}
-		conf := fmt.Sprintf(`server_name: %s
-listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
-max_payload: 8MB
-jetstream {
-  store_dir: %q
-}
-cluster {
-  name: %s
-  listen: 127.0.0.1:%d
-  routes: [%s]
-}
-`, nd.Name, nd.ClientPort, nd.HTTPPort, nd.StoreDir, c.Name, nd.ClusterPort, strings.Join(routes, ", "))
+		confs = append(confs, natsconf.Node{Name: nd.Name, ClientPort: nd.ClientPort, HTTPPort: nd.HTTPPort, ClusterPort: nd.ClusterPort, StoreDir: nd.StoreDir})
+	}
+	for i, nd := range c.Nodes {
 		if err := os.MkdirAll(filepath.Dir(nd.conf), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(nd.conf, []byte(conf), 0o644); err != nil {
+		if err := os.WriteFile(nd.conf, []byte(natsconf.ClusterNode(c.Name, confs[i], confs)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
