@@ -213,4 +213,113 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 			Expect(observe(0).Target).To(Equal(0))
 		})
 	})
+
+	when("the flow of events is read with the lag", func() {
+		var arrived int64
+		// flow advances one second during which perSecond events arrived,
+		// reads lag, decides and applies the decision.
+		flow := func(perSecond, lag int64) scaler.Decision {
+			advance(time.Second)
+			arrived += perSecond
+			p.ObserveFlow(now, lag, scaler.Flow{Arrived: arrived, Running: current}, s)
+			d := p.Decide(now, current, s)
+			current = d.Target
+			return d
+		}
+		it.Before(func() {
+			arrived = 0
+			s.MaxInstances = 20
+		})
+
+		it("keeps up with arrivals even when the lag is small", func() {
+			current = 10
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 10}, s)
+			// Every instance busy, 100 done in one second: 10/s each.
+			flow(100, 10)
+			for range 120 {
+				d := flow(100, 3) // lag 3 alone asks for 1
+				Expect(d.Wanted).To(Equal(10))
+				Expect(current).To(Equal(10))
+			}
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeNumerically("~", 100, 0.01))
+			Expect(perInstance).To(BeNumerically("~", 10, 0.01))
+		})
+
+		it("scales up to what the arrivals need, naming the rates", func() {
+			current = 10
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 10}, s)
+			flow(100, 10) // measures 10/s per instance
+			d := flow(150, 5)
+			Expect(d.Target).To(Equal(13), "arrivals averaged over 100 and 150/s: 125/s, 12.5 instances")
+			Expect(d.Reason).To(Equal("arrivals 125.0/s, 10.0/s per instance, lag 5, 10 per instance"))
+		})
+
+		it("adds what is queued beyond the events in flight at lag-per-instance", func() {
+			current = 5
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 5}, s)
+			flow(50, 10) // 50 done by 5 busy instances: 10/s each
+			// 50/s arrive; lag 50 is 5 in flight and 45 queued: 5 + 4.5 → 10.
+			Expect(flow(50, 50).Target).To(Equal(10))
+		})
+
+		it("keeps lag-per-instance as the floor", func() {
+			current = 2
+			p.ObserveFlow(now, 4, scaler.Flow{Arrived: 0, Running: 2}, s)
+			flow(40, 4) // 20/s per instance
+			for range 30 {
+				flow(0, 4) // arrivals fall to about 1/s over the window
+			}
+			d := flow(10, 150)
+			Expect(d.Target).To(Equal(15))
+			Expect(d.Reason).To(Equal("lag 150, 10 per instance"))
+		})
+
+		it("measures no per-instance rate while instances idle or the count changes", func() {
+			current = 10
+			p.ObserveFlow(now, 2, scaler.Flow{Arrived: 0, Running: 10}, s)
+			flow(50, 2) // not every instance busy: 5/s each is no capacity
+			_, perInstance := p.Rates()
+			Expect(perInstance).To(BeZero())
+			current = 12 // scaled meanwhile: the interval ran a mixed count
+			flow(50, 30)
+			_, perInstance = p.Rates()
+			Expect(perInstance).To(BeZero())
+			Expect(current).To(Equal(12), "the lag floor (3) alone decides; no scale-down yet")
+		})
+
+		it("goes to zero once arrivals stop for idle-seconds", func() {
+			current = 10
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 10}, s)
+			flow(100, 10)
+			for range 40 {
+				flow(0, 0)
+			}
+			Expect(current).To(Equal(10), "arrivals were seen within the last 60 s")
+			for range 60 {
+				flow(0, 0)
+			}
+			Expect(current).To(Equal(0))
+		})
+
+		it("starts again when the counter goes back (a stream made anew)", func() {
+			current = 10
+			p.ObserveFlow(now, 20, scaler.Flow{Arrived: 1000, Running: 10}, s)
+			advance(time.Second)
+			p.ObserveFlow(now, 20, scaler.Flow{Arrived: 5, Running: 10}, s)
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeZero())
+			Expect(perInstance).To(BeZero())
+		})
+
+		it("forgets the flow across an unreadable lag", func() {
+			current = 10
+			p.ObserveFlow(now, 20, scaler.Flow{Arrived: 0, Running: 10}, s)
+			p.Unknown()
+			flow(100, 20)
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeZero(), "one reading is no interval")
+			Expect(perInstance).To(BeZero())
+		})
+	})
 }
