@@ -26,13 +26,10 @@ type Policy struct {
 	since time.Time
 
 	// flows are the flow readings of the last RateWindow (and the one just
-	// before it), oldest first: the arrival rate is measured over them.
+	// before it), oldest first: both rates are measured over them. rate is
+	// the per-instance estimate in use, kept while the window shows no work.
 	flows []flowReading
-	// perInstance holds the per-instance completion rates measured on
-	// saturated intervals of the last RateWindow; rate is the estimate in
-	// use (the highest of them; kept when the window empties).
-	perInstance []rateSample
-	rate        float64
+	rate  float64
 }
 
 type sample struct {
@@ -47,27 +44,22 @@ type sample struct {
 
 // Flow is what the scaler reads with the lag, at no extra request: the
 // events ever published to the mapping's topics (cumulative; only its
-// differences matter), and how many instances the app ran since the previous
-// reading (the count last decided and applied).
+// differences matter) and, of the lag, how many events are in flight
+// (delivered to an instance, not yet acknowledged).
 type Flow struct {
-	Arrived int64
-	Running int
+	Arrived  int64
+	InFlight int64
 }
 
 type flowReading struct {
-	at      time.Time
-	arrived int64
-	lag     int64
-	running int
+	at       time.Time
+	arrived  int64
+	lag      int64
+	inFlight int64
 }
 
-type rateSample struct {
-	at   time.Time
-	rate float64
-}
-
-// RateWindow is how far back the arrival rate is averaged and per-instance
-// completion rates are remembered.
+// RateWindow is how far back flow readings are kept: the per-instance
+// completion rate is measured over all of them.
 const RateWindow = 30 * time.Second
 
 // Decision is what the policy wants for the app now.
@@ -116,21 +108,25 @@ func (p *Policy) Observe(now time.Time, lag int64, s mapping.Settings) {
 }
 
 // ObserveFlow records the lag and the flow read at now. The app is sized to
-// keep up with arrivals and to drain what is queued beyond the events in
-// flight at lag-per-instance per instance:
+// keep up with arrivals and to drain what waits undelivered at
+// lag-per-instance per instance:
 //
-//	max(Wanted(lag), ceil(arrivals/perInstance + queued/lag-per-instance))
+//	max(Wanted(lag), ceil(arrivals/perInstance + (lag-inFlight)/lag-per-instance))
 //
-// clamped to min and max. Until a per-instance rate has been measured (an
-// interval with every instance busy and the count unchanged), the lag floor
-// alone decides.
+// clamped to min and max. arrivals is the publish rate over RateWindow.
+// perInstance follows from Little's law over the same window: an event holds
+// one of concurrency slots for busy/completed seconds, where completed =
+// arrived - growth of the lag and busy = the time-integral of events in
+// flight; so one instance completes concurrency*completed/busy events per
+// second. Instances starting up hold no events and do not bias it. Until an
+// event has completed in view, the lag floor alone decides.
 func (p *Policy) ObserveFlow(now time.Time, lag int64, f Flow, s mapping.Settings) {
 	p.measure(now, lag, f, s)
 	smp := sample{target: Wanted(lag, s), lag: lag}
 	arrivals := p.arrivalRate()
 	if p.rate > 0 && arrivals > 0 {
-		queued := max(0, lag-int64(f.Running)*int64(max(s.Concurrency, 1)))
-		need := arrivals/p.rate + float64(queued)/float64(max(s.LagPerInstance, 1))
+		waiting := max(0, lag-max(f.InFlight, 0))
+		need := arrivals/p.rate + float64(waiting)/float64(max(s.LagPerInstance, 1))
 		n := clamp(int(math.Ceil(need-1e-9)), s.MinInstances, max(s.MaxInstances, 1))
 		if n > smp.target {
 			smp.target, smp.arrivals, smp.perInstance = n, arrivals, p.rate
@@ -139,60 +135,56 @@ func (p *Policy) ObserveFlow(now time.Time, lag int64, f Flow, s mapping.Setting
 	p.record(now, smp, s)
 }
 
-// measure adds the flow reading at now and updates the rates.
+// measure adds the flow reading at now and updates the per-instance rate.
 func (p *Policy) measure(now time.Time, lag int64, f Flow, s mapping.Settings) {
-	r := flowReading{at: now, arrived: f.Arrived, lag: lag, running: f.Running}
 	if n := len(p.flows); n > 0 {
 		prev := p.flows[n-1]
-		dt := now.Sub(prev.at).Seconds()
 		switch {
-		case dt <= 0:
+		case !now.After(prev.at):
 			return // not a new reading
 		case f.Arrived < prev.arrived:
-			p.flows = p.flows[:0] // the counter went back (a stream recreated): start again
-		default:
-			// Saturated: every slot of an unchanged count had work at both
-			// ends, so what completed is what the instances can do.
-			slots := int64(f.Running) * int64(max(s.Concurrency, 1))
-			if f.Running > 0 && f.Running == prev.running && prev.lag >= slots && lag >= slots {
-				done := (f.Arrived - prev.arrived) - (lag - prev.lag)
-				if done >= 0 {
-					p.perInstance = append(p.perInstance, rateSample{at: now, rate: float64(done) / dt / float64(f.Running)})
-				}
-			}
+			p.flows = p.flows[:0] // the counter went back (a stream made anew): start again
 		}
 	}
-	p.flows = append(p.flows, r)
+	p.flows = append(p.flows, flowReading{at: now, arrived: f.Arrived, lag: lag, inFlight: max(f.InFlight, 0)})
 	cutoff := now.Add(-RateWindow)
 	drop := 0
 	for drop < len(p.flows)-2 && !p.flows[drop+1].at.After(cutoff) {
 		drop++
 	}
 	p.flows = append(p.flows[:0], p.flows[drop:]...)
-	drop = 0
-	for drop < len(p.perInstance) && !p.perInstance[drop].at.After(cutoff) {
-		drop++
+	var done, busy float64
+	for i := 1; i < len(p.flows); i++ {
+		a, b := p.flows[i-1], p.flows[i]
+		done += float64((b.arrived - a.arrived) - (b.lag - a.lag))
+		busy += float64(a.inFlight+b.inFlight) / 2 * b.at.Sub(a.at).Seconds()
 	}
-	p.perInstance = append(p.perInstance[:0], p.perInstance[drop:]...)
-	if len(p.perInstance) > 0 {
-		best := 0.0
-		for _, x := range p.perInstance {
-			best = max(best, x.rate)
-		}
-		if best > 0 {
-			p.rate = best
-		}
+	if done > 0 && busy > 0 {
+		p.rate = float64(max(s.Concurrency, 1)) * done / busy
 	}
 }
 
-// arrivalRate is the events per second published over the flow readings held.
+// arrivalRate is the events per second published over the last
+// ArrivalWindow of flow readings (from the latest reading at least that old,
+// or the oldest held).
 func (p *Policy) arrivalRate() float64 {
 	if len(p.flows) < 2 {
 		return 0
 	}
-	a, b := p.flows[0], p.flows[len(p.flows)-1]
+	b := p.flows[len(p.flows)-1]
+	a := p.flows[0]
+	for i := len(p.flows) - 2; i >= 0; i-- {
+		if a = p.flows[i]; b.at.Sub(a.at) >= ArrivalWindow {
+			break
+		}
+	}
 	return float64(b.arrived-a.arrived) / b.at.Sub(a.at).Seconds()
 }
+
+// ArrivalWindow is how far back the arrival rate is measured: short, so that
+// a burst the instances absorb still counts as the rate it was, and the
+// policy's idle-seconds window keeps its count for the next one.
+const ArrivalWindow = 2 * time.Second
 
 // Rates are the measured arrival rate (events/s over the last RateWindow) and
 // per-instance completion rate (0 while not measured).

@@ -217,11 +217,12 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 	when("the flow of events is read with the lag", func() {
 		var arrived int64
 		// flow advances one second during which perSecond events arrived,
-		// reads lag, decides and applies the decision.
-		flow := func(perSecond, lag int64) scaler.Decision {
+		// reads lag (inFlight of it delivered), decides and applies the
+		// decision.
+		flow := func(perSecond, lag, inFlight int64) scaler.Decision {
 			advance(time.Second)
 			arrived += perSecond
-			p.ObserveFlow(now, lag, scaler.Flow{Arrived: arrived, Running: current}, s)
+			p.ObserveFlow(now, lag, scaler.Flow{Arrived: arrived, InFlight: inFlight}, s)
 			d := p.Decide(now, current, s)
 			current = d.Target
 			return d
@@ -233,11 +234,11 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 
 		it("keeps up with arrivals even when the lag is small", func() {
 			current = 10
-			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 10}, s)
-			// Every instance busy, 100 done in one second: 10/s each.
-			flow(100, 10)
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
 			for range 120 {
-				d := flow(100, 3) // lag 3 alone asks for 1
+				// 100/s arrive and complete with 10 in flight: 100 ms an
+				// event, 10/s an instance; lag 10 alone asks for 1.
+				d := flow(100, 10, 10)
 				Expect(d.Wanted).To(Equal(10))
 				Expect(current).To(Equal(10))
 			}
@@ -248,75 +249,71 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 
 		it("scales up to what the arrivals need, naming the rates", func() {
 			current = 10
-			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 10}, s)
-			flow(100, 10) // measures 10/s per instance
-			d := flow(150, 5)
-			Expect(d.Target).To(Equal(13), "arrivals averaged over 100 and 150/s: 125/s, 12.5 instances")
-			Expect(d.Reason).To(Equal("arrivals 125.0/s, 10.0/s per instance, lag 5, 10 per instance"))
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
+			d := flow(150, 15, 15)
+			// 150 arrived, 145 done over 12.5 event-seconds in flight:
+			// 11.6/s an instance; 150/11.6 = 12.9.
+			Expect(d.Target).To(Equal(13))
+			Expect(d.Reason).To(Equal("arrivals 150.0/s, 11.6/s per instance, lag 15, 10 per instance"))
 		})
 
-		it("adds what is queued beyond the events in flight at lag-per-instance", func() {
+		it("adds what waits undelivered at lag-per-instance", func() {
 			current = 5
-			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 5}, s)
-			flow(50, 10) // 50 done by 5 busy instances: 10/s each
-			// 50/s arrive; lag 50 is 5 in flight and 45 queued: 5 + 4.5 → 10.
-			Expect(flow(50, 50).Target).To(Equal(10))
+			p.ObserveFlow(now, 5, scaler.Flow{Arrived: 0, InFlight: 5}, s)
+			flow(50, 5, 5) // 10/s an instance
+			// 145 arrived in 2 s, 100 done over 10 event-seconds: 72.5/s at
+			// 10/s is 7.25; 45 wait undelivered: + 4.5 → 12.
+			Expect(flow(95, 50, 5).Target).To(Equal(12))
 		})
 
 		it("keeps lag-per-instance as the floor", func() {
+			s.Concurrency = 100
 			current = 2
-			p.ObserveFlow(now, 4, scaler.Flow{Arrived: 0, Running: 2}, s)
-			flow(40, 4) // 20/s per instance
-			for range 30 {
-				flow(0, 4) // arrivals fall to about 1/s over the window
-			}
-			d := flow(10, 150)
+			p.ObserveFlow(now, 150, scaler.Flow{Arrived: 0, InFlight: 150}, s)
+			// Every lagged event in flight: arrivals need 100/s at 66.7/s
+			// an instance = 2, but lag 150 asks for 15.
+			d := flow(100, 150, 150)
 			Expect(d.Target).To(Equal(15))
 			Expect(d.Reason).To(Equal("lag 150, 10 per instance"))
 		})
 
-		it("measures no per-instance rate while instances idle or the count changes", func() {
-			current = 10
-			p.ObserveFlow(now, 2, scaler.Flow{Arrived: 0, Running: 10}, s)
-			flow(50, 2) // not every instance busy: 5/s each is no capacity
+		it("decides by lag alone until an event completed in view", func() {
+			current = 3
+			p.ObserveFlow(now, 0, scaler.Flow{Arrived: 0}, s)
+			Expect(flow(30, 30, 0).Target).To(Equal(3))
 			_, perInstance := p.Rates()
 			Expect(perInstance).To(BeZero())
-			current = 12 // scaled meanwhile: the interval ran a mixed count
-			flow(50, 30)
-			_, perInstance = p.Rates()
-			Expect(perInstance).To(BeZero())
-			Expect(current).To(Equal(12), "the lag floor (3) alone decides; no scale-down yet")
 		})
 
 		it("goes to zero once arrivals stop for idle-seconds", func() {
 			current = 10
-			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, Running: 10}, s)
-			flow(100, 10)
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
+			flow(100, 10, 10)
 			for range 40 {
-				flow(0, 0)
+				flow(0, 0, 0)
 			}
 			Expect(current).To(Equal(10), "arrivals were seen within the last 60 s")
 			for range 60 {
-				flow(0, 0)
+				flow(0, 0, 0)
 			}
 			Expect(current).To(Equal(0))
+			_, perInstance := p.Rates()
+			Expect(perInstance).To(BeNumerically(">", 0), "kept for the next activation")
 		})
 
 		it("starts again when the counter goes back (a stream made anew)", func() {
-			current = 10
-			p.ObserveFlow(now, 20, scaler.Flow{Arrived: 1000, Running: 10}, s)
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 1000, InFlight: 10}, s)
 			advance(time.Second)
-			p.ObserveFlow(now, 20, scaler.Flow{Arrived: 5, Running: 10}, s)
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 5, InFlight: 10}, s)
 			arrivals, perInstance := p.Rates()
 			Expect(arrivals).To(BeZero())
 			Expect(perInstance).To(BeZero())
 		})
 
 		it("forgets the flow across an unreadable lag", func() {
-			current = 10
-			p.ObserveFlow(now, 20, scaler.Flow{Arrived: 0, Running: 10}, s)
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
 			p.Unknown()
-			flow(100, 20)
+			flow(100, 10, 10)
 			arrivals, perInstance := p.Rates()
 			Expect(arrivals).To(BeZero(), "one reading is no interval")
 			Expect(perInstance).To(BeZero())
