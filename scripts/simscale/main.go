@@ -1,0 +1,138 @@
+// Command simscale plays arrival traces through a model of app instances,
+// sized by the real scaling policy (scaler.Policy fed lag and flow, as the
+// scaler feeds it) and, on the same traces, by the policy fed lag alone and
+// by a KEDA-like baseline. It prints, per trace and policy, p50/p99 event age
+// (publish to completion) and instance-seconds. Virtual time, seeded: the
+// same table every run.
+//
+// Usage: go run ./scripts/simscale [-seed N] [-poll 1s] [-startup 5s]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hottopic-io/hottopic/internal/mapping"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "simscale:", err)
+		os.Exit(2)
+	}
+}
+
+// Settings is the mapping every trace runs with: the defaults, up to 50
+// instances.
+func Settings() mapping.Settings {
+	s := mapping.Defaults()
+	s.MaxInstances = 50
+	return s
+}
+
+// Traces are the five, 30 minutes each; startup is each instance's
+// start-up delay. One instance completes 10 events/s (100 ms each, one in
+// flight) unless the trace says otherwise.
+func Traces(startup float64) []Trace {
+	steady := func(float64) float64 { return 10 }
+	m := Model{Startup: startup, Concurrency: 1, Rate: steady}
+	const T = 1800.0
+	return []Trace{
+		{Name: "steady 85/s", Seconds: T, PeakRate: 85, Model: m,
+			Arrivals: func(float64) float64 { return 85 }},
+		{Name: "diurnal 5–95/s", Seconds: T, PeakRate: 95, Model: m,
+			Arrivals: func(t float64) float64 { return 50 - 45*math.Cos(2*math.Pi*t/T) }},
+		{Name: "×20 burst 10→200/s 60 s", Seconds: T, PeakRate: 200, Model: m,
+			Arrivals: func(t float64) float64 {
+				if t >= 600 && t < 660 {
+					return 200
+				}
+				return 10
+			}},
+		{Name: "burst every minute 5/s + 300 in 2 s", Seconds: T, PeakRate: 155, Model: m,
+			Arrivals: func(t float64) float64 {
+				if math.Mod(t, 60) < 2 {
+					return 155
+				}
+				return 5
+			}},
+		{Name: "slow consumer 40/s, 10→4/s per instance", Seconds: T, PeakRate: 40,
+			Model: Model{Startup: startup, Concurrency: 1, Rate: func(t float64) float64 {
+				if t >= 600 {
+					return 4
+				}
+				return 10
+			}},
+			Arrivals: func(float64) float64 { return 40 }},
+	}
+}
+
+// Row is one trace under one policy.
+type Row struct {
+	Trace, Policy string
+	Result
+}
+
+// Table runs every trace under the three policies.
+func Table(seed uint64, poll, startup time.Duration) ([]Row, error) {
+	s := Settings()
+	var rows []Row
+	for i, tr := range Traces(startup.Seconds()) {
+		pub := Arrivals(tr, seed+uint64(i))
+		for _, p := range []struct {
+			name string
+			sz   Sizer
+		}{
+			{"hot topic", &HotTopic{S: s}},
+			{"lag only", &LagOnly{S: s}},
+			{"KEDA-like", &KEDA{Threshold: s.LagPerInstance, Min: s.MinInstances, Max: s.MaxInstances, Stabilisation: 300 * time.Second}},
+		} {
+			r, err := Run(tr, pub, p.sz, poll.Seconds(), seed+uint64(i), nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s, %s: %w", tr.Name, p.name, err)
+			}
+			rows = append(rows, Row{tr.Name, p.name, r})
+		}
+	}
+	return rows, nil
+}
+
+func run(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("simscale", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	seed := fs.Uint64("seed", 1, "random seed")
+	poll := fs.Duration("poll", time.Second, "poll interval")
+	startup := fs.Duration("startup", 5*time.Second, "instance start-up delay")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case *poll <= 0:
+		return fmt.Errorf("-poll must be above 0, got %v", *poll)
+	case *startup < 0:
+		return fmt.Errorf("-startup must be 0 or more, got %v", *startup)
+	}
+	rows, err := Table(*seed, *poll, *startup)
+	if err != nil {
+		return err
+	}
+	s := Settings()
+	fmt.Fprintf(w, "seed %d, poll %v, start-up %v; lag-per-instance %d, idle-seconds %d, instances %d..%d, concurrency %d; KEDA-like: threshold %d, 300 s stabilisation\n\n",
+		*seed, *poll, *startup, s.LagPerInstance, s.IdleSeconds, s.MinInstances, s.MaxInstances, s.Concurrency, s.LagPerInstance)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "trace\tpolicy\tevents\tp50 age s\tp99 age s\tmax age s\tp99 ≥300 s\tinstance-s\tpeak\tp99 vs KEDA\tp99 ≥300 s vs KEDA\tinst-s vs KEDA\t")
+	for i, r := range rows {
+		k := rows[i-i%3+2] // the trace's KEDA-like row
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%d\t%.0f %%\t%.0f %%\t%.0f %%\t\n", r.Trace, r.Policy, r.Events,
+			r.P50, r.P99, r.MaxAge, r.WarmP99, r.InstanceSeconds, r.PeakInstances,
+			100*r.P99/k.P99, 100*r.WarmP99/k.WarmP99, 100*r.InstanceSeconds/k.InstanceSeconds)
+	}
+	return tw.Flush()
+}
