@@ -5,7 +5,9 @@
 // (publish to completion) and instance-seconds. Virtual time, seeded: the
 // same table every run.
 //
-// Usage: go run ./scripts/simscale [-seed N] [-poll 1s] [-startup 5s]
+// Usage: go run ./scripts/simscale [-seed N] [-runs 3] [-poll 1s] [-startup 5s]
+//
+// With -runs N every figure is the median of N runs with seeds seed, seed+1, ….
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -102,10 +105,35 @@ func Table(seed uint64, poll, startup time.Duration) ([]Row, error) {
 	return rows, nil
 }
 
+// Medians is, cell by cell, the median of several tables of the same rows.
+func Medians(tables [][]Row) []Row {
+	out := slices.Clone(tables[0])
+	for i := range out {
+		col := func(f func(Row) float64) float64 {
+			xs := make([]float64, len(tables))
+			for j, t := range tables {
+				xs[j] = f(t[i])
+			}
+			slices.Sort(xs)
+			return xs[(len(xs)-1)/2]
+		}
+		r := &out[i]
+		r.Events = int(col(func(x Row) float64 { return float64(x.Events) }))
+		r.P50 = col(func(x Row) float64 { return x.P50 })
+		r.P99 = col(func(x Row) float64 { return x.P99 })
+		r.MaxAge = col(func(x Row) float64 { return x.MaxAge })
+		r.WarmP99 = col(func(x Row) float64 { return x.WarmP99 })
+		r.InstanceSeconds = col(func(x Row) float64 { return x.InstanceSeconds })
+		r.PeakInstances = int(col(func(x Row) float64 { return float64(x.PeakInstances) }))
+	}
+	return out
+}
+
 func run(args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("simscale", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	seed := fs.Uint64("seed", 1, "random seed")
+	runs := fs.Int("runs", 3, "runs (seeds seed, seed+1, …); figures are their medians")
 	poll := fs.Duration("poll", time.Second, "poll interval")
 	startup := fs.Duration("startup", 5*time.Second, "instance start-up delay")
 	if err := fs.Parse(args); err != nil {
@@ -114,18 +142,25 @@ func run(args []string, w io.Writer) error {
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case *runs < 1:
+		return fmt.Errorf("-runs must be 1 or more, got %d", *runs)
 	case *poll <= 0:
 		return fmt.Errorf("-poll must be above 0, got %v", *poll)
 	case *startup < 0:
 		return fmt.Errorf("-startup must be 0 or more, got %v", *startup)
 	}
-	rows, err := Table(*seed, *poll, *startup)
-	if err != nil {
-		return err
+	var all [][]Row
+	for i := range *runs {
+		rows, err := Table(*seed+uint64(i), *poll, *startup)
+		if err != nil {
+			return err
+		}
+		all = append(all, rows)
 	}
+	rows := Medians(all)
 	s := Settings()
-	fmt.Fprintf(w, "seed %d, poll %v, start-up %v; lag-per-instance %d, idle-seconds %d, instances %d..%d, concurrency %d; KEDA-like: threshold %d, 300 s stabilisation\n\n",
-		*seed, *poll, *startup, s.LagPerInstance, s.IdleSeconds, s.MinInstances, s.MaxInstances, s.Concurrency, s.LagPerInstance)
+	fmt.Fprintf(w, "medians of %d runs, seeds %d.., poll %v, start-up %v; lag-per-instance %d, idle-seconds %d, instances %d..%d, concurrency %d; KEDA-like: threshold %d, 300 s stabilisation\n\n",
+		*runs, *seed, *poll, *startup, s.LagPerInstance, s.IdleSeconds, s.MinInstances, s.MaxInstances, s.Concurrency, s.LagPerInstance)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "trace\tpolicy\tevents\tp50 age s\tp99 age s\tmax age s\tp99 ≥300 s\tinstance-s\tpeak\tp99 vs KEDA\tp99 ≥300 s vs KEDA\tinst-s vs KEDA\t")
 	for i, r := range rows {
