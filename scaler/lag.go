@@ -41,9 +41,9 @@ type lagReader struct {
 type streamLook struct {
 	state     streamState
 	consumers map[string]consumerCounts // by consumer name; nil when the stream was empty
-	pending   bool             // some consumer had lag: look again next cycle
-	read      bool             // consumers read for this state (or the stream was empty)
-	missing   bool             // the stream does not exist
+	pending   bool                      // some consumer had lag: look again next cycle
+	read      bool                      // consumers read for this state (or the stream was empty)
+	missing   bool                      // the stream does not exist
 	err       error
 	readAt    time.Time // when its consumers were last listed
 }
