@@ -1,6 +1,7 @@
 package scaler_test
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -277,7 +278,30 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 			Expect(d.Reason).To(Equal("lag 150, 10 per instance"))
 		})
 
-		it("decides by lag alone until an event completed in view", func() {
+		it("counts a burst the instances absorbed at its rate, and keeps the count for idle-seconds", func() {
+			current = 2
+			p.ObserveFlow(now, 1, scaler.Flow{Arrived: 0, InFlight: 1}, s)
+			for range 28 {
+				flow(10, 1, 1) // 10/s at 10/s an instance, one in flight
+			}
+			// 150 arrive within a second and are mostly done by the next
+			// reading: the lag never shows them.
+			d := flow(150, 15, 15)
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeNumerically("~", 80, 0.01), "over the last 2 s, not averaged over 30")
+			Expect(d.Target).To(Equal(int(math.Ceil(arrivals / perInstance))))
+			Expect(d.Target).To(BeNumerically(">", 2))
+			flow(10, 1, 1) // the burst is still within the last 2 s
+			peak := current
+			for range 60 {
+				flow(10, 1, 1)
+			}
+			Expect(current).To(Equal(peak), "held for idle-seconds: the next burst finds the instances")
+			flow(10, 1, 1)
+			Expect(current).To(BeNumerically("<", peak))
+		})
+
+				it("decides by lag alone until an event completed in view", func() {
 			current = 3
 			p.ObserveFlow(now, 0, scaler.Flow{Arrived: 0}, s)
 			Expect(flow(30, 30, 0).Target).To(Equal(3))
