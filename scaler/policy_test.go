@@ -301,7 +301,7 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 			Expect(current).To(BeNumerically("<", peak))
 		})
 
-				it("decides by lag alone until an event completed in view", func() {
+		it("decides by lag alone until an event completed in view", func() {
 			current = 3
 			p.ObserveFlow(now, 0, scaler.Flow{Arrived: 0}, s)
 			Expect(flow(30, 30, 0).Target).To(Equal(3))
