@@ -113,8 +113,8 @@ func (p *Policy) Observe(now time.Time, lag int64, s mapping.Settings) {
 //
 //	max(Wanted(lag), ceil(arrivals/perInstance + (lag-inFlight)/lag-per-instance))
 //
-// clamped to min and max. arrivals is the publish rate over RateWindow.
-// perInstance follows from Little's law over the same window: an event holds
+// clamped to min and max. arrivals is the publish rate over ArrivalWindow.
+// perInstance follows from Little's law over RateWindow: an event holds
 // one of concurrency slots for busy/completed seconds, where completed =
 // arrived - growth of the lag and busy = the time-integral of events in
 // flight; so one instance completes concurrency*completed/busy events per
@@ -186,8 +186,8 @@ func (p *Policy) arrivalRate() float64 {
 // policy's idle-seconds window keeps its count for the next one.
 const ArrivalWindow = 2 * time.Second
 
-// Rates are the measured arrival rate (events/s over the last RateWindow) and
-// per-instance completion rate (0 while not measured).
+// Rates are the measured arrival rate (events/s over the last ArrivalWindow)
+// and per-instance completion rate (0 while not measured).
 func (p *Policy) Rates() (arrivals, perInstance float64) { return p.arrivalRate(), p.rate }
 
 func (p *Policy) record(now time.Time, smp sample, s mapping.Settings) {

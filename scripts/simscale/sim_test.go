@@ -103,11 +103,19 @@ func TestStillTooBusyIsAnError(t *testing.T) {
 	}
 }
 
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"-h"}, &out); err != nil || !strings.HasPrefix(out.String(), "Usage: go run ./scripts/simscale") {
+		t.Fatalf("-h: %v, %q", err, out.String())
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for args, want := range map[string]string{
 		"-poll 0":      "-poll must be above 0, got 0s",
 		"-startup -1s": "-startup must be 0 or more, got -1s",
 		"extra":        `unexpected argument "extra"`,
+		"-runs 0":      "-runs must be 1 or more, got 0",
 	} {
 		err := run(strings.Fields(args), &bytes.Buffer{})
 		if err == nil || err.Error() != want {
