@@ -101,6 +101,9 @@ type consumerListPage struct {
 		Name          string `json:"name"`
 		NumPending    uint64 `json:"num_pending"`
 		NumAckPending int64  `json:"num_ack_pending"`
+		Delivered     struct {
+			StreamSeq uint64 `json:"stream_seq"`
+		} `json:"delivered"`
 	} `json:"consumers"`
 }
 

@@ -40,12 +40,19 @@ type lagReader struct {
 
 type streamLook struct {
 	state     streamState
-	consumers map[string]int64 // consumer name → pending + ack pending; nil when the stream was empty
-	pending   bool             // some consumer had lag: look again next cycle
-	read      bool             // consumers read for this state (or the stream was empty)
-	missing   bool             // the stream does not exist
+	consumers map[string]consumerCounts // by consumer name; nil when the stream was empty
+	pending   bool                      // some consumer had lag: look again next cycle
+	read      bool                      // consumers read for this state (or the stream was empty)
+	missing   bool                      // the stream does not exist
 	err       error
 	readAt    time.Time // when its consumers were last listed
+}
+
+// consumerCounts is what one consumer list entry says about a consumer.
+type consumerCounts struct {
+	lag      int64 // pending + ack pending
+	inFlight int64 // ack pending: delivered, not yet acknowledged
+	arrived  int64 // stream sequence delivered up to + pending: the events ever published, as seen by the consumer
 }
 
 func newLagReader(api *jsAPI, interval time.Duration) *lagReader {
@@ -72,11 +79,26 @@ func (l lags) consumerLag(stream, name string) (lag int64, known, missing bool) 
 	case st.consumers == nil:
 		return 0, true, false
 	}
-	lag, ok = st.consumers[name]
+	c, ok := st.consumers[name]
 	if !ok {
 		return 0, false, true
 	}
-	return lag, true, false
+	return c.lag, true, false
+}
+
+// consumerFlow is, for a consumer whose lag is known, how many of its lagged
+// events are in flight and how many events ever arrived (for an empty
+// stream, its last sequence: every event arrived was completed).
+func (l lags) consumerFlow(stream, name string) (inFlight, arrived int64) {
+	st := l.streams[stream]
+	if st == nil {
+		return 0, 0
+	}
+	if st.consumers == nil {
+		return 0, int64(st.state.LastSeq)
+	}
+	c := st.consumers[name]
+	return c.inFlight, c.arrived
 }
 
 // read looks at the streams in watch (stream name → topic). sweep adds this
@@ -141,7 +163,7 @@ func (r *lagReader) read(ctx context.Context, watch map[string]string, sweep boo
 			look.consumers, look.err, look.read, look.missing, look.pending = cons, nil, true, false, false
 			look.readAt = now
 			for _, v := range cons {
-				if v > 0 {
+				if v.lag > 0 {
 					look.pending = true
 					break
 				}
@@ -221,9 +243,10 @@ func (r *lagReader) sweep(ctx context.Context, watch map[string]string, toRead m
 	return nil
 }
 
-// consumers lists a stream's consumers (all pages) with each one's lag.
-func (r *lagReader) consumers(ctx context.Context, stream string) (map[string]int64, error) {
-	out := map[string]int64{}
+// consumers lists a stream's consumers (all pages) with each one's lag, in
+// flight and arrived counts (all from the same list entries).
+func (r *lagReader) consumers(ctx context.Context, stream string) (map[string]consumerCounts, error) {
+	out := map[string]consumerCounts{}
 	offset := 0
 	for {
 		var page consumerListPage
@@ -232,7 +255,11 @@ func (r *lagReader) consumers(ctx context.Context, stream string) (map[string]in
 			return nil, err
 		}
 		for _, c := range page.Consumers {
-			out[c.Name] = int64(c.NumPending) + c.NumAckPending
+			out[c.Name] = consumerCounts{
+				lag:      int64(c.NumPending) + c.NumAckPending,
+				inFlight: c.NumAckPending,
+				arrived:  int64(c.Delivered.StreamSeq + c.NumPending),
+			}
 		}
 		offset += len(page.Consumers)
 		if len(page.Consumers) == 0 || offset >= page.Total {

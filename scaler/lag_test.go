@@ -139,6 +139,9 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 			l, _ = cycle(false)
 			lag, _, _ = l.consumerLag(topic.StreamName(fmt.Sprintf("t%d", i)), fmt.Sprintf("app%d", i))
 			Expect(lag).To(BeEquivalentTo(len(msgs)), "pending 0 + ack pending")
+			inFlight, arrived := l.consumerFlow(topic.StreamName(fmt.Sprintf("t%d", i)), fmt.Sprintf("app%d", i))
+			Expect(inFlight).To(BeEquivalentTo(len(msgs)), "read from the same list entry")
+			Expect(arrived).To(BeEquivalentTo([]int{50, 5}[i]), "delivered up to + pending: every event published")
 			for _, m := range msgs {
 				Expect(m.DoubleAck(ctx)).To(Succeed())
 			}
@@ -147,6 +150,9 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 		lag, known, _ = l.consumerLag(topic.StreamName("t0"), "app0")
 		Expect(known).To(BeTrue())
 		Expect(lag).To(BeZero())
+		inFlight, arrived := l.consumerFlow(topic.StreamName("t0"), "app0")
+		Expect(inFlight).To(BeZero())
+		Expect(arrived).To(BeEquivalentTo(50), "all completed: arrived stays")
 		_, reqs = cycle(false)
 		Expect(reqs).To(BeEquivalentTo(1), "two topics are idle again; one still has lag")
 

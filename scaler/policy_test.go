@@ -1,6 +1,7 @@
 package scaler_test
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -211,6 +212,135 @@ func testPolicy(t *testing.T, when spec.G, it spec.S) {
 			Expect(observe(12).Target).To(Equal(2))
 			advance(time.Second)
 			Expect(observe(0).Target).To(Equal(0))
+		})
+	})
+
+	when("the flow of events is read with the lag", func() {
+		var arrived int64
+		// flow advances one second during which perSecond events arrived,
+		// reads lag (inFlight of it delivered), decides and applies the
+		// decision.
+		flow := func(perSecond, lag, inFlight int64) scaler.Decision {
+			advance(time.Second)
+			arrived += perSecond
+			p.ObserveFlow(now, lag, scaler.Flow{Arrived: arrived, InFlight: inFlight}, s)
+			d := p.Decide(now, current, s)
+			current = d.Target
+			return d
+		}
+		it.Before(func() {
+			arrived = 0
+			s.MaxInstances = 20
+		})
+
+		it("keeps up with arrivals even when the lag is small", func() {
+			current = 10
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
+			for range 120 {
+				// 100/s arrive and complete with 10 in flight: 100 ms an
+				// event, 10/s an instance; lag 10 alone asks for 1.
+				d := flow(100, 10, 10)
+				Expect(d.Wanted).To(Equal(10))
+				Expect(current).To(Equal(10))
+			}
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeNumerically("~", 100, 0.01))
+			Expect(perInstance).To(BeNumerically("~", 10, 0.01))
+		})
+
+		it("scales up to what the arrivals need, naming the rates", func() {
+			current = 10
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
+			d := flow(150, 15, 15)
+			// 150 arrived, 145 done over 12.5 event-seconds in flight:
+			// 11.6/s an instance; 150/11.6 = 12.9.
+			Expect(d.Target).To(Equal(13))
+			Expect(d.Reason).To(Equal("arrivals 150.0/s, 11.6/s per instance, lag 15, 10 per instance"))
+		})
+
+		it("adds what waits undelivered at lag-per-instance", func() {
+			current = 5
+			p.ObserveFlow(now, 5, scaler.Flow{Arrived: 0, InFlight: 5}, s)
+			flow(50, 5, 5) // 10/s an instance
+			// 145 arrived in 2 s, 100 done over 10 event-seconds: 72.5/s at
+			// 10/s is 7.25; 45 wait undelivered: + 4.5 → 12.
+			Expect(flow(95, 50, 5).Target).To(Equal(12))
+		})
+
+		it("keeps lag-per-instance as the floor", func() {
+			s.Concurrency = 100
+			current = 2
+			p.ObserveFlow(now, 150, scaler.Flow{Arrived: 0, InFlight: 150}, s)
+			// Every lagged event in flight: arrivals need 100/s at 66.7/s
+			// an instance = 2, but lag 150 asks for 15.
+			d := flow(100, 150, 150)
+			Expect(d.Target).To(Equal(15))
+			Expect(d.Reason).To(Equal("lag 150, 10 per instance"))
+		})
+
+		it("counts a burst the instances absorbed at its rate, and keeps the count for idle-seconds", func() {
+			current = 2
+			p.ObserveFlow(now, 1, scaler.Flow{Arrived: 0, InFlight: 1}, s)
+			for range 28 {
+				flow(10, 1, 1) // 10/s at 10/s an instance, one in flight
+			}
+			// 150 arrive within a second and are mostly done by the next
+			// reading: the lag never shows them.
+			d := flow(150, 15, 15)
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeNumerically("~", 80, 0.01), "over the last 2 s, not averaged over 30")
+			Expect(d.Target).To(Equal(int(math.Ceil(arrivals / perInstance))))
+			Expect(d.Target).To(BeNumerically(">", 2))
+			flow(10, 1, 1) // the burst is still within the last 2 s
+			peak := current
+			for range 60 {
+				flow(10, 1, 1)
+			}
+			Expect(current).To(Equal(peak), "held for idle-seconds: the next burst finds the instances")
+			flow(10, 1, 1)
+			Expect(current).To(BeNumerically("<", peak))
+		})
+
+		it("decides by lag alone until an event completed in view", func() {
+			current = 3
+			p.ObserveFlow(now, 0, scaler.Flow{Arrived: 0}, s)
+			Expect(flow(30, 30, 0).Target).To(Equal(3))
+			_, perInstance := p.Rates()
+			Expect(perInstance).To(BeZero())
+		})
+
+		it("goes to zero once arrivals stop for idle-seconds", func() {
+			current = 10
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
+			flow(100, 10, 10)
+			for range 40 {
+				flow(0, 0, 0)
+			}
+			Expect(current).To(Equal(10), "arrivals were seen within the last 60 s")
+			for range 60 {
+				flow(0, 0, 0)
+			}
+			Expect(current).To(Equal(0))
+			_, perInstance := p.Rates()
+			Expect(perInstance).To(BeNumerically(">", 0), "kept for the next activation")
+		})
+
+		it("starts again when the counter goes back (a stream made anew)", func() {
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 1000, InFlight: 10}, s)
+			advance(time.Second)
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 5, InFlight: 10}, s)
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeZero())
+			Expect(perInstance).To(BeZero())
+		})
+
+		it("forgets the flow across an unreadable lag", func() {
+			p.ObserveFlow(now, 10, scaler.Flow{Arrived: 0, InFlight: 10}, s)
+			p.Unknown()
+			flow(100, 10, 10)
+			arrivals, perInstance := p.Rates()
+			Expect(arrivals).To(BeZero(), "one reading is no interval")
+			Expect(perInstance).To(BeZero())
 		})
 	})
 }

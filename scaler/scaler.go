@@ -415,6 +415,7 @@ func (s *Scaler) observe(now time.Time, lg lags, err error) (evals []evalItem, m
 			continue
 		}
 		lag, known := int64(0), err == nil
+		var flow Flow
 		for _, t := range st.m.Topics {
 			if !known {
 				break
@@ -425,6 +426,9 @@ func (s *Scaler) observe(now time.Time, lg lags, err error) (evals []evalItem, m
 			}
 			known = known && ok
 			lag += l
+			inFlight, arrived := lg.consumerFlow(topic.StreamName(t), guid)
+			flow.InFlight += inFlight
+			flow.Arrived += arrived
 		}
 		if !known {
 			if st.lagKnown || len(st.policy.window) > 0 {
@@ -443,7 +447,7 @@ func (s *Scaler) observe(now time.Time, lg lags, err error) (evals []evalItem, m
 		if st.settled && lag == 0 && !st.recheck {
 			continue // idle at rest: costs nothing this cycle
 		}
-		st.policy.Observe(now, lag, st.m.Settings)
+		st.policy.ObserveFlow(now, lag, flow, st.m.Settings)
 		evals = append(evals, evalItem{guid: guid, name: st.app.Name, s: st.m.Settings})
 	}
 	s.lastPoll = now
