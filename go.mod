@@ -23,6 +23,7 @@ require (
 )
 
 require (
+	code.cloudfoundry.org/brokerapi/v13 v13.0.14 // indirect
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Masterminds/semver v1.5.0 // indirect
 	github.com/Masterminds/semver/v3 v3.4.0 // indirect
