@@ -42,7 +42,7 @@ type Broker struct {
 	st       *store
 	log      *slog.Logger
 
-	mu    sync.Mutex            // serialises changes of one bus within this instance
+	mu    sync.Mutex             // serialises changes of one bus within this instance
 	locks map[string]*sync.Mutex // (across instances the KV revisions do)
 }
 
@@ -196,19 +196,24 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	apub, _ := akp.PublicKey()
-	aseed, _ := akp.Seed()
-	scalerCreds, _, err := issueUser("hottopic-scaler", apub, akp, jwt.Permissions{})
+	skp, err := nkeys.CreateAccount()
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	spub, _ := skp.PublicKey()
+	sseed, _ := skp.Seed()
+	scalerCreds, _, err := issueUser("hottopic-scaler", apub, skp, jwt.Permissions{})
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	bus := &Bus{
 		ID: id, PlanID: d.PlanID, OrgGUID: d.OrganizationGUID, SpaceGUID: d.SpaceGUID,
-		Account: apub, Topics: params.Topics, Revoked: map[string]int64{},
+		Account: apub, SigningKey: spub, Topics: params.Topics, Revoked: map[string]int64{},
 	}
 	if bus.Topics == nil {
 		bus.Topics = []string{}
 	}
-	bus.AccountSeed = b.st.seal(string(aseed), "bus/"+id+"/account_seed")
+	bus.SigningSeed = b.st.seal(string(sseed), "bus/"+id+"/signing_seed")
 	bus.ScalerCreds = b.st.seal(scalerCreds, "bus/"+id+"/scaler_creds")
 	token, err := accountJWT(bus, b.cfg.OperatorSigner)
 	if err != nil {
@@ -285,13 +290,13 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 		// The credentials are not kept, so they cannot be handed out again.
 		return domain.Binding{}, apiresponses.ErrBindingAlreadyExists
 	}
-	seed, err := b.st.open(bus.AccountSeed, "bus/"+bus.ID+"/account_seed")
+	seed, err := b.st.open(bus.SigningSeed, "bus/"+bus.ID+"/signing_seed")
 	if err != nil {
 		return domain.Binding{}, fmt.Errorf("bus %s: %w", bus.ID, err)
 	}
 	akp, err := nkeys.FromSeed([]byte(seed))
 	if err != nil {
-		return domain.Binding{}, fmt.Errorf("bus %s: account seed: %w", bus.ID, err)
+		return domain.Binding{}, fmt.Errorf("bus %s: signing key: %w", bus.ID, err)
 	}
 	perms, kind := keyPermissions(bus, bindingID), "service-key"
 	if appGUID != "" {

@@ -205,5 +205,5 @@ func newInitKeys() (*initKeys, error) {
 	return k, nil
 }
 
-func (k *initKeys) pub(kp nkeys.KeyPair) string { p, _ := kp.PublicKey(); return p }
+func (k *initKeys) pub(kp nkeys.KeyPair) string  { p, _ := kp.PublicKey(); return p }
 func (k *initKeys) seed(kp nkeys.KeyPair) []byte { s, _ := kp.Seed(); return s }

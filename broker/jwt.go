@@ -41,6 +41,7 @@ func accountJWT(b *Bus, operatorSigner nkeys.KeyPair) (string, error) {
 		Streams:       jwt.NoLimit,
 		Consumer:      jwt.NoLimit,
 	}
+	ac.SigningKeys.Add(b.SigningKey)
 	for pub, at := range b.Revoked {
 		ac.RevokeAt(pub, time.Unix(at, 0))
 	}

@@ -34,9 +34,11 @@ type Bus struct {
 	SpaceGUID string `json:"space_guid,omitempty"`
 	// Account is the bus account's public key (A…).
 	Account string `json:"account"`
-	// AccountSeed is the account's nkey seed, sealed: it signs the users of
-	// new bindings.
-	AccountSeed string `json:"account_seed_sealed"`
+	// SigningKey is the public key of the account's signing key; SigningSeed
+	// its seed, sealed: it signs the users of new bindings. (The account's
+	// identity seed is not kept: the operator signs the account JWT.)
+	SigningKey  string `json:"signing_key"`
+	SigningSeed string `json:"signing_seed_sealed"`
 	// ScalerCreds is the .creds of an unrestricted user of the account, for
 	// the scaler to make streams, consumers and mappings there; sealed.
 	ScalerCreds string `json:"scaler_creds_sealed"`
@@ -69,15 +71,10 @@ type store struct {
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, replicas int, stateKey []byte) (*store, error) {
-	block, err := aes.NewCipher(stateKey)
+	s, err := newStore(stateKey)
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	s := &store{aead: aead}
 	for _, b := range []struct {
 		name, desc string
 		kv         *jetstream.KeyValue
@@ -94,6 +91,54 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, stateK
 		*b.kv = kv
 	}
 	return s, nil
+}
+
+func newStore(stateKey []byte) (*store, error) {
+	block, err := aes.NewCipher(stateKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvStateKey, err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &store{aead: aead}, nil
+}
+
+// State reads the broker's state, for the parts that serve the buses (the
+// scaler): the buses, their bindings, and each bus's scaler credentials.
+type State struct{ s *store }
+
+// OpenState opens the state buckets (which the broker creates) in the
+// internal account that js is connected to.
+func OpenState(ctx context.Context, js jetstream.JetStream, stateKey []byte) (*State, error) {
+	s, err := newStore(stateKey)
+	if err != nil {
+		return nil, err
+	}
+	if s.buses, err = js.KeyValue(ctx, BusesBucket); err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", BusesBucket, err)
+	}
+	if s.bindings, err = js.KeyValue(ctx, BindingsBucket); err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", BindingsBucket, err)
+	}
+	return &State{s: s}, nil
+}
+
+// Bus reads one bus; ok is false when there is none.
+func (st *State) Bus(ctx context.Context, id string) (b *Bus, ok bool, err error) {
+	b, _, ok, err = st.s.bus(ctx, id)
+	return b, ok, err
+}
+
+// Binding reads one binding of a bus; ok is false when there is none.
+func (st *State) Binding(ctx context.Context, busID, id string) (*Binding, bool, error) {
+	return st.s.binding(ctx, busID, id)
+}
+
+// ScalerCreds opens the bus's scaler credentials (.creds content).
+func (st *State) ScalerCreds(b *Bus) (string, error) {
+	return st.s.open(b.ScalerCreds, "bus/"+b.ID+"/scaler_creds")
 }
 
 // seal encrypts a secret bound to where it is stored (aad), so a sealed value
@@ -131,6 +176,9 @@ func (s *store) bus(ctx context.Context, id string) (b *Bus, rev uint64, ok bool
 	b = new(Bus)
 	if err := json.Unmarshal(e.Value(), b); err != nil {
 		return nil, 0, false, fmt.Errorf("bus %s: unreadable record: %w", id, err)
+	}
+	if b.Revoked == nil {
+		b.Revoked = map[string]int64{}
 	}
 	return b, e.Revision(), true, nil
 }
