@@ -2,7 +2,10 @@ package broker_test
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -301,6 +304,65 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			Expect(other.nc.Status()).To(Equal(nats.CONNECTED))
 			_, err = other.js.Publish(ctx, orders, []byte("still here"))
 			Expect(err).NotTo(HaveOccurred())
+		})
+	})
+
+	when("the real sidecar runs with an app binding", func() {
+		it("pulls, delivers, acks and publishes the app's response, with no permission refused", func() {
+			s.provision("bus-1", orders, "enriched")
+			_, js := s.admin("bus-1")
+			for _, tp := range []string{orders, "enriched"} {
+				_, err := provision.EnsureTopicStream(ctx, js, tp, provision.StreamOptions{})
+				Expect(err).NotTo(HaveOccurred())
+			}
+			_, err := provision.EnsureDLQStream(ctx, js, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			settings := mapping.Defaults()
+			settings.OutputTopic = "enriched"
+			_, err = provision.EnsureConsumer(ctx, js, "app-1", "enrich", orders, settings)
+			Expect(err).NotTo(HaveOccurred())
+			// Interest retention: the output topic keeps the response only for a consumer.
+			downstream, err := provision.EnsureConsumer(ctx, js, "app-2", "audit", "enriched", mapping.Defaults())
+			Expect(err).NotTo(HaveOccurred())
+			kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mapping.Bucket})
+			Expect(err).NotTo(HaveOccurred())
+			m, err := mapping.Mapping{AppGUID: "app-1", AppName: "enrich", Topics: []string{orders}, Settings: settings}.Encode()
+			Expect(err).NotTo(HaveOccurred())
+			_, err = kv.Put(ctx, "app-1", m)
+			Expect(err).NotTo(HaveOccurred())
+
+			received := make(chan string, 10)
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				received <- string(body)
+				w.Header().Set("Content-Type", "text/plain")
+				_, _ = w.Write([]byte("enriched " + string(body)))
+			}))
+			t.Cleanup(app.Close)
+			sidecar := s.startSidecar(s.bind("bus-1", "bind-1", "app-1"), "app-1", app.Listener.Addr().(*net.TCPAddr).Port)
+
+			key := s.mustDial(s.bind("bus-1", "key-1", ""))
+			_, err = key.js.Publish(ctx, orders, []byte("order 1"))
+			Expect(err).NotTo(HaveOccurred())
+			select {
+			case b := <-received:
+				Expect(b).To(Equal("order 1"))
+			case <-time.After(time.Minute):
+				t.Fatalf("the app got no event; sidecar:\n%s", sidecar.Output())
+			}
+			msg, err := downstream.Next(jetstream.FetchMaxWait(time.Minute))
+			Expect(err).NotTo(HaveOccurred(), "the response in the output topic")
+			Expect(string(msg.Data())).To(Equal("enriched order 1"))
+			c, err := js.Consumer(ctx, topic.StreamName(orders), "app-1")
+			Expect(err).NotTo(HaveOccurred())
+			NewWithT(t).Eventually(func() uint64 {
+				info, err := c.Info(ctx)
+				if err != nil {
+					return 0
+				}
+				return info.AckFloor.Stream
+			}, time.Minute).Should(Equal(uint64(1)), "the event is acked")
+			Expect(sidecar.Output()).NotTo(ContainSubstring("ermission"))
 		})
 	})
 

@@ -295,3 +295,23 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	js, _ := jetstream.New(nc)
 	return nc, js
 }
+
+// startSidecar runs hottopic-sidecar as Cloud Foundry would with this
+// binding: VCAP_SERVICES holds the binding's credentials, the app listens on
+// appPort.
+func (s *system) startSidecar(creds map[string]any, appGUID string, appPort int) *proctest.Proc {
+	s.t.Helper()
+	services, _ := json.Marshal(map[string]any{"hottopic": []any{map[string]any{
+		"name": "orders-bus", "label": "hottopic", "tags": []string{"hottopic", "nats", "events"}, "credentials": creds,
+	}}})
+	application, _ := json.Marshal(map[string]any{"application_id": appGUID, "application_name": "enrich", "instance_index": 0})
+	cmd := exec.Command(proctest.Build(s.t, "./cmd/hottopic-sidecar"))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"PORT=" + strconv.Itoa(appPort),
+		"HOTTOPIC_LISTEN=127.0.0.1:" + strconv.Itoa(proctest.FreePort(s.t)),
+		"VCAP_SERVICES=" + string(services),
+		"VCAP_APPLICATION=" + string(application),
+	}
+	return proctest.Start(s.t, cmd)
+}
