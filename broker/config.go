@@ -107,7 +107,8 @@ func seedVar(getenv cfenv.Getenv, key string, prefix nkeys.PrefixByte) (nkeys.Ke
 	}
 	pub, _ := kp.PublicKey()
 	if nkeys.Prefix(pub) != prefix {
-		return nil, fmt.Errorf("%s must be the seed of an %s key (S%c…)", key, map[nkeys.PrefixByte]string{nkeys.PrefixByteOperator: "operator", nkeys.PrefixByteAccount: "account"}[prefix], pub[0])
+		kind := map[nkeys.PrefixByte]string{nkeys.PrefixByteOperator: "an operator key (SO…)", nkeys.PrefixByteAccount: "an account key (SA…)"}[prefix]
+		return nil, fmt.Errorf("%s must be the seed of %s, got the seed of an S%c… key", key, kind, pub[0])
 	}
 	return kp, nil
 }
