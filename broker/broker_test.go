@@ -147,6 +147,28 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 		})
 	})
 
+	when("two brokers run", func() {
+		it("shares buses and bindings through the KV state", func() {
+			s.provision("bus-1", orders)
+			first := s.brokerURL
+			s.brokerURL = s.startBroker()
+			code, _ := s.osb("PUT", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "organization_guid": "org", "space_guid": "space", "parameters": map[string]any{"topics": []string{orders}}})
+			Expect(code).To(Equal(http.StatusOK), "the second broker knows the bus")
+			creds := s.bind("bus-1", "bind-1", "app-1")
+			app := s.mustDial(creds)
+
+			s.brokerURL = first
+			code, _ = s.osb("PUT", "/v2/service_instances/bus-1/service_bindings/bind-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "bind_resource": map[string]any{"app_guid": "app-1"}})
+			Expect(code).To(Equal(http.StatusConflict), "the first broker knows the binding")
+			Expect(s.unbind("bus-1", "bind-1")).To(Equal(http.StatusOK))
+			select {
+			case <-app.closed:
+			case <-time.After(time.Minute):
+				t.Fatal("the binding made by the other broker was not revoked")
+			}
+		})
+	})
+
 	when("an app is bound", func() {
 		var (
 			app, other *client

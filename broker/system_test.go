@@ -73,16 +73,23 @@ func startSystem(t *testing.T) *system {
 	if s.env, err = envparse.Parse(f); err != nil {
 		t.Fatal(err)
 	}
-	port := proctest.FreePort(t)
-	cmd := exec.Command(bin)
+	s.brokerURL = s.startBroker()
+	return s
+}
+
+// startBroker starts a broker process with broker.env and returns its URL;
+// every broker of the system shares the state.
+func (s *system) startBroker() string {
+	s.t.Helper()
+	port := proctest.FreePort(s.t)
+	cmd := exec.Command(proctest.Build(s.t, "./cmd/hottopic-broker"))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORT=" + strconv.Itoa(port)}
 	for k, v := range s.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	b := proctest.Start(t, cmd)
-	NewWithT(t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
-	s.brokerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	return s
+	b := proctest.Start(s.t, cmd)
+	NewWithT(s.t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
 // osb sends an OSB request with the broker's credentials; it returns the
