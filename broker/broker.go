@@ -231,8 +231,31 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 		_ = b.st.buses.Purge(context.WithoutCancel(ctx), id)
 		return domain.ProvisionedServiceSpec{}, fmt.Errorf("create the account of bus %s: %w", id, err)
 	}
+	// The resolver stores any well-formed JWT; only a connection proves that
+	// the servers trust the account (a wrong operator signing key shows here).
+	if err := b.tryAccount(scalerCreds); err != nil {
+		bg := context.WithoutCancel(ctx)
+		_ = deleteAccount(bg, b.sys, apub, b.cfg.OperatorSigner)
+		_ = b.st.buses.Purge(bg, id)
+		return domain.ProvisionedServiceSpec{}, fmt.Errorf("the NATS servers do not accept the account of bus %s (is %s a signing key of their operator?): %w", id, EnvOperatorSigningKey, err)
+	}
 	b.log.Info("provisioned bus", "instance", id, "account", apub, "topics", strings.Join(bus.Topics, ","))
 	return domain.ProvisionedServiceSpec{}, nil
+}
+
+// tryAccount connects once with creds, without retrying.
+func (b *Broker) tryAccount(creds string) error {
+	opt, err := credsOption(creds)
+	if err != nil {
+		return err
+	}
+	opts := append(append([]nats.Option{nats.Name("hottopic-broker/check"), nats.Timeout(10 * time.Second)}, b.cfg.NATS.Options...), opt)
+	nc, err := nats.Connect(strings.Join(b.cfg.NATS.URLs, ","), opts...)
+	if err != nil {
+		return err
+	}
+	nc.Close()
+	return nil
 }
 
 func equalStrings(a, b []string) bool {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	. "github.com/onsi/gomega"
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
@@ -166,6 +167,23 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			case <-time.After(time.Minute):
 				t.Fatal("the binding made by the other broker was not revoked")
 			}
+		})
+	})
+
+	when("the server refuses the bus's account", func() {
+		it("answers with the reason and leaves nothing behind", func() {
+			stranger, err := nkeys.CreateOperator()
+			Expect(err).NotTo(HaveOccurred())
+			seed, _ := stranger.Seed()
+			good := s.brokerURL
+			s.brokerURL = s.startBroker(broker.EnvOperatorSigningKey + "=" + string(seed))
+			code, body := s.osb("PUT", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "organization_guid": "org", "space_guid": "space"})
+			Expect(code).To(Equal(http.StatusInternalServerError))
+			Expect(body["description"]).To(Equal("the NATS servers do not accept the account of bus bus-1 (is HOTTOPIC_OPERATOR_SIGNING_KEY a signing key of their operator?): nats: Authorization Violation"))
+
+			s.brokerURL = good
+			code, _ = s.osb("PUT", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "organization_guid": "org", "space_guid": "space"})
+			Expect(code).To(Equal(http.StatusCreated), "no record of the failed bus is left")
 		})
 	})
 

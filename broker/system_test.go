@@ -79,7 +79,7 @@ func startSystem(t *testing.T) *system {
 
 // startBroker starts a broker process with broker.env and returns its URL;
 // every broker of the system shares the state.
-func (s *system) startBroker() string {
+func (s *system) startBroker(override ...string) string {
 	s.t.Helper()
 	port := proctest.FreePort(s.t)
 	cmd := exec.Command(proctest.Build(s.t, "./cmd/hottopic-broker"))
@@ -87,6 +87,7 @@ func (s *system) startBroker() string {
 	for k, v := range s.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	cmd.Env = append(cmd.Env, override...) // the last of a key wins
 	b := proctest.Start(s.t, cmd)
 	NewWithT(s.t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
 	return fmt.Sprintf("http://127.0.0.1:%d", port)
