@@ -2,14 +2,17 @@ package broker_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-envparse"
 	. "github.com/onsi/gomega"
 
 	"github.com/hottopic-io/hottopic/broker"
+	"github.com/hottopic-io/hottopic/internal/proctest"
 )
 
 // initEnv runs Init in a temp dir and returns broker.env as a map.
@@ -95,4 +98,36 @@ func TestConfigFromEnv(t *testing.T) {
 			Expect(err.Error()).NotTo(ContainSubstring(bad), "no secret in the error")
 		}
 	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs hottopic-broker")
+	}
+	Expect := NewWithT(t).Expect
+	bin := proctest.Build(t, "./cmd/hottopic-broker")
+	run := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+		return proctest.Run(t, cmd, time.Minute)
+	}
+	out, code := run(nil)
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: BROKER_USERNAME is not set\n"))
+
+	_, env := initEnv(t)
+	var vars []string
+	for k, v := range env {
+		vars = append(vars, k+"="+v)
+	}
+	out, code = run(append(vars, "PORT=80x"))
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: PORT must be a port number from 1 to 65535, got \"80x\"\n"))
+
+	out, code = run(nil, "init")
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: init takes one directory: hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR\n"))
+	out, code = run(nil, "serve")
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: unknown argument \"serve\" (usage: hottopic-broker, or hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR)\n"))
 }

@@ -39,20 +39,21 @@ func run(args []string) error {
 		return initCmd(args[1:])
 	}
 	if len(args) > 0 {
-		return fmt.Errorf("unknown argument %q\n%s", args[0], usage)
+		return fmt.Errorf("unknown argument %q (usage: hottopic-broker, or hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR)", args[0])
 	}
 	return serve()
 }
 
 func initCmd(args []string) error {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
 	port := fs.Int("port", 4222, "the port nats-server listens on")
 	url := fs.String("url", "", "the NATS URL broker and scaler connect to (default nats://127.0.0.1:PORT)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("init takes one directory\n" + usage)
+		return errors.New("init takes one directory: hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR")
 	}
 	if _, err := cfenv.ParsePort("--port", strconv.Itoa(*port), 1); err != nil {
 		return err
