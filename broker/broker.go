@@ -413,12 +413,16 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 			return domain.DeprovisionServiceSpec{}, fmt.Errorf("mark bus %s deleting: %w", id, err)
 		}
 	}
-	if err := b.removeStreams(ctx, bus); err != nil {
-		return domain.DeprovisionServiceSpec{}, err
-	}
-	bus.Revoked[jwt.All] = time.Now().Unix()
-	if _, err = b.st.putBus(ctx, bus, rev); err != nil {
-		return domain.DeprovisionServiceSpec{}, fmt.Errorf("record the revocation of bus %s: %w", id, err)
+	// A retry after a failure further down finds "*" revoked: the streams are
+	// gone then, and the scaler's credentials may no longer connect.
+	if _, revokedAll := bus.Revoked[jwt.All]; !revokedAll {
+		if err := b.removeStreams(ctx, bus); err != nil {
+			return domain.DeprovisionServiceSpec{}, err
+		}
+		bus.Revoked[jwt.All] = time.Now().Unix()
+		if _, err = b.st.putBus(ctx, bus, rev); err != nil {
+			return domain.DeprovisionServiceSpec{}, fmt.Errorf("record the revocation of bus %s: %w", id, err)
+		}
 	}
 	if err := b.push(ctx, bus); err != nil {
 		return domain.DeprovisionServiceSpec{}, fmt.Errorf("revoke the users of bus %s: %w", id, err)
