@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	. "github.com/onsi/gomega"
+	. "github.com/onsi/gomega/gstruct"
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
@@ -161,6 +162,10 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			s.brokerURL = first
 			code, _ = s.osb("PUT", "/v2/service_instances/bus-1/service_bindings/bind-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "bind_resource": map[string]any{"app_guid": "app-1"}})
 			Expect(code).To(Equal(http.StatusConflict), "the first broker knows the binding")
+			bindings, err := s.state().Bindings(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(bindings).To(HaveLen(1))
+			Expect(*bindings[0]).To(MatchFields(IgnoreExtras, Fields{"ID": Equal("bind-1"), "BusID": Equal("bus-1"), "AppGUID": Equal("app-1"), "InboxPrefix": Equal("_INBOX_bind-1")}))
 			Expect(s.unbind("bus-1", "bind-1")).To(Equal(http.StatusOK))
 			select {
 			case <-app.closed:

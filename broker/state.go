@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -134,6 +135,27 @@ func (st *State) Bus(ctx context.Context, id string) (b *Bus, ok bool, err error
 // Binding reads one binding of a bus; ok is false when there is none.
 func (st *State) Binding(ctx context.Context, busID, id string) (*Binding, bool, error) {
 	return st.s.binding(ctx, busID, id)
+}
+
+// Bindings lists every binding and service key of every bus (the scaler
+// finds a mapped app's bus by its AppGUID here).
+func (st *State) Bindings(ctx context.Context) ([]*Binding, error) {
+	l, err := st.s.bindings.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list bindings: %w", err)
+	}
+	var out []*Binding
+	for k := range l.Keys() {
+		busID, id, _ := strings.Cut(k, ".")
+		b, ok, err := st.s.binding(ctx, busID, id)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, b)
+		}
+	}
+	return out, nil
 }
 
 // ScalerCreds opens the bus's scaler credentials (.creds content).

@@ -258,11 +258,20 @@ func (c *client) deniedSub(t *testing.T, subject string) {
 	c.awaitViolation(t, "Subscription to", subject)
 }
 
-// admin connects to a bus as the scaler would: with the bus's scaler
-// credentials read from the broker's state in the internal account.
-func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
+// state opens the broker's state as the scaler would: a user of the internal
+// account minted with scaler.env's signing key, and the state key.
+func (s *system) state() *broker.State {
 	s.t.Helper()
-	kp, err := nkeys.FromSeed([]byte(s.env[broker.EnvInternalAccountKey]))
+	f, err := os.Open(filepath.Join(s.dir, broker.ScalerEnvFile))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	env, err := envparse.Parse(f)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed([]byte(env[broker.EnvInternalAccountKey]))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -270,7 +279,7 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	upub, _ := ukp.PublicKey()
 	useed, _ := ukp.Seed()
 	uc := jwt.NewUserClaims(upub)
-	uc.IssuerAccount = s.env[broker.EnvInternalAccount]
+	uc.IssuerAccount = env[broker.EnvInternalAccount]
 	token, err := uc.Encode(kp)
 	if err != nil {
 		s.t.Fatal(err)
@@ -279,14 +288,22 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		s.t.Fatalf("connect to the internal account: %v", err)
 	}
-	defer inc.Close()
+	s.t.Cleanup(inc.Close)
 	ijs, _ := jetstream.New(inc)
-	key, _ := base64.StdEncoding.DecodeString(s.env[broker.EnvStateKey])
-	ctx := context.Background()
-	st, err := broker.OpenState(ctx, ijs, key)
+	key, _ := base64.StdEncoding.DecodeString(env[broker.EnvStateKey])
+	st, err := broker.OpenState(context.Background(), ijs, key)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	return st
+}
+
+// admin connects to a bus as the scaler would: with the bus's scaler
+// credentials read from the broker's state in the internal account.
+func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
+	s.t.Helper()
+	ctx := context.Background()
+	st := s.state()
 	bus, ok, err := st.Bus(ctx, busID)
 	if err != nil || !ok {
 		s.t.Fatalf("bus %s in the state: ok=%v err=%v", busID, ok, err)
