@@ -3,6 +3,7 @@ module github.com/hottopic-io/hottopic
 go 1.26.0
 
 require (
+	code.cloudfoundry.org/brokerapi/v13 v13.0.14
 	code.cloudfoundry.org/cli/v8 v8.18.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/buildpacks/libcnb/v2 v2.1.0
@@ -23,7 +24,6 @@ require (
 )
 
 require (
-	code.cloudfoundry.org/brokerapi/v13 v13.0.14 // indirect
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Masterminds/semver v1.5.0 // indirect
 	github.com/Masterminds/semver/v3 v3.4.0 // indirect
