@@ -3,6 +3,7 @@ module github.com/hottopic-io/hottopic
 go 1.26.0
 
 require (
+	code.cloudfoundry.org/brokerapi/v13 v13.0.14
 	code.cloudfoundry.org/cli/v8 v8.18.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/buildpacks/libcnb/v2 v2.1.0

@@ -85,7 +85,7 @@ func fromService(svc Service) (NATS, error) {
 			return cfg, err
 		}
 	}
-	for _, option := range []func(serviceCredentials) (nats.Option, error){userOption, tokenOption, nkeyOption, credsOption, caOption} {
+	for _, option := range []func(serviceCredentials) (nats.Option, error){userOption, tokenOption, nkeyOption, credsOption, caOption, inboxOption} {
 		o, err := option(c)
 		if err != nil {
 			return cfg, fmt.Errorf("service %q credential %w", svc.Name, err)
@@ -100,7 +100,7 @@ func fromService(svc Service) (NATS, error) {
 // serviceCredentials are the credentials of a NATS service that Hot Topic
 // reads, each trimmed; "" when absent.
 type serviceCredentials struct {
-	urls, user, password, token, nkeySeed, creds, caCert string
+	urls, user, password, token, nkeySeed, creds, caCert, inboxPrefix string
 }
 
 // readCredentials reads them; where several keys mean the same, the first
@@ -118,6 +118,7 @@ func readCredentials(svc Service) (serviceCredentials, error) {
 		{[]string{"nkey_seed"}, &c.nkeySeed},
 		{[]string{"creds"}, &c.creds},
 		{[]string{"ca_cert"}, &c.caCert},
+		{[]string{"inbox_prefix"}, &c.inboxPrefix},
 	} {
 		for _, k := range f.keys {
 			v, err := svc.Credential(k)
@@ -182,6 +183,18 @@ func credsOption(c serviceCredentials) (nats.Option, error) {
 		return nil, errors.New("creds holds no usable nkey seed")
 	}
 	return nats.UserJWTAndSeed(userJWT, string(seed)), nil
+}
+
+// inboxOption: a broker binding may receive replies only under its own
+// prefix (_INBOX_<binding id>), so every inbox of the connection must use it.
+func inboxOption(c serviceCredentials) (nats.Option, error) {
+	if c.inboxPrefix == "" {
+		return nil, nil
+	}
+	if strings.ContainsAny(c.inboxPrefix, " \t\r\n*>") || strings.HasSuffix(c.inboxPrefix, ".") || strings.HasPrefix(c.inboxPrefix, ".") {
+		return nil, fmt.Errorf("inbox_prefix %q must be a subject without wildcards or spaces, not starting or ending with '.'", c.inboxPrefix)
+	}
+	return nats.CustomInboxPrefix(c.inboxPrefix), nil
 }
 
 func caOption(c serviceCredentials) (nats.Option, error) {

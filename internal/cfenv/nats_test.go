@@ -96,6 +96,21 @@ func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 			}
 		})
 
+		it("makes every inbox under the service's inbox_prefix", func() {
+			s := natstest.Run(t)
+			cfg, err := cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": s.URL(), "inbox_prefix": "_INBOX_b1"})}))
+			Expect(err).NotTo(HaveOccurred())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			nc, err := cfenv.Connect(ctx, cfg, "test")
+			Expect(err).NotTo(HaveOccurred())
+			defer nc.Close()
+			Expect(nc.NewInbox()).To(HavePrefix("_INBOX_b1."))
+
+			_, err = cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": s.URL(), "inbox_prefix": "_INBOX.>"})}))
+			Expect(err).To(MatchError(`service "events" credential inbox_prefix "_INBOX.>" must be a subject without wildcards or spaces, not starting or ending with '.'`))
+		})
+
 		it("redacts user info", func() {
 			Expect(cfenv.RedactURL("nats://user:pw@host:4222")).To(Equal("nats://***@host:4222"))
 			Expect(cfenv.RedactURL("tls://tok@host:4222/")).To(Equal("tls://***@host:4222/"))

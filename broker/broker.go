@@ -1,0 +1,502 @@
+// Package broker is Hot Topic's Open Service Broker (API 2.17, through
+// code.cloudfoundry.org/brokerapi/v13): a service instance is an isolated
+// event bus, implemented as a NATS account in operator mode; a binding is a
+// user of that account whose permissions NATS itself enforces. The broker
+// keeps its state in JetStream KV (state.go) and is otherwise stateless.
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"code.cloudfoundry.org/brokerapi/v13"
+	"code.cloudfoundry.org/brokerapi/v13/domain"
+	"code.cloudfoundry.org/brokerapi/v13/domain/apiresponses"
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+)
+
+// Catalog IDs: stable, since Cloud Controller stores them.
+const (
+	ServiceID   = "6b4b7f0e-5d2c-4f43-9e0a-3f3c9f1b2c10"
+	ServiceName = "hottopic"
+	PlanID      = "a2c3d1e4-7b6f-4c1a-8e5d-0f9e8d7c6b51"
+	PlanName    = "standard"
+)
+
+// Broker implements domain.ServiceBroker.
+type Broker struct {
+	cfg      Config
+	sys      *nats.Conn // the system account: pushes account JWTs
+	internal *nats.Conn // the internal account: the state
+	st       *store
+	log      *slog.Logger
+
+	mu    sync.Mutex             // serialises changes of one bus within this instance
+	locks map[string]*sync.Mutex // (across instances the KV revisions do)
+}
+
+// New connects to NATS twice (system and internal account, as users minted
+// from the configured signing keys) and opens the state buckets.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
+	sysOpt, err := userOption("hottopic-broker", cfg.SystemAccount, cfg.SystemSigner)
+	if err != nil {
+		return nil, err
+	}
+	intOpt, err := userOption("hottopic-broker", cfg.InternalAccount, cfg.InternalSigner)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{cfg: cfg, log: log, locks: map[string]*sync.Mutex{}}
+	if b.sys, err = connect(ctx, cfg, "hottopic-broker/sys", sysOpt); err != nil {
+		return nil, err
+	}
+	if b.internal, err = connect(ctx, cfg, "hottopic-broker", intOpt); err != nil {
+		b.sys.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(b.internal)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.st, err = openStore(ctx, js, replicas(b.internal), cfg.StateKey); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close closes the NATS connections.
+func (b *Broker) Close() {
+	if b.sys != nil {
+		b.sys.Close()
+	}
+	if b.internal != nil {
+		b.internal.Close()
+	}
+}
+
+// Handler is the OSB API behind HTTP basic auth.
+func (b *Broker) Handler() http.Handler {
+	return brokerapi.New(b, b.log, brokerapi.BrokerCredentials{Username: b.cfg.Username, Password: b.cfg.Password})
+}
+
+func (b *Broker) lock(id string) func() {
+	b.mu.Lock()
+	l := b.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		b.locks[id] = l
+	}
+	b.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Services is the catalog.
+func (b *Broker) Services(context.Context) ([]domain.Service, error) {
+	return []domain.Service{{
+		ID:                   ServiceID,
+		Name:                 ServiceName,
+		Description:          "Hot Topic event bus: an isolated NATS JetStream account for event-driven functions",
+		Bindable:             true,
+		InstancesRetrievable: false,
+		BindingsRetrievable:  false,
+		PlanUpdatable:        false,
+		Tags:                 []string{"hottopic", "nats", "events"},
+		Metadata:             &domain.ServiceMetadata{DisplayName: "Hot Topic", LongDescription: "Topics, consumers and mappings of an event bus are visible only to the apps bound to it."},
+		Plans: []domain.ServicePlan{{
+			ID:          PlanID,
+			Name:        PlanName,
+			Description: fmt.Sprintf("An event bus: a NATS account with JetStream, %d GiB of storage", BusDiskStorage>>30),
+			Free:        domain.FreeValue(true),
+			Bindable:    domain.BindableValue(true),
+		}},
+	}}, nil
+}
+
+// ids are OSB instance and binding IDs the broker accepts: they become KV
+// keys and subject tokens, so only [A-Za-z0-9_-].
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func badRequest(key, format string, args ...any) error {
+	return apiresponses.NewFailureResponse(fmt.Errorf(format, args...), http.StatusBadRequest, key)
+}
+
+func checkID(what, id string) error {
+	if !idPattern.MatchString(id) {
+		return badRequest("invalid-"+what+"-id", "%s id %q must be 1 to 64 characters of A-Z a-z 0-9 _ -", what, id)
+	}
+	return nil
+}
+
+// provisionParams are the parameters of cf create-service -c.
+type provisionParams struct {
+	Topics []string `json:"topics"`
+}
+
+func parseProvisionParams(raw json.RawMessage) (provisionParams, error) {
+	var p provisionParams
+	if len(raw) == 0 || string(raw) == "null" {
+		return p, nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, badRequest("invalid-parameters", `parameters must be {"topics": ["orders.created", "orders.>"]}: %s`, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range p.Topics {
+		if err := ValidateTopicPattern(t); err != nil {
+			return p, badRequest("invalid-parameters", "parameter topics: %s", err)
+		}
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	p.Topics = out
+	return p, nil
+}
+
+// Provision creates a bus: a new account key, its JWT pushed to the
+// resolvers, a scaler credential, and the record. A failure leaves neither an
+// account nor a record behind.
+func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDetails, _ bool) (domain.ProvisionedServiceSpec, error) {
+	if err := checkID("instance", id); err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	params, err := parseProvisionParams(d.RawParameters)
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	defer b.lock(id)()
+	if old, _, ok, err := b.st.bus(ctx, id); err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	} else if ok {
+		if old.PlanID == d.PlanID && old.SpaceGUID == d.SpaceGUID && old.OrgGUID == d.OrganizationGUID && equalStrings(old.Topics, params.Topics) && !old.Deleting {
+			return domain.ProvisionedServiceSpec{AlreadyExists: true}, nil
+		}
+		return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+	}
+	akp, err := nkeys.CreateAccount()
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	apub, _ := akp.PublicKey()
+	skp, err := nkeys.CreateAccount()
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	spub, _ := skp.PublicKey()
+	sseed, _ := skp.Seed()
+	scalerCreds, _, err := issueUser("hottopic-scaler", apub, skp, jwt.Permissions{})
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	bus := &Bus{
+		ID: id, PlanID: d.PlanID, OrgGUID: d.OrganizationGUID, SpaceGUID: d.SpaceGUID,
+		Account: apub, SigningKey: spub, Topics: params.Topics, Revoked: map[string]int64{},
+	}
+	if bus.Topics == nil {
+		bus.Topics = []string{}
+	}
+	bus.SigningSeed = b.st.seal(string(sseed), "bus/"+id+"/signing_seed")
+	bus.ScalerCreds = b.st.seal(scalerCreds, "bus/"+id+"/scaler_creds")
+	token, err := accountJWT(bus, b.cfg.OperatorSigner)
+	if err != nil {
+		return domain.ProvisionedServiceSpec{}, err
+	}
+	// The record first (it reserves the ID across broker instances), then
+	// the account; undo the record when the push fails.
+	if _, err := b.st.putBus(ctx, bus, 0); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+		}
+		return domain.ProvisionedServiceSpec{}, fmt.Errorf("store bus %s: %w", id, err)
+	}
+	if err := pushAccount(ctx, b.sys, token); err != nil {
+		_ = b.st.buses.Purge(context.WithoutCancel(ctx), id)
+		return domain.ProvisionedServiceSpec{}, fmt.Errorf("create the account of bus %s: %w", id, err)
+	}
+	// The resolver stores any well-formed JWT; only a connection proves that
+	// the servers trust the account (a wrong operator signing key shows here).
+	if err := b.tryAccount(scalerCreds); err != nil {
+		bg := context.WithoutCancel(ctx)
+		_ = deleteAccount(bg, b.sys, apub, b.cfg.OperatorSigner)
+		_ = b.st.buses.Purge(bg, id)
+		return domain.ProvisionedServiceSpec{}, fmt.Errorf("the NATS servers do not accept the account of bus %s (is %s a signing key of their operator?): %w", id, EnvOperatorSigningKey, err)
+	}
+	b.log.Info("provisioned bus", "instance", id, "account", apub, "topics", strings.Join(bus.Topics, ","))
+	return domain.ProvisionedServiceSpec{}, nil
+}
+
+// tryAccount connects once with creds, without retrying.
+func (b *Broker) tryAccount(creds string) error {
+	opt, err := credsOption(creds)
+	if err != nil {
+		return err
+	}
+	opts := append(append([]nats.Option{nats.Name("hottopic-broker/check"), nats.Timeout(10 * time.Second)}, b.cfg.NATS.Options...), opt)
+	nc, err := nats.Connect(strings.Join(b.cfg.NATS.URLs, ","), opts...)
+	if err != nil {
+		return err
+	}
+	nc.Close()
+	return nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Broker) mustBus(ctx context.Context, id string, missing error) (*Bus, uint64, error) {
+	bus, rev, ok, err := b.st.bus(ctx, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ok {
+		return nil, 0, missing
+	}
+	return bus, rev, nil
+}
+
+var errInstanceMissing = apiresponses.NewFailureResponse(errors.New("instance does not exist"), http.StatusNotFound, "instance-not-found")
+
+// Bind issues a user of the bus account: for an app (bind_resource.app_guid)
+// the sidecar's permissions, for a service key (no app) publish only.
+func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domain.BindDetails, _ bool) (domain.Binding, error) {
+	if err := checkID("binding", bindingID); err != nil {
+		return domain.Binding{}, err
+	}
+	if len(d.RawParameters) > 0 && string(d.RawParameters) != "null" && string(d.RawParameters) != "{}" {
+		return domain.Binding{}, badRequest("invalid-parameters", "binding takes no parameters")
+	}
+	defer b.lock(instanceID)()
+	bus, _, err := b.mustBus(ctx, instanceID, errInstanceMissing)
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	if bus.Deleting {
+		return domain.Binding{}, apiresponses.NewFailureResponse(fmt.Errorf("bus %s is being deleted", instanceID), http.StatusUnprocessableEntity, "instance-deleting")
+	}
+	appGUID := d.AppGUID
+	if d.BindResource != nil && d.BindResource.AppGuid != "" {
+		appGUID = d.BindResource.AppGuid
+	}
+	if appGUID != "" && !idPattern.MatchString(appGUID) {
+		return domain.Binding{}, badRequest("invalid-app-guid", "bind_resource.app_guid %q must be 1 to 64 characters of A-Z a-z 0-9 _ -", appGUID)
+	}
+	if _, ok, err := b.st.binding(ctx, instanceID, bindingID); err != nil {
+		return domain.Binding{}, err
+	} else if ok {
+		// The credentials are not kept, so they cannot be handed out again.
+		return domain.Binding{}, apiresponses.ErrBindingAlreadyExists
+	}
+	seed, err := b.st.open(bus.SigningSeed, "bus/"+bus.ID+"/signing_seed")
+	if err != nil {
+		return domain.Binding{}, fmt.Errorf("bus %s: %w", bus.ID, err)
+	}
+	akp, err := nkeys.FromSeed([]byte(seed))
+	if err != nil {
+		return domain.Binding{}, fmt.Errorf("bus %s: signing key: %w", bus.ID, err)
+	}
+	perms, kind := keyPermissions(bus, bindingID), "service-key"
+	if appGUID != "" {
+		perms, kind = appPermissions(bus, appGUID, bindingID), "app"
+	}
+	creds, userPub, err := issueUser("hottopic-"+kind+"-"+bindingID, bus.Account, akp, perms, "binding:"+bindingID, "kind:"+kind)
+	if err != nil {
+		return domain.Binding{}, err
+	}
+	rec := &Binding{ID: bindingID, BusID: instanceID, Account: bus.Account, User: userPub, AppGUID: appGUID, InboxPrefix: InboxPrefix(bindingID)}
+	v, _ := json.Marshal(rec)
+	if _, err := b.st.bindings.Create(ctx, bindingKey(instanceID, bindingID), v); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return domain.Binding{}, apiresponses.ErrBindingAlreadyExists
+		}
+		return domain.Binding{}, fmt.Errorf("store binding %s: %w", bindingID, err)
+	}
+	b.log.Info("bound", "instance", instanceID, "binding", bindingID, "kind", kind, "app_guid", appGUID, "user", userPub)
+	return domain.Binding{Credentials: map[string]any{
+		"uri":          b.cfg.BindingURLs[0],
+		"urls":         strings.Join(b.cfg.BindingURLs, ","),
+		"creds":        creds,
+		"inbox_prefix": rec.InboxPrefix,
+		"account":      bus.Account,
+	}}, nil
+}
+
+// Unbind revokes the binding's user in the account JWT and pushes it: the
+// servers refuse new connections with it and close open ones.
+func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ domain.UnbindDetails, _ bool) (domain.UnbindSpec, error) {
+	defer b.lock(instanceID)()
+	bus, rev, err := b.mustBus(ctx, instanceID, apiresponses.ErrInstanceDoesNotExist)
+	if err != nil {
+		return domain.UnbindSpec{}, err
+	}
+	rec, ok, err := b.st.binding(ctx, instanceID, bindingID)
+	if err != nil {
+		return domain.UnbindSpec{}, err
+	}
+	if !ok {
+		return domain.UnbindSpec{}, apiresponses.ErrBindingDoesNotExist
+	}
+	// The revocation is recorded before it is pushed: a push that fails is
+	// retried by the next unbind (Cloud Controller retries), and no later
+	// push of this bus can forget it.
+	if _, done := bus.Revoked[rec.User]; !done {
+		bus.Revoked[rec.User] = time.Now().Unix()
+		if _, err := b.st.putBus(ctx, bus, rev); err != nil {
+			return domain.UnbindSpec{}, fmt.Errorf("record the revocation of binding %s: %w", bindingID, err)
+		}
+	}
+	if err := b.push(ctx, bus); err != nil {
+		return domain.UnbindSpec{}, fmt.Errorf("revoke binding %s: %w", bindingID, err)
+	}
+	if err := b.st.bindings.Purge(ctx, bindingKey(instanceID, bindingID)); err != nil {
+		return domain.UnbindSpec{}, fmt.Errorf("remove binding %s: %w", bindingID, err)
+	}
+	b.log.Info("unbound", "instance", instanceID, "binding", bindingID, "user", rec.User)
+	return domain.UnbindSpec{}, nil
+}
+
+func (b *Broker) push(ctx context.Context, bus *Bus) error {
+	token, err := accountJWT(bus, b.cfg.OperatorSigner)
+	if err != nil {
+		return err
+	}
+	return pushAccount(ctx, b.sys, token)
+}
+
+// Deprovision removes the bus's streams (topics, dead letters, the mapping
+// bucket and with them every consumer), revokes every user of the account and
+// deletes it. Refused with 422 while bindings exist.
+func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.DeprovisionDetails, _ bool) (domain.DeprovisionServiceSpec, error) {
+	defer b.lock(id)()
+	bus, rev, err := b.mustBus(ctx, id, apiresponses.ErrInstanceDoesNotExist)
+	if err != nil {
+		return domain.DeprovisionServiceSpec{}, err
+	}
+	keys, err := b.st.bindingsOf(ctx, id)
+	if err != nil {
+		return domain.DeprovisionServiceSpec{}, fmt.Errorf("list the bindings of bus %s: %w", id, err)
+	}
+	if len(keys) > 0 {
+		return domain.DeprovisionServiceSpec{}, apiresponses.NewFailureResponseBuilder(
+			fmt.Errorf("bus %s still has %d binding(s) or service key(s): unbind them first", id, len(keys)),
+			http.StatusUnprocessableEntity, "bindings-exist").WithErrorKey("BindingsExist").Build()
+	}
+	if !bus.Deleting {
+		bus.Deleting = true
+		if rev, err = b.st.putBus(ctx, bus, rev); err != nil {
+			return domain.DeprovisionServiceSpec{}, fmt.Errorf("mark bus %s deleting: %w", id, err)
+		}
+	}
+	// A retry after a failure further down finds "*" revoked: the streams are
+	// gone then, and the scaler's credentials may no longer connect.
+	if _, revokedAll := bus.Revoked[jwt.All]; !revokedAll {
+		if err := b.removeStreams(ctx, bus); err != nil {
+			return domain.DeprovisionServiceSpec{}, err
+		}
+		bus.Revoked[jwt.All] = time.Now().Unix()
+		if _, err = b.st.putBus(ctx, bus, rev); err != nil {
+			return domain.DeprovisionServiceSpec{}, fmt.Errorf("record the revocation of bus %s: %w", id, err)
+		}
+	}
+	if err := b.push(ctx, bus); err != nil {
+		return domain.DeprovisionServiceSpec{}, fmt.Errorf("revoke the users of bus %s: %w", id, err)
+	}
+	if err := deleteAccount(ctx, b.sys, bus.Account, b.cfg.OperatorSigner); err != nil {
+		return domain.DeprovisionServiceSpec{}, fmt.Errorf("delete the account of bus %s: %w", id, err)
+	}
+	if err := b.st.buses.Purge(ctx, id); err != nil {
+		return domain.DeprovisionServiceSpec{}, fmt.Errorf("remove bus %s: %w", id, err)
+	}
+	b.log.Info("deprovisioned bus", "instance", id, "account", bus.Account)
+	return domain.DeprovisionServiceSpec{}, nil
+}
+
+// removeStreams deletes every stream of the bus account, as its scaler user.
+func (b *Broker) removeStreams(ctx context.Context, bus *Bus) error {
+	creds, err := b.st.open(bus.ScalerCreds, "bus/"+bus.ID+"/scaler_creds")
+	if err != nil {
+		return fmt.Errorf("bus %s: %w", bus.ID, err)
+	}
+	opt, err := credsOption(creds)
+	if err != nil {
+		return fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+	}
+	nc, err := connect(ctx, b.cfg, "hottopic-broker/deprovision", opt)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	names := js.StreamNames(ctx)
+	var all []string
+	for n := range names.Name() {
+		all = append(all, n)
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("list the streams of bus %s: %w", bus.ID, err)
+	}
+	for _, n := range all {
+		if err := js.DeleteStream(ctx, n); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("delete stream %s of bus %s: %w", n, bus.ID, err)
+		}
+	}
+	return nil
+}
+
+// GetInstance is not offered (instances_retrievable: false).
+func (b *Broker) GetInstance(context.Context, string, domain.FetchInstanceDetails) (domain.GetInstanceDetailsSpec, error) {
+	return domain.GetInstanceDetailsSpec{}, errNotSupported("fetching a service instance")
+}
+
+// Update is not offered: one plan, no parameters to change yet.
+func (b *Broker) Update(context.Context, string, domain.UpdateDetails, bool) (domain.UpdateServiceSpec, error) {
+	return domain.UpdateServiceSpec{}, errNotSupported("updating a service instance")
+}
+
+// LastOperation: every operation is synchronous.
+func (b *Broker) LastOperation(context.Context, string, domain.PollDetails) (domain.LastOperation, error) {
+	return domain.LastOperation{}, errNotSupported("asynchronous operations")
+}
+
+// GetBinding is not offered (bindings_retrievable: false).
+func (b *Broker) GetBinding(context.Context, string, string, domain.FetchBindingDetails) (domain.GetBindingSpec, error) {
+	return domain.GetBindingSpec{}, errNotSupported("fetching a binding")
+}
+
+// LastBindingOperation: every operation is synchronous.
+func (b *Broker) LastBindingOperation(context.Context, string, string, domain.PollDetails) (domain.LastOperation, error) {
+	return domain.LastOperation{}, errNotSupported("asynchronous operations")
+}
+
+func errNotSupported(what string) error {
+	return apiresponses.NewFailureResponse(fmt.Errorf("%s is not supported by this broker", what), http.StatusBadRequest, "not-supported")
+}

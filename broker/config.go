@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/hottopic-io/hottopic/internal/cfenv"
+)
+
+// Environment of hottopic-broker (besides PORT and NATS as cfenv finds it).
+const (
+	EnvUsername = "BROKER_USERNAME"
+	EnvPassword = "BROKER_PASSWORD"
+	// EnvOperatorSigningKey: a signing key seed (SO…) of the operator; signs
+	// the bus accounts.
+	EnvOperatorSigningKey = "HOTTOPIC_OPERATOR_SIGNING_KEY"
+	// EnvSystemAccountKey: a signing key seed (SA…) of the system account;
+	// the broker mints its own $SYS user with it to push account JWTs.
+	EnvSystemAccountKey = "HOTTOPIC_SYSTEM_ACCOUNT_KEY"
+	EnvSystemAccount    = "HOTTOPIC_SYSTEM_ACCOUNT"
+	// EnvInternalAccountKey: a signing key seed (SA…) of the internal account
+	// HOTTOPIC, where the state is; EnvInternalAccount its public key.
+	EnvInternalAccountKey = "HOTTOPIC_INTERNAL_ACCOUNT_KEY"
+	EnvInternalAccount    = "HOTTOPIC_INTERNAL_ACCOUNT"
+	// EnvStateKey: 32 bytes, base64; seals the secrets kept in the state.
+	EnvStateKey = "HOTTOPIC_STATE_KEY"
+	// EnvBindingURLs: the NATS URLs handed to bound apps, when they reach
+	// NATS by another address than the broker (optional).
+	EnvBindingURLs = "HOTTOPIC_BINDING_URLS"
+)
+
+// Config is what the broker needs, read and checked by ConfigFromEnv.
+type Config struct {
+	Username, Password string
+	NATS               cfenv.NATS
+	BindingURLs        []string
+	OperatorSigner     nkeys.KeyPair
+	SystemAccount      string
+	SystemSigner       nkeys.KeyPair
+	InternalAccount    string
+	InternalSigner     nkeys.KeyPair
+	StateKey           []byte
+}
+
+// ConfigFromEnv reads the configuration; an error is one line naming the
+// variable.
+func ConfigFromEnv(getenv cfenv.Getenv) (Config, error) {
+	var c Config
+	var err error
+	for _, v := range []struct {
+		key string
+		dst *string
+	}{{EnvUsername, &c.Username}, {EnvPassword, &c.Password}} {
+		if *v.dst = strings.TrimSpace(getenv(v.key)); *v.dst == "" {
+			return c, fmt.Errorf("%s is not set", v.key)
+		}
+	}
+	if len(c.Password) < 16 {
+		return c, fmt.Errorf("%s must be at least 16 characters", EnvPassword)
+	}
+	if c.OperatorSigner, err = seedVar(getenv, EnvOperatorSigningKey, nkeys.PrefixByteOperator); err != nil {
+		return c, err
+	}
+	if c.SystemSigner, err = seedVar(getenv, EnvSystemAccountKey, nkeys.PrefixByteAccount); err != nil {
+		return c, err
+	}
+	if c.InternalSigner, err = seedVar(getenv, EnvInternalAccountKey, nkeys.PrefixByteAccount); err != nil {
+		return c, err
+	}
+	if c.SystemAccount, err = accountVar(getenv, EnvSystemAccount); err != nil {
+		return c, err
+	}
+	if c.InternalAccount, err = accountVar(getenv, EnvInternalAccount); err != nil {
+		return c, err
+	}
+	raw := strings.TrimSpace(getenv(EnvStateKey))
+	if c.StateKey, err = base64.StdEncoding.DecodeString(raw); err != nil || len(c.StateKey) != 32 {
+		return c, fmt.Errorf("%s must be 32 bytes in base64 (hottopic-broker init writes one), got %d characters", EnvStateKey, len(raw))
+	}
+	if c.NATS, err = cfenv.NATSFromEnv(getenv); err != nil {
+		return c, err
+	}
+	c.BindingURLs = c.NATS.URLs
+	if u := strings.TrimSpace(getenv(EnvBindingURLs)); u != "" {
+		n, err := cfenv.NATSFromURL(u)
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", EnvBindingURLs, err)
+		}
+		c.BindingURLs = n.URLs
+	}
+	return c, nil
+}
+
+func seedVar(getenv cfenv.Getenv, key string, prefix nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	v := strings.TrimSpace(getenv(key))
+	if v == "" {
+		return nil, fmt.Errorf("%s is not set", key)
+	}
+	kp, err := nkeys.FromSeed([]byte(v))
+	if err != nil {
+		return nil, fmt.Errorf("%s is not an nkey seed", key)
+	}
+	pub, _ := kp.PublicKey()
+	if nkeys.Prefix(pub) != prefix {
+		kind := map[nkeys.PrefixByte]string{nkeys.PrefixByteOperator: "an operator key (SO…)", nkeys.PrefixByteAccount: "an account key (SA…)"}[prefix]
+		return nil, fmt.Errorf("%s must be the seed of %s, got the seed of an S%c… key", key, kind, pub[0])
+	}
+	return kp, nil
+}
+
+func accountVar(getenv cfenv.Getenv, key string) (string, error) {
+	v := strings.TrimSpace(getenv(key))
+	if v == "" {
+		return "", fmt.Errorf("%s is not set", key)
+	}
+	if !nkeys.IsValidPublicAccountKey(v) {
+		return "", fmt.Errorf("%s must be an account public key (A…), got %q", key, v)
+	}
+	return v, nil
+}
+
+// connect dials NATS as configured, with the user option given last.
+func connect(ctx context.Context, cfg Config, name string, user nats.Option) (*nats.Conn, error) {
+	return cfenv.Connect(ctx, cfg.NATS, name, user)
+}
