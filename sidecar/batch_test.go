@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -287,6 +289,32 @@ func testBatch(t *testing.T, when spec.G, it spec.S) {
 		d := app.deliveries()[0]
 		Expect(d.Header.Get("Ce-Id")).To(Equal("one"))
 		Expect(d.Body).To(Equal(`{"id":"one"}`))
+	})
+
+	it("runs the sensors example (Python) as its manifest maps it", func() {
+		if _, err := exec.LookPath("python3"); err != nil {
+			t.Skip("python3 not on PATH")
+		}
+		port := freePort(t)
+		cmd := exec.Command("python3", "../examples/sensors/app.py")
+		cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port))
+		py := proctest.Start(t, cmd)
+		Eventually(py.Output, 10*time.Second).Should(ContainSubstring("listening"))
+		p := startSidecar(t, env(guid, port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created",
+			"HOTTOPIC_BATCH_SIZE", "100", "HOTTOPIC_BATCH_WAIT_MS", "50", "HOTTOPIC_MAX_DELIVER", "2"))
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("consuming topic"))
+		ctx := context.Background()
+		for i := 0; i < 10; i++ {
+			_, err := js.Publish(ctx, "orders.created", []byte(`{"sensor":"s`+strconv.Itoa(i)+`","celsius":20}`))
+			Expect(err).NotTo(HaveOccurred())
+		}
+		_, err := js.Publish(ctx, "orders.created", []byte("not a reading"))
+		Expect(err).NotTo(HaveOccurred())
+		dlq := dlqMessages(t, js, 1)
+		Expect(string(dlq[0].Data)).To(Equal("not a reading"))
+		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(Equal("max deliveries (2) reached; last: HTTP 200 OK: named in batchItemFailures"))
+		Eventually(settled, 5*time.Second).Should(Equal(0))
+		Expect(py.Output()).To(MatchRegexp(`batch of \d+ \(delivery 1\): \d+ readings, mean 20\.0`))
 	})
 
 	it("refuses a bad batch setting with one line naming the variable", func() {
