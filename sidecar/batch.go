@@ -22,7 +22,9 @@ import (
 // JetStream message: acked, retried or dead-lettered on its own, its ack
 // deadline kept extended by its puller while the batch is out. An event
 // being redelivered goes alone (a batch of one), so an event that failed
-// cannot fail the events it would share a batch with again.
+// cannot fail the events it would share a batch with again. One worker
+// fills a batch at a time; the others, each holding the first event of its
+// next batch, wait for it (so at most one partial batch waits to fill).
 
 // batchBodyLimit bounds the app's answer to a batch: batchItemFailures
 // naming 1000 ids fits many times over.
@@ -112,7 +114,11 @@ func (e *engine) collect(w *worker, first *pull.Msg, s *settings) []batchItem {
 // handleBatch delivers a batch starting with first and settles every event.
 func (e *engine) handleBatch(w *worker, first *pull.Msg) {
 	s := e.set.Load()
+	// One batch fills at a time: workers splitting the events between
+	// partial batches would each wait out batch-wait half full.
+	e.filling.Lock()
 	items := e.collect(w, first, s)
+	e.filling.Unlock()
 	if len(items) == 0 {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,11 +135,16 @@ func testBatch(t *testing.T, when spec.G, it spec.S) {
 
 	it("lets a partial batch wait batch-wait-ms to fill", func() {
 		app := newApp(t, 0, nil).start(t)
-		start(app, "HOTTOPIC_BATCH_SIZE", "5", "HOTTOPIC_BATCH_WAIT_MS", "60000")
+		p := start(app, "HOTTOPIC_BATCH_SIZE", "5", "HOTTOPIC_BATCH_WAIT_MS", "60000")
 		publish("a", "b", "c", "d", "e", "f") // one by one, each stored before the next
 		Eventually(batches(app), 10*time.Second).Should(Equal([][]string{{"a", "b", "c", "d", "e"}}))
 		// The sixth waits for company; shutdown ends the wait and delivers it.
 		Eventually(settled, 5*time.Second).Should(Equal(1))
+		Expect(p.Signal(syscall.SIGTERM)).To(Succeed())
+		Eventually(p.Exited, 15*time.Second).Should(BeTrue())
+		Expect(p.ExitCode()).To(Equal(0))
+		Expect(batches(app)()).To(Equal([][]string{{"a", "b", "c", "d", "e"}, {"f"}}))
+		Eventually(settled, 5*time.Second).Should(Equal(0))
 	})
 
 	it("retries alone, with backoff, only the events the answer names; ignores unknown ids, said once", func() {

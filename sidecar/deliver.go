@@ -60,6 +60,7 @@ type engine struct {
 	releasing atomic.Bool // shutdown: nak instead of delivering
 	draining  atomic.Bool // shutdown began: a partial batch waits no more
 	drainCh   chan struct{}
+	filling   sync.Mutex // held by the one worker filling a batch
 	// unknownIDSaid: a batchItemFailures id that named no event was logged
 	unknownIDSaid atomic.Bool
 
