@@ -237,7 +237,8 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 					"hottopic.io/path":null,
 					"hottopic.io/timeout-seconds":null,
 					"hottopic.io/max-deliver":null,
-					"hottopic.io/output-topic":null}}}`))
+					"hottopic.io/output-topic":null,
+					"hottopic.io/batch-size":null,"hottopic.io/batch-wait-ms":null}}}`))
 			app := w.cc.App(orders)
 			Expect(app.Labels).To(BeEmpty())
 			Expect(app.Annotations).To(BeEmpty())
@@ -388,6 +389,7 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 				{[]string{"orders", "t", "--concurrency", "0"}, "bad --concurrency"},
 				{[]string{"orders", "t", "--path", "events"}, "bad --path: path must start with '/'"},
 				{[]string{"orders", "t", "--output-topic", "a.>"}, "bad --output-topic: output-topic: invalid topic"},
+				{[]string{"orders", "t", "--batch-size", "1001"}, "bad --batch-size: batch-size must be between 1 and 1000, got 1001"},
 				{[]string{"orders", "t", "--min", "5", "--max", "2"}, "--min 5 is greater than --max 2"},
 				{[]string{"orders", "t", "--max", "ten"}, `invalid argument "ten" for "--max"`},
 				{[]string{"orders"}, "map-event needs APP and TOPIC"},

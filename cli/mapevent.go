@@ -34,6 +34,8 @@ var settingFlags = []settingFlag{
 	{"timeout-seconds", mapping.AnnTimeout, "how long one delivery may take (default 60)", true},
 	{"max-deliver", mapping.AnnMaxDeliver, "attempts before dead-lettering (default 5)", true},
 	{"output-topic", mapping.AnnOutputTopic, "publish the app's non-empty 2xx response body to this topic", false},
+	{"batch-size", mapping.AnnBatchSize, "events per POST, as a CloudEvents JSON batch (default 1: one event per POST)", true},
+	{"batch-wait-ms", mapping.AnnBatchWait, "how long a partial batch may wait to fill, in ms (default 20)", true},
 }
 
 // cfCommands are the commands that work against Cloud Foundry, wired to

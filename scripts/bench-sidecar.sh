@@ -10,6 +10,9 @@
 # over each throughput phase.
 #
 #   scripts/bench-sidecar.sh            N=100000 RUNS=3 LAT_N=2000 LAT_RATE=500
+#   BATCH=100 CONCS="1 8" LATENCY=0     the sidecar in batch mode (HOTTOPIC_BATCH_SIZE=100;
+#                                       concurrency × batch at most 1000), beside raw
+#                                       JetStream; the per-event HTTP ceilings are skipped
 #   SIDECAR=/path/to/hottopic-sidecar   benchmark that binary instead of building one
 #                                       (a before/after pair back to back)
 set -euo pipefail
@@ -21,6 +24,7 @@ LAT_N=${LAT_N:-2000}
 LAT_RATE=${LAT_RATE:-500}
 CONCS=${CONCS:-1 16} # in-flight levels of the throughput phases
 LATENCY=${LATENCY:-1} # 0: skip the paced latency phase
+BATCH=${BATCH:-1}     # events per POST (HOTTOPIC_BATCH_SIZE)
 
 work=$(mktemp -d)
 pids=()
@@ -91,6 +95,7 @@ run_sidecar() {
   wait_port "$ap"
   PORT=$ap VCAP_APPLICATION="{\"application_id\":\"$guid\",\"application_name\":\"bench\"}" \
     HOTTOPIC_NATS_URL=$NATS HOTTOPIC_TOPICS=$topic HOTTOPIC_CONCURRENCY=$c HOTTOPIC_LISTEN=127.0.0.1:$lp \
+    HOTTOPIC_BATCH_SIZE=$BATCH \
     "$work/hottopic-sidecar" >"$work/sidecar.log" 2>&1 & spid=$!; pids+=("$spid")
   if [ -n "$rate" ]; then
     wait_log "$work/sidecar.log" "consuming topic"
@@ -129,6 +134,7 @@ for run in $(seq 1 "$RUNS"); do
 
   # HTTP ceilings, client and app in separate processes.
   for c in $CONCS; do
+    [ "$BATCH" -gt 1 ] && break # per-event ceilings say nothing about batches
     ap=$("$bench" port)
     "$bench" app -port "$ap" -n "$N" -name "http_c$c" >"$work/app.out" & apid=$!; pids+=("$apid")
     wait_port "$ap"
@@ -138,7 +144,8 @@ for run in $(seq 1 "$RUNS"); do
 
   # The sidecar.
   for c in $CONCS; do
-    run_sidecar "sidecar_c$c" "$c" "side.c$c.r$run" "bench-c$c-r$run" "$N"
+    name="sidecar_c$c"; [ "$BATCH" -gt 1 ] && name="sidecar_c${c}_b$BATCH"
+    run_sidecar "$name" "$c" "side.c$c.r$run" "bench-c$c-r$run" "$N"
   done
 
   # Latency, paced: raw consumer, then the sidecar at 1 in flight.

@@ -103,8 +103,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 // taking: nothing waits in hand, so a stop has nothing to give back that
 // the app never saw (JetStream counts every delivery, a nak'd one too, so
 // a prefetched event given back would cost an attempt; with max-deliver 1
-// it would be dead-lettered unseen).
-func window(concurrency int) int { return concurrency }
+// it would be dead-lettered unseen). With batches a worker takes up to
+// batch-size events at once, so the window is concurrency × batch-size.
+func window(concurrency, batchSize int) int { return concurrency * max(1, batchSize) }
 
 // checkListen checks a host:port listen address read from variable env.
 func checkListen(env, addr string) error {

@@ -42,6 +42,8 @@ type settings struct {
 	timeout     time.Duration
 	maxDeliver  int
 	outputTopic string
+	batchSize   int           // > 1: batch mode (batch.go)
+	batchWait   time.Duration // how long a partial batch may wait to fill
 }
 
 // engine delivers held events to the app with a fixed pool of workers.
@@ -56,6 +58,11 @@ type engine struct {
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
+	draining  atomic.Bool // shutdown began: a partial batch waits no more
+	drainCh   chan struct{}
+	filling   sync.Mutex // held by the one worker filling a batch
+	// unknownIDSaid: a batchItemFailures id that named no event was logged
+	unknownIDSaid atomic.Bool
 
 	mu      sync.Mutex
 	workers []*worker
@@ -72,6 +79,8 @@ type worker struct {
 	hdr  []byte
 
 	topics map[string]*ce.Topic // each topic's CloudEvents mapping
+
+	batch // batch mode's state (batch.go)
 }
 
 func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID string, appPort int, streams provision.StreamOptions) *engine {
@@ -80,6 +89,7 @@ func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID str
 		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
 		outputs: provision.NewStreamCache(js),
 		jobs:    make(chan *pull.Msg, 4096),
+		drainCh: make(chan struct{}),
 		conns:   map[*appconn.Conn]struct{}{},
 	}
 }
@@ -98,6 +108,8 @@ func (e *engine) configure(s mapping.Settings) {
 		timeout:     time.Duration(s.TimeoutSeconds) * time.Second,
 		maxDeliver:  s.MaxDeliver,
 		outputTopic: s.OutputTopic,
+		batchSize:   s.BatchSize,
+		batchWait:   time.Duration(s.BatchWaitMS) * time.Millisecond,
 	})
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -130,6 +142,11 @@ func (e *engine) work(w *worker) {
 		w.conn.Close()
 	}()
 	for {
+		if m := w.carry; m != nil { // taken while filling the last batch, not part of it
+			w.carry = nil
+			e.dispatch(w, m)
+			continue
+		}
 		select {
 		case <-w.quit:
 			return
@@ -137,10 +154,27 @@ func (e *engine) work(w *worker) {
 		}
 		select {
 		case m := <-e.jobs:
-			e.handle(w, m)
+			e.dispatch(w, m)
 		case <-w.quit:
 			return
 		}
+	}
+}
+
+// drain ends the filling of batches: shutdown has stopped pulling.
+func (e *engine) drain() {
+	if e.draining.CompareAndSwap(false, true) {
+		close(e.drainCh)
+	}
+}
+
+// dispatch delivers m alone (batch-size 1: the path of one event per POST)
+// or as the first event of a batch.
+func (e *engine) dispatch(w *worker, m *pull.Msg) {
+	if e.set.Load().batchSize > 1 {
+		e.handleBatch(w, m)
+	} else {
+		e.handle(w, m)
 	}
 }
 

@@ -63,7 +63,7 @@ func (r *runner) apply(ctx context.Context, m *mapping.Mapping) {
 		if !slices.Contains(m.Topics, t) {
 			r.stopTopic(t, ts)
 		} else if ts.puller != nil {
-			ts.puller.SetWindow(window(m.Concurrency))
+			ts.puller.SetWindow(window(m.Concurrency, m.BatchSize))
 			ts.puller.SetAckWait(min(ackWait, ts.puller.Config().AckWait))
 		}
 	}
@@ -105,7 +105,7 @@ func (r *runner) attach(ctx context.Context, t string, ts *topicState) {
 			ackWait := min(info.Config.AckWait, time.Duration(r.cur.TimeoutSeconds)*time.Second)
 			p, err := pull.Start(r.nc, pull.Config{
 				Topic: t, Stream: stream, Consumer: name, MaxDeliver: info.Config.MaxDeliver,
-				Window: window(r.cur.Concurrency), AckWait: ackWait,
+				Window: window(r.cur.Concurrency, r.cur.BatchSize), AckWait: ackWait,
 			}, r.e.jobs, func(code, desc string) {
 				r.log.Warn("pull request ended by the server", "topic", t, "status", code, "description", desc)
 			})
@@ -253,7 +253,7 @@ func (r *runner) watchMapping(ctx context.Context) {
 				m.AppGUID = r.appGUID
 				mapped = true
 				r.log.Info("event mapping", "topics", m.Topics, "concurrency", m.Concurrency, "path", m.Path,
-					"timeout_seconds", m.TimeoutSeconds, "max_deliver", m.MaxDeliver, "output_topic", m.OutputTopic, "revision", e.Revision())
+					"timeout_seconds", m.TimeoutSeconds, "max_deliver", m.MaxDeliver, "output_topic", m.OutputTopic, "batch_size", m.BatchSize, "batch_wait_ms", m.BatchWaitMS, "revision", e.Revision())
 				r.apply(ctx, &m)
 			default:
 				if mapped {

@@ -163,6 +163,7 @@ func shutdown(log *slog.Logger, r *runner, e *engine, runCtx context.Context, st
 	ps := r.pullers()
 	r.apply(runCtx, nil)
 	stopRun()
+	e.drain()
 	// held counts an undrained puller too: messages may still reach it, to be nak'd.
 	held := func() int {
 		n := 0

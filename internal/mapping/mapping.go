@@ -31,6 +31,8 @@ const (
 	AnnTimeout      = "hottopic.io/timeout-seconds"
 	AnnMaxDeliver   = "hottopic.io/max-deliver"
 	AnnOutputTopic  = "hottopic.io/output-topic"
+	AnnBatchSize    = "hottopic.io/batch-size"
+	AnnBatchWait    = "hottopic.io/batch-wait-ms"
 	LabelMappedTrue = "true"
 )
 
@@ -44,7 +46,11 @@ const AnnotationPrefix = "hottopic.io/"
 
 // SettingAnnotations lists every settings annotation (not topics), in
 // documentation order.
-var SettingAnnotations = []string{AnnMin, AnnMax, AnnLagPer, AnnIdleSeconds, AnnConcurrency, AnnPath, AnnTimeout, AnnMaxDeliver, AnnOutputTopic}
+var SettingAnnotations = []string{AnnMin, AnnMax, AnnLagPer, AnnIdleSeconds, AnnConcurrency, AnnPath, AnnTimeout, AnnMaxDeliver, AnnOutputTopic, AnnBatchSize, AnnBatchWait}
+
+// MaxBatchSize bounds batch-size, and concurrency × batch-size: the events
+// one instance may hold stay within the consumer's MaxAckPending (1000).
+const MaxBatchSize = 1000
 
 // Settings are a mapping's tunables. The JSON form is the KV value's schema.
 type Settings struct {
@@ -57,6 +63,8 @@ type Settings struct {
 	TimeoutSeconds int    `json:"timeout_seconds"`
 	MaxDeliver     int    `json:"max_deliver"`
 	OutputTopic    string `json:"output_topic,omitempty"`
+	BatchSize      int    `json:"batch_size,omitempty"`    // events per POST (absent from an older KV value: 1)
+	BatchWaitMS    int    `json:"batch_wait_ms,omitempty"` // how long a partial batch may wait to fill
 }
 
 // Defaults are the documented defaults.
@@ -70,6 +78,8 @@ func Defaults() Settings {
 		Path:           "/",
 		TimeoutSeconds: 60,
 		MaxDeliver:     5,
+		BatchSize:      1,
+		BatchWaitMS:    20,
 	}
 }
 
@@ -106,6 +116,14 @@ func (s Settings) Validate() error {
 		return bad(AnnTimeout, "timeout-seconds must be between 1 and 86400, got %d", s.TimeoutSeconds)
 	case s.MaxDeliver < 1:
 		return bad(AnnMaxDeliver, "max-deliver must be 1 or more, got %d", s.MaxDeliver)
+	case s.BatchSize < 1 || s.BatchSize > MaxBatchSize:
+		return bad(AnnBatchSize, "batch-size must be between 1 and %d, got %d", MaxBatchSize, s.BatchSize)
+	case s.BatchWaitMS < 0 || s.BatchWaitMS > 60000:
+		return bad(AnnBatchWait, "batch-wait-ms must be between 0 and 60000, got %d", s.BatchWaitMS)
+	case s.BatchSize > 1 && s.Concurrency*s.BatchSize > MaxBatchSize:
+		return bad(AnnBatchSize, "concurrency × batch-size must not exceed %d (the events one instance may hold), got %d × %d", MaxBatchSize, s.Concurrency, s.BatchSize)
+	case s.BatchSize > 1 && s.OutputTopic != "":
+		return bad(AnnBatchSize, "batch-size %d cannot be combined with output-topic: a batch's response is the batch's outcome, not an event", s.BatchSize)
 	}
 	if s.OutputTopic != "" {
 		if err := topic.Validate(s.OutputTopic); err != nil {
@@ -254,6 +272,8 @@ var envByAnnotation = map[string]string{
 	AnnTimeout:     "HOTTOPIC_TIMEOUT_SECONDS",
 	AnnMaxDeliver:  "HOTTOPIC_MAX_DELIVER",
 	AnnOutputTopic: "HOTTOPIC_OUTPUT_TOPIC",
+	AnnBatchSize:   "HOTTOPIC_BATCH_SIZE",
+	AnnBatchWait:   "HOTTOPIC_BATCH_WAIT_MS",
 }
 
 // EnvTopics switches the sidecar to static mode.
@@ -309,6 +329,7 @@ func applyValues(s *Settings, get func(string) (string, bool), name func(string)
 		AnnMin: &s.MinInstances, AnnMax: &s.MaxInstances, AnnLagPer: &s.LagPerInstance,
 		AnnIdleSeconds: &s.IdleSeconds, AnnConcurrency: &s.Concurrency,
 		AnnTimeout: &s.TimeoutSeconds, AnnMaxDeliver: &s.MaxDeliver,
+		AnnBatchSize: &s.BatchSize, AnnBatchWait: &s.BatchWaitMS,
 	}
 	keys := make([]string, 0, len(ints))
 	for k := range ints {
@@ -350,6 +371,10 @@ func (s Settings) Annotations() map[string]string {
 	}
 	if s.OutputTopic != "" {
 		out[AnnOutputTopic] = s.OutputTopic
+	}
+	if s.BatchSize > 1 { // batch-size 1 (the default) stays off the app's metadata
+		out[AnnBatchSize] = strconv.Itoa(s.BatchSize)
+		out[AnnBatchWait] = strconv.Itoa(s.BatchWaitMS)
 	}
 	return out
 }

@@ -42,7 +42,7 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(m.Topics).To(Equal([]string{"images.uploaded", "images.resized"}))
 			Expect(m.Settings).To(Equal(mapping.Defaults()))
-			Expect(m.Settings).To(Equal(mapping.Settings{MaxInstances: 10, LagPerInstance: 10, IdleSeconds: 60, Concurrency: 1, Path: "/", TimeoutSeconds: 60, MaxDeliver: 5}))
+			Expect(m.Settings).To(Equal(mapping.Settings{MaxInstances: 10, LagPerInstance: 10, IdleSeconds: 60, Concurrency: 1, Path: "/", TimeoutSeconds: 60, MaxDeliver: 5, BatchSize: 1, BatchWaitMS: 20}))
 		})
 
 		it("reads every setting", func() {
@@ -52,7 +52,14 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 				mapping.AnnTimeout: "10", mapping.AnnMaxDeliver: "3", mapping.AnnOutputTopic: "b.c",
 			})
 			Expect(err).NotTo(HaveOccurred())
-			Expect(m.Settings).To(Equal(mapping.Settings{MinInstances: 1, MaxInstances: 4, LagPerInstance: 5, IdleSeconds: 30, Concurrency: 8, Path: "/events", TimeoutSeconds: 10, MaxDeliver: 3, OutputTopic: "b.c"}))
+			Expect(m.Settings).To(Equal(mapping.Settings{MinInstances: 1, MaxInstances: 4, LagPerInstance: 5, IdleSeconds: 30, Concurrency: 8, Path: "/events", TimeoutSeconds: 10, MaxDeliver: 3, OutputTopic: "b.c", BatchSize: 1, BatchWaitMS: 20}))
+
+			m, err = mapping.FromMetadata("g1", "thumbs", map[string]string{
+				mapping.AnnTopics: "a", mapping.AnnConcurrency: "4", mapping.AnnBatchSize: "250", mapping.AnnBatchWait: "0",
+			})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.BatchSize).To(Equal(250))
+			Expect(m.BatchWaitMS).To(Equal(0))
 		})
 
 		it("names the bad annotation", func() {
@@ -69,6 +76,12 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 				{map[string]string{mapping.AnnTopics: "a", mapping.AnnOutputTopic: "hottopic.x"}, "output-topic"},
 				{map[string]string{mapping.AnnTopics: "a", mapping.AnnConcurrency: "0"}, "concurrency"},
 				{map[string]string{mapping.AnnTopics: "a,b", mapping.AnnOutputTopic: "b"}, `output-topic "b" is also an input topic`},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnBatchSize: "0"}, "batch-size must be between 1 and 1000, got 0"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnBatchSize: "1001"}, "batch-size must be between 1 and 1000, got 1001"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnBatchSize: "lots"}, `annotation hottopic.io/batch-size must be a whole number, got "lots"`},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnBatchWait: "-1"}, "batch-wait-ms must be between 0 and 60000, got -1"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnBatchSize: "100", mapping.AnnConcurrency: "11"}, "concurrency × batch-size must not exceed 1000"},
+				{map[string]string{mapping.AnnTopics: "a", mapping.AnnBatchSize: "10", mapping.AnnOutputTopic: "b"}, "batch-size 10 cannot be combined with output-topic"},
 			}
 			for _, c := range cases {
 				_, err := mapping.FromMetadata("g", "n", c.ann)
@@ -85,8 +98,17 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 			s := mapping.Defaults()
 			s.OutputTopic = "out"
 			ann := s.Annotations()
+			Expect(ann).NotTo(HaveKey(mapping.AnnBatchSize))
 			ann[mapping.AnnTopics] = "a"
 			m, err := mapping.FromMetadata("g", "n", ann)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.Settings).To(Equal(s))
+
+			s = mapping.Defaults()
+			s.BatchSize, s.BatchWaitMS = 50, 5
+			ann = s.Annotations()
+			ann[mapping.AnnTopics] = "a"
+			m, err = mapping.FromMetadata("g", "n", ann)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(m.Settings).To(Equal(s))
 		})
@@ -114,6 +136,12 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 			Expect(m.TimeoutSeconds).To(Equal(5))
 			Expect(m.MaxDeliver).To(Equal(2))
 			Expect(m.OutputTopic).To(Equal("c"))
+			Expect(m.BatchSize).To(Equal(1))
+
+			m, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "a", "HOTTOPIC_BATCH_SIZE": "100", "HOTTOPIC_BATCH_WAIT_MS": "50"}))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.BatchSize).To(Equal(100))
+			Expect(m.BatchWaitMS).To(Equal(50))
 		})
 
 		it("names the bad variable", func() {
@@ -123,6 +151,10 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).To(MatchError(ContainSubstring("HOTTOPIC_TOPICS")))
 			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "a", "HOTTOPIC_OUTPUT_TOPIC": "a"}))
 			Expect(err).To(MatchError(ContainSubstring("also an input topic")))
+			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "a", "HOTTOPIC_BATCH_SIZE": "2000"}))
+			Expect(err).To(MatchError("HOTTOPIC_BATCH_SIZE: batch-size must be between 1 and 1000, got 2000"))
+			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": "a", "HOTTOPIC_BATCH_WAIT_MS": "soon"}))
+			Expect(err).To(MatchError(`HOTTOPIC_BATCH_WAIT_MS must be a whole number, got "soon"`))
 			_, _, err = mapping.FromEnv("g", "n", env(map[string]string{"HOTTOPIC_TOPICS": " , "}))
 			Expect(err).To(MatchError(ContainSubstring("names no topic")))
 		})
@@ -139,6 +171,9 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 
 		_, err = mapping.Decode([]byte(`{"app_guid":"g","topics":[]}`))
 		Expect(err).To(MatchError(ContainSubstring("no topics")))
+		old, err := mapping.Decode([]byte(`{"app_guid":"g","topics":["a"]}`)) // written before batches
+		Expect(err).NotTo(HaveOccurred())
+		Expect(old.BatchSize).To(Equal(1))
 		_, err = mapping.Decode([]byte(`{`))
 		Expect(err).To(HaveOccurred())
 	})
