@@ -510,10 +510,17 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			s, _, stop := start("a")
 			waitLeader(s)
 			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
-			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
-			Expect(err).NotTo(HaveOccurred())
-			before, err := kv.Get(context.Background(), guid)
-			Expect(err).NotTo(HaveOccurred())
+			// The key is written after the consumer: await it too.
+			var kv jetstream.KeyValue
+			var before jetstream.KeyValueEntry
+			Eventually(func() error {
+				var err error
+				if kv, err = js.KeyValue(context.Background(), mapping.Bucket); err != nil {
+					return err
+				}
+				before, err = kv.Get(context.Background(), guid)
+				return err
+			}, 5*time.Second).Should(Succeed())
 
 			// A typo in one annotation (and a new topic beside it).
 			cc.SetAnnotations(guid, map[string]string{mapping.AnnTopics: "jobs,jobs.urgent", mapping.AnnMax: "3", mapping.AnnIdleSeconds: "1", mapping.AnnMin: "one"})
