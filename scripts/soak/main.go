@@ -57,9 +57,17 @@ func main() {
 	flag.DurationVar(&c.burstEvery, "burst-every", 45*time.Second, "time between bursts")
 	flag.DurationVar(&c.faultEvery, "fault-every", 40*time.Second, "time between faults (node kill and app kill in turn)")
 	flag.DurationVar(&c.sample, "sample", 5*time.Second, "sampling interval")
+	report := flag.String("table", "", "print the table of an earlier run's samples.csv and exit")
 	flag.Parse()
 	c.duration = time.Duration(minutes * float64(time.Minute))
 	c.warmup = min(2*time.Minute, c.duration/5)
+	if *report != "" {
+		if err := table(*report, c.warmup); err != nil {
+			fmt.Fprintln(os.Stderr, "soak:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if err := run(ctx, c); err != nil {
@@ -315,7 +323,7 @@ sampling:
 		c.duration, steady, c.rate, bursts, c.burst, c.burstEvery, c.faultEvery, time.Since(start).Round(time.Second))
 	fmt.Printf("published %d, delivered %d, lost %d, duplicated %d (deliveries with Hottopic-Delivery > 1: %d)\n\n",
 		len(ids), delivered, len(ids)-delivered, dups, retries)
-	s.print(c.warmup)
+	s.print(c.warmup, time.Since(start))
 	if pubErr != nil {
 		return pubErr
 	}
@@ -518,31 +526,41 @@ func goroutines(u string) int {
 	return -1
 }
 
-// print the table: per process, min/max/last of RSS, fds and goroutines, and
-// RSS at the first sample after warm-up (to tell growth from warm-up).
-func (s *sampler) print(warmup time.Duration) {
-	var rows []*row
-	for _, r := range s.rows {
-		rows = append(rows, r)
-	}
-	sort.Slice(rows, func(i, j int) bool {
-		if rows[i].role != rows[j].role {
-			return rows[i].role < rows[j].role
-		}
-		return rows[i].samples[0].at < rows[j].samples[0].at
-	})
-	fmt.Printf("RSS in MB, fds and goroutines (g) of every process, min/max/last over its samples; RSS@w: first sample after warm-up (%s)\n", warmup)
-	fmt.Printf("%-24s %8s %6s %13s %22s %7s %12s %14s\n", "process", "pid", "samples", "seen (s)", "RSS min/max/last", "RSS@w", "fds", "g")
+// print the table: per process (instances restarted or scaled out and in
+// are one row per role: their processes' samples together), min/max/last of
+// RSS, fds and goroutines, and the largest RSS after warm-up in the first and
+// in the second half of the run (growth shows as a second larger than the
+// first).
+func (s *sampler) print(warmup, end time.Duration) {
+	byRole := map[string][]*row{}
+	var roles []string
 	short := 0
-	for _, r := range rows {
-		if len(r.samples) < 3 {
+	for _, r := range s.rows {
+		if len(r.samples) < 3 { // a launcher shell before it execs the app, a process that just started
 			short++
 			continue
 		}
-		first, last := r.samples[0], r.samples[len(r.samples)-1]
+		if byRole[r.role] == nil {
+			roles = append(roles, r.role)
+		}
+		byRole[r.role] = append(byRole[r.role], r)
+	}
+	sort.Strings(roles)
+	half := warmup + (end-warmup)/2
+	fmt.Printf("RSS in MB, open fds and goroutines (g) per process, min/max/last over every sample; a role's restarted or\n")
+	fmt.Printf("re-scaled instances share a row (procs: how many); warm-up %s; max RSS after warm-up in the first and second half\n", warmup)
+	fmt.Printf("%-24s %5s %7s %22s %15s %12s %12s\n", "process", "procs", "samples", "RSS min/max/last", "max RSS 1st/2nd", "fds", "g")
+	for _, role := range roles {
+		rs := byRole[role]
+		var all []sample
+		for _, r := range rs {
+			all = append(all, r.samples...)
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i].at < all[j].at })
+		last := all[len(all)-1]
 		mm := func(f func(sample) int) (lo, hi int) {
-			lo, hi = f(first), f(first)
-			for _, x := range r.samples {
+			lo, hi = f(all[0]), f(all[0])
+			for _, x := range all {
 				lo, hi = min(lo, f(x)), max(hi, f(x))
 			}
 			return
@@ -550,24 +568,61 @@ func (s *sampler) print(warmup time.Duration) {
 		rl, rh := mm(func(x sample) int { return x.rssKB })
 		fl, fh := mm(func(x sample) int { return x.fds })
 		gl, gh := mm(func(x sample) int { return x.goroutes })
-		atw := "-"
-		for _, x := range r.samples {
-			if x.at >= warmup {
-				atw = fmt.Sprintf("%.1f", float64(x.rssKB)/1024)
-				break
+		h1, h2 := -1, -1
+		for _, x := range all {
+			switch {
+			case x.at < warmup:
+			case x.at < half:
+				h1 = max(h1, x.rssKB)
+			default:
+				h2 = max(h2, x.rssKB)
 			}
+		}
+		mb := func(kb int) string {
+			if kb < 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", float64(kb)/1024)
 		}
 		g := "-"
 		if gh >= 0 {
 			g = fmt.Sprintf("%d/%d/%d", gl, gh, last.goroutes)
 		}
-		fmt.Printf("%-24s %8d %6d %6.0f-%-6.0f %6.1f/%6.1f/%6.1f %7s %12s %14s\n", r.role, r.pid, len(r.samples),
-			first.at.Seconds(), last.at.Seconds(), float64(rl)/1024, float64(rh)/1024, float64(last.rssKB)/1024, atw,
+		fmt.Printf("%-24s %5d %7d %6.1f/%6.1f/%6.1f %15s %12s %12s\n", role, len(rs), len(all),
+			float64(rl)/1024, float64(rh)/1024, float64(last.rssKB)/1024, mb(h1)+"/"+mb(h2),
 			fmt.Sprintf("%d/%d/%d", fl, fh, last.fds), g)
 	}
-	if short > 0 {
-		fmt.Printf("(%d processes seen in fewer than 3 samples not shown; all samples in samples.csv)\n", short)
+	fmt.Printf("(not shown: %d processes seen in fewer than 3 samples; every sample is in samples.csv)\n", short)
+}
+
+// table prints the table of a samples.csv.
+func table(path string, warmup time.Duration) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
 	}
+	s := &sampler{rows: map[string]*row{}}
+	var end time.Duration
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n")[1:] {
+		f := strings.Split(l, ",")
+		if len(f) != 6 {
+			continue
+		}
+		sec, _ := strconv.ParseFloat(f[0], 64)
+		pid, _ := strconv.Atoi(f[2])
+		rss, _ := strconv.Atoi(f[3])
+		fds, _ := strconv.Atoi(f[4])
+		g, _ := strconv.Atoi(f[5])
+		key := f[1] + " " + f[2]
+		if s.rows[key] == nil {
+			s.rows[key] = &row{role: f[1], pid: pid}
+		}
+		at := time.Duration(sec * float64(time.Second))
+		s.rows[key].samples = append(s.rows[key].samples, sample{at, rss, fds, g})
+		end = max(end, at)
+	}
+	s.print(warmup, end)
+	return nil
 }
 
 // threeFreePorts finds a base port with it and the next two free on
