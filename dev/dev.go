@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -65,6 +66,7 @@ const devSource = "[HOTTOPIC/DEV]"
 // second Ctrl-C) kills what is still stopping instead of waiting.
 func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	o = withDefaults(o)
+	boundMemory()
 	r := &runtime{o: o}
 	defer r.cleanup()
 	if err := r.prepare(); err != nil {
@@ -80,6 +82,23 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	<-ctx.Done()
 	r.stop(abort)
 	return nil
+}
+
+// MemoryLimit is the soft memory limit of the hottopic dev process (its Go
+// runtime's, see runtime/debug.SetMemoryLimit) unless GOMEMLIMIT sets one.
+// The process holds the embedded NATS server: under a publish burst its
+// file store keeps the 4 MB message blocks it used in the last 10 s and
+// each Nats-Msg-Id of the stream's 2 min duplicate window, and the
+// collector lets the heap reach twice what was live before collecting, so
+// the process kept about twice its peak live heap long after the burst.
+// With the limit the collector runs earlier instead; what is live stays
+// (docs/reliability.md has the figures).
+const MemoryLimit = 64 << 20
+
+func boundMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(MemoryLimit)
+	}
 }
 
 // runtime is one run of the dev runtime; its steps are Run's.

@@ -120,10 +120,10 @@ func clusterConn(t *testing.T, urls, name string) *nats.Conn {
 	return nc
 }
 
-func setup(t *testing.T) *system {
+func setup(t *testing.T, opts ...natstest.ClusterOption) *system {
 	Expect := NewWithT(t).Expect
 	Eventually := NewWithT(t).Eventually
-	sys := &system{t: t, cluster: natstest.RunCluster(t, 3), app: &app{seen: map[string]int{}}, scalers: map[string]*runningScaler{}}
+	sys := &system{t: t, cluster: natstest.RunCluster(t, 3, opts...), app: &app{seen: map[string]int{}}, scalers: map[string]*runningScaler{}}
 	var err error
 	sys.js, err = jetstream.New(clusterConn(t, sys.cluster.URLs(), "publisher"))
 	Expect(err).NotTo(HaveOccurred())

@@ -45,10 +45,24 @@ type Node struct {
 	done chan struct{}
 }
 
+// ClusterOption changes a node before the cluster starts.
+type ClusterOption func(i int, nd *Node)
+
+// StoreDirs gives node i the JetStream store directory dir(i) instead of one
+// under the test's temporary directory ("" keeps the default): a directory on
+// a small file system of its own, to fill it.
+func StoreDirs(dir func(i int) string) ClusterOption {
+	return func(i int, nd *Node) {
+		if d := dir(i); d != "" {
+			nd.StoreDir = d
+		}
+	}
+}
+
 // RunCluster starts an n-node JetStream cluster and waits until it has a meta
 // leader and every node is healthy. The nats-server binary is built from the
 // module version this project requires (see ServerBinary).
-func RunCluster(t testing.TB, n int) *Cluster {
+func RunCluster(t testing.TB, n int, opts ...ClusterOption) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: ServerBinary(t), Name: "hottopic-test"}
 	dir := t.TempDir()
@@ -63,6 +77,9 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		nd.StoreDir = filepath.Join(dir, nd.Name, "jetstream")
 		nd.conf = filepath.Join(dir, nd.Name, "nats.conf")
 		nd.logFile = filepath.Join(dir, nd.Name, "nats.log")
+		for _, o := range opts {
+			o(i, nd)
+		}
 		c.Nodes = append(c.Nodes, nd)
 	}
 	var confs []natsconf.Node
@@ -231,6 +248,11 @@ func (c *Cluster) WaitHealthy() {
 			time.Sleep(50 * time.Millisecond) // polling an HTTP endpoint: nothing to await
 		}
 	}
+}
+
+// Healthz is node i's /healthz answer: 200 when JetStream is up and current.
+func (c *Cluster) Healthz(i int) (int, string) {
+	return httpGet(fmt.Sprintf("http://127.0.0.1:%d/healthz", c.Nodes[i].HTTPPort))
 }
 
 // MetaLeader is the server name of the JetStream meta leader, as a running
