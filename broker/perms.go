@@ -35,6 +35,10 @@ func appPermissions(b *Bus, appGUID, bindingID string) jwt.Permissions {
 		"$JS.API.CONSUMER.INFO.*."+appGUID,
 		"$JS.ACK.*."+appGUID+".>",
 		"$JS.API.STREAM.INFO."+kvStream,
+		// The sidecar looks a stream up by subject before it publishes to a
+		// topic that may have none (output topic, publish API, dead letters):
+		// the answer names the bus's streams, nothing of their content.
+		"$JS.API.STREAM.NAMES",
 		"$JS.API.DIRECT.GET."+kvStream+".$KV."+mapping.Bucket+"."+appGUID,
 		// A KV watch is an ordered consumer; the server checks that the filter
 		// in the subject is the consumer's, so only this key can be watched.
