@@ -147,7 +147,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 			"annotations":{"hottopic.io/topics":null,"hottopic.io/min-instances":null,"hottopic.io/max-instances":null,
 				"hottopic.io/lag-per-instance":null,"hottopic.io/idle-seconds":null,"hottopic.io/concurrency":null,
 				"hottopic.io/path":null,"hottopic.io/timeout-seconds":null,"hottopic.io/max-deliver":null,
-				"hottopic.io/output-topic":null}}}`))
+				"hottopic.io/output-topic":null,"hottopic.io/batch-size":null,"hottopic.io/batch-wait-ms":null}}}`))
 		Expect(cc.App(orders).Labels).To(BeEmpty())
 		Expect(cc.App(orders).Annotations).To(BeEmpty())
 
