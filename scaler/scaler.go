@@ -377,6 +377,7 @@ func (s *Scaler) watched() (map[string]string, bool) {
 	for name, t := range s.streamTopics {
 		watch[name] = t
 	}
+	watchRedrive(watch)
 	return watch, true
 }
 
@@ -425,6 +426,7 @@ func (s *Scaler) observe(now time.Time, lg lags, err error) (evals []evalItem, m
 			continue
 		}
 		delete(st.errors, "nats")
+		lag += redriveLag(lg, guid, st.m.Topics)
 		st.lag, st.lagKnown = lag, true
 		if st.settled && lag == 0 && !st.recheck {
 			continue // idle at rest: costs nothing this cycle
