@@ -46,8 +46,12 @@ func (p *cfPlugin) Run(conn plugin.CliConnection, args []string) {
 	}
 	root := &cobra.Command{Use: "cf", SilenceUsage: true, SilenceErrors: true}
 	for _, c := range cfCommands(openPlugin(conn), false) {
-		if c.Name() == "events" {
+		switch c.Name() {
+		case "events":
 			c.Use = pluginEventsCommand + " [APP]"
+			c.Aliases = nil
+		case "redrive":
+			c.Use = pluginRedriveCommand + " APP"
 			c.Aliases = nil
 		}
 		root.AddCommand(c)
@@ -64,7 +68,7 @@ func (p *cfPlugin) GetMetadata() plugin.PluginMetadata {
 	for _, f := range settingFlags {
 		flags[f.name] = f.usage
 	}
-	return plugin.PluginMetadata{
+	md := plugin.PluginMetadata{
 		Name:    PluginName,
 		Version: pluginVersion(Version),
 		Commands: []plugin.Command{
@@ -94,6 +98,8 @@ func (p *cfPlugin) GetMetadata() plugin.PluginMetadata {
 			},
 		},
 	}
+	md.Commands = append(md.Commands, opsPluginCommands()...)
+	return md
 }
 
 // pluginVersion turns "v1.2.3" (or "dev") into cf's version triple.

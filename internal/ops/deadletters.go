@@ -102,12 +102,14 @@ func List(ctx context.Context, js jetstream.JetStream, f Filter) ([]Letter, erro
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", topic.DLQStream, err)
 	}
-	for {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
+	// Fetch exactly what is left (NumPending): a batch returns as soon as it
+	// is complete; the wait only matters when letters vanish meanwhile.
+	for left := total; left > 0; {
+		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", topic.DLQStream, err)
 		}
-		n, last := 0, false
+		n := 0
 		for m := range batch.Messages() {
 			n++
 			md, err := m.Metadata()
@@ -118,12 +120,12 @@ func List(ctx context.Context, js jetstream.JetStream, f Filter) ([]Letter, erro
 			if f.match(l) {
 				out = append(out, l)
 			}
-			last = md.NumPending == 0
+			left = md.NumPending
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return nil, fmt.Errorf("reading %s: %w", topic.DLQStream, err)
 		}
-		if last || n == 0 {
+		if n == 0 {
 			break
 		}
 	}
