@@ -83,8 +83,11 @@ func (e *opsEnv) visible(guid string) bool {
 }
 
 // openOps connects to where the command works and resolves appName (if any)
-// to its GUID.
-func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags, appName string) (*opsEnv, string, error) {
+// to its GUID. A command that changes something (write: what it does, for
+// the error) needs, on Cloud Foundry, the rights of a Space Developer on the
+// app: Cloud Controller is asked with an empty metadata update, which changes
+// nothing and is refused to read-only roles.
+func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags, appName, write string) (*opsEnv, string, error) {
 	env := &opsEnv{names: map[string]string{}}
 	var cfg cfenv.NATS
 	var hint, guid string
@@ -132,6 +135,11 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 			}
 			guid = a.GUID
 			env.names[guid] = a.Name
+			if write != "" {
+				if _, err := t.cc.patchMetadata(ctx, guid, metadataPatch{}); err != nil {
+					return nil, "", ccFailure(write, err)
+				}
+			}
 		}
 		switch {
 		case f.natsURL != "":
@@ -210,7 +218,7 @@ func newDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 			if len(args) == 1 {
 				appName = args[0]
 			}
-			env, guid, err := openOps(cmd.Context(), open, standalone, f, appName)
+			env, guid, err := openOps(cmd.Context(), open, standalone, f, appName, "")
 			if err != nil {
 				return err
 			}
@@ -281,7 +289,7 @@ func newDeadLetterCmd(open targetOpener, standalone bool) *cobra.Command {
 			if err != nil || id == 0 {
 				return fmt.Errorf("dead letter ID %q: want a whole number from 1 (the id column of dead-letters)", args[1])
 			}
-			env, guid, err := openOps(cmd.Context(), open, standalone, f, args[0])
+			env, guid, err := openOps(cmd.Context(), open, standalone, f, args[0], "")
 			if err != nil {
 				return err
 			}
@@ -372,7 +380,7 @@ func newRedriveCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			env, guid, err := openOps(ctx, open, standalone, f, args[0])
+			env, guid, err := openOps(ctx, open, standalone, f, args[0], "redrive the dead letters of app '"+args[0]+"'")
 			if err != nil {
 				return err
 			}
@@ -470,7 +478,7 @@ func newPurgeDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 				return fmt.Errorf("--older-than must not be negative, got %s", olderThan)
 			}
 			ctx := cmd.Context()
-			env, guid, err := openOps(ctx, open, standalone, f, args[0])
+			env, guid, err := openOps(ctx, open, standalone, f, args[0], "purge the dead letters of app '"+args[0]+"'")
 			if err != nil {
 				return err
 			}
