@@ -176,25 +176,7 @@ func testDeadLetters(t *testing.T, when spec.G, it spec.S) {
 		Expect(ids()).To(HaveLen(3))
 
 		got := make(chan string, 10)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var buf bytes.Buffer
-			_, _ = buf.ReadFrom(r.Body)
-			got <- buf.String()
-		})}
-		go func() { _ = app.Serve(l) }()
-		t.Cleanup(func() { _ = app.Close() })
-		sctx, stop := context.WithCancel(ctx)
-		done := make(chan int)
-		env := map[string]string{
-			"PORT":              strconv.Itoa(l.Addr().(*net.TCPAddr).Port),
-			"VCAP_APPLICATION":  fmt.Sprintf(`{"application_id":%q,"application_name":"orders","instance_index":0}`, orders),
-			"HOTTOPIC_NATS_URL": srv.URL(),
-			"HOTTOPIC_LISTEN":   "127.0.0.1:0",
-		}
-		go func() { done <- sidecar.Main(sctx, func(k string) string { return env[k] }, &bytes.Buffer{}) }()
-		t.Cleanup(func() { stop(); <-done })
+		startApp(t, orders, srv.URL(), got)
 
 		r = run("", "redrive", "orders", "--id", fmt.Sprint(a1), "--wait", "30s")
 		Expect(r.code).To(Equal(0), r.stderr)
@@ -210,4 +192,83 @@ func testDeadLetters(t *testing.T, when spec.G, it spec.S) {
 		Expect(r.stdout).To(ContainSubstring("App 'orders' has no dead letters."))
 		_ = time.Second
 	})
+
+	it("replays a window of a topic to one app, and refuses what is not kept until migrate-streams", func() {
+		settings := mapping.Defaults()
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mapping.Bucket})
+		Expect(err).NotTo(HaveOccurred())
+		b, _ := mapping.Mapping{AppGUID: orders, Topics: []string{"orders.created", "legacy"}, Settings: settings}.Encode()
+		_, err = kv.Put(ctx, orders, b)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = provision.EnsureTopicStream(ctx, js, "legacy", provision.StreamOptions{ReplayWindow: -1})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = provision.EnsureConsumer(ctx, js, orders, "orders.created", settings)
+		Expect(err).NotTo(HaveOccurred())
+		for _, d := range []string{"a", "b"} {
+			_, err := js.Publish(ctx, "orders.created", []byte(d))
+			Expect(err).NotTo(HaveOccurred())
+		}
+
+		r := run("", "replay", "orders", "--since", "1h")
+		Expect(r.stderr).To(Equal("Error: --topic is required: the topic whose events to replay\n"))
+		r = run("", "replay", "orders", "--topic", "legacy", "--since", "yesterday")
+		Expect(r.stderr).To(ContainSubstring(`--since "yesterday": want a time`))
+		r = run("", "replay", "orders", "--topic", "legacy", "--since", "1h")
+		Expect(r.code).To(Equal(1))
+		Expect(r.stderr).To(ContainSubstring("topic legacy keeps no replay window"))
+		Expect(r.stderr).To(ContainSubstring("`hottopic migrate-streams` adds one"))
+
+		r = run("", "migrate-streams", "--dry-run")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(Equal("legacy: would get archive HTA_legacy\n2 topic streams: 0 archives created, 1 already had one\ndry run: nothing changed\n"))
+		r = run("", "migrate-streams")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring("legacy: archive HTA_legacy created (replay window 24h0m0s)\n"))
+		r = run("", "replay", "orders", "--topic", "legacy", "--since", "1h")
+		Expect(r.code).To(Equal(1))
+		Expect(r.stderr).To(ContainSubstring("is older than what is kept: topic legacy keeps 24h0m0s of events, complete from"))
+
+		Eventually(func() uint64 { // the archive copies events asynchronously
+			s, err := js.Stream(ctx, "HTA_orders_created")
+			Expect(err).NotTo(HaveOccurred())
+			return s.CachedInfo().State.Msgs
+		}).Should(Equal(uint64(2)))
+		got := make(chan string, 10)
+		startApp(t, orders, srv.URL(), got)
+		r = run("", "replay", "orders", "--topic", "orders.created", "--since", "1h")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring("replayed 2 events"))
+		// Twice each: the topic consumer's delivery and the replay, in any order.
+		seen := map[string]int{}
+		for range 4 {
+			seen[<-got]++
+		}
+		Expect(seen).To(Equal(map[string]int{"a": 2, "b": 2}))
+	})
+}
+
+// startApp runs a function app that reports every body on got, with its
+// sidecar in this process, until the test ends.
+func startApp(t *testing.T, guid, natsURL string, got chan<- string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(r.Body)
+		got <- buf.String()
+	})}
+	go func() { _ = app.Serve(l) }()
+	t.Cleanup(func() { _ = app.Close() })
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan int)
+	env := map[string]string{
+		"PORT":              strconv.Itoa(l.Addr().(*net.TCPAddr).Port),
+		"VCAP_APPLICATION":  fmt.Sprintf(`{"application_id":%q,"application_name":"app","instance_index":0}`, guid),
+		"HOTTOPIC_NATS_URL": natsURL,
+		"HOTTOPIC_LISTEN":   "127.0.0.1:0",
+	}
+	go func() { done <- sidecar.Main(sctx, func(k string) string { return env[k] }, &bytes.Buffer{}) }()
+	t.Cleanup(func() { stop(); <-done })
 }

@@ -99,6 +99,7 @@ func (p *cfPlugin) GetMetadata() plugin.PluginMetadata {
 		},
 	}
 	md.Commands = append(md.Commands, opsPluginCommands()...)
+	md.Commands = append(md.Commands, replayPluginCommand())
 	return md
 }
 
