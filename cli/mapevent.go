@@ -41,7 +41,7 @@ var settingFlags = []settingFlag{
 func cfCommands(open targetOpener, standalone bool) []*cobra.Command {
 	return []*cobra.Command{newMapEventCmd(open), newUnmapEventCmd(open), newEventsCmd(open, standalone),
 		newDeadLettersCmd(open, standalone), newDeadLetterCmd(open, standalone), newRedriveCmd(open, standalone),
-		newPurgeDeadLettersCmd(open, standalone), newReplayCmd(open, standalone)}
+		newPurgeDeadLettersCmd(open, standalone), newReplayCmd(open, standalone), newDashboardCmd(open, standalone)}
 }
 
 func newMapEventCmd(open targetOpener) *cobra.Command {

@@ -99,7 +99,14 @@ func (p *cfPlugin) GetMetadata() plugin.PluginMetadata {
 		},
 	}
 	md.Commands = append(md.Commands, opsPluginCommands()...)
-	md.Commands = append(md.Commands, replayPluginCommand())
+	md.Commands = append(md.Commands, replayPluginCommand(), plugin.Command{
+		Name:     "dashboard",
+		HelpText: "Open the live dashboard of the scaler: lag and instances over 15 minutes, scale decisions, dead letters",
+		UsageDetails: plugin.Usage{
+			Usage:   "cf dashboard [--scaler URL] [--listen 127.0.0.1:PORT] [--no-browser]",
+			Options: map[string]string{"scaler": "URL of the scaler (default $" + EnvScalerURL + ")", "listen": "where the local page listens", "no-browser": "only print the URL"},
+		},
+	})
 	return md
 }
 

@@ -176,7 +176,7 @@ func newMigrateStreamsCmd() *cobra.Command {
 	return cmd
 }
 
-// replayPluginCommand is replay as cf lists it.
+// replayPluginCommand is replay (and dashboard) as cf lists them.
 func replayPluginCommand() plugin.Command {
 	return plugin.Command{
 		Name:     "replay",

@@ -47,6 +47,8 @@ type Scaler struct {
 	platformState string // last platform error, logged on change only
 	streamTopics  map[string]string
 	rec           *reconciler // leader's view of the KV; nil when not leading
+
+	dash dashboardState // history for the dashboard (dashboard.go)
 }
 
 // appState is everything the scaler knows about one mapped app.
@@ -133,6 +135,7 @@ func (s *Scaler) Run(ctx context.Context) error {
 	run(s.discoverLoop)
 	run(s.pollLoop)
 	run(s.deadLetterLoop)
+	run(s.recordLoop)
 	wg.Wait()
 	s.log.Info("scaler stopped", "instance", s.o.instanceID)
 	return nil
