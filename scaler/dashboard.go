@@ -126,6 +126,14 @@ func (s *Scaler) Dashboard() Dashboard {
 			a.Decisions = append(a.Decisions, h.decisions...)
 			a.EventsPerSecond = h.rate
 		}
+		// What changed since the last sample is shown too: the table and
+		// the chart of one answer always agree.
+		if n := len(a.History); n == 0 || a.History[n-1][1] != m.Lag || a.History[n-1][2] != int64(m.CurrentInstances) || a.History[n-1][3] != int64(m.DesiredInstances) {
+			a.History = append(a.History, Sample{now.UnixMilli(), m.Lag, int64(m.CurrentInstances), int64(m.DesiredInstances)})
+		}
+		if t := m.LastScaleTime; t != nil && (len(a.Decisions) == 0 || t.UnixMilli() > a.Decisions[len(a.Decisions)-1].Time) {
+			a.Decisions = append(a.Decisions, ScaleMark{Time: t.UnixMilli(), Instances: m.DesiredInstances, Reason: m.LastScaleReason})
+		}
 		a.DeadLetters = s.dash.dlq[m.AppGUID]
 		d.Apps = append(d.Apps, a)
 	}

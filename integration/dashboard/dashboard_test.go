@@ -24,9 +24,12 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gbytes"
 
+	"github.com/hottopic-io/hottopic/dev/state"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 )
 
@@ -56,7 +59,7 @@ func chromium(t *testing.T) string {
 }
 
 // state is what the test reads from the page.
-type state struct {
+type pageState struct {
 	Lag, Current, Desired, Marks int
 	Updated                      string
 }
@@ -128,11 +131,11 @@ func TestDashboard(t *testing.T) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(chromedp.Do(ctx, chromedp.Navigate(url))).To(Succeed())
 
-	read := func() state {
-		s, err := chromedp.Run(ctx, chromedp.Evaluate[*state](readState))
+	read := func() pageState {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[*pageState](readState))
 		Expect(err).NotTo(HaveOccurred())
 		if s == nil {
-			return state{Lag: -1}
+			return pageState{Lag: -1}
 		}
 		return *s
 	}
@@ -146,8 +149,8 @@ func TestDashboard(t *testing.T) {
 		Expect(os.WriteFile(filepath.Join(dir, name), png, 0o644)).To(Succeed())
 	}
 
-	idle := func() state { s := read(); s.Marks, s.Updated = 0, ""; return s }
-	Eventually(idle, 20*time.Second, 100*time.Millisecond).Should(Equal(state{}), "the app's row, idle")
+	idle := func() pageState { s := read(); s.Marks, s.Updated = 0, ""; return s }
+	Eventually(idle, 20*time.Second, 100*time.Millisecond).Should(Equal(pageState{}), "the app's row, idle")
 	first := read().Updated
 	Eventually(func() string { return read().Updated }, 5*time.Second, 100*time.Millisecond).ShouldNot(Equal(first), "the page updates itself")
 
@@ -158,13 +161,43 @@ func TestDashboard(t *testing.T) {
 	Eventually(func() int { return read().Current }, 30*time.Second, 100*time.Millisecond).Should(BeNumerically(">", 0), "instances follow")
 	shot("dashboard-burst.png")
 	Eventually(idle, 90*time.Second, 200*time.Millisecond).
-		Should(Equal(state{}), "lag and instances back to zero")
+		Should(Equal(pageState{}), "lag and instances back to zero")
 	// Up and down, both marked on the chart.
 	Expect(read().Marks).To(BeNumerically(">=", 2))
 	lagPath, err := chromedp.Run(ctx, chromedp.AttributeValue(`.card[data-app="wordcount"] path.lag`, "d"))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(strings.Count(lagPath.Value, "V")).To(BeNumerically(">=", 2), "the lag line went up and came down")
 	shot("dashboard-after.png")
+
+	// A dead letter: an invalid CloudEvent that reached the stream by a plain
+	// publish is dead-lettered at its first delivery. Its count is a link
+	// that lists it.
+	st, err := state.Read(dataDir)
+	Expect(err).NotTo(HaveOccurred())
+	nc, err := nats.Connect(st.NATSURL)
+	Expect(err).NotTo(HaveOccurred())
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	Expect(err).NotTo(HaveOccurred())
+	msg := &nats.Msg{Subject: "words", Header: nats.Header{}, Data: []byte("old style")}
+	msg.Header.Set("ce-specversion", "0.3")
+	_, err = js.PublishMsg(context.Background(), msg)
+	Expect(err).NotTo(HaveOccurred())
+	deadLetters := func() string {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('tr.app[data-app="wordcount"]') || {dataset: {}}).dataset.deadLetters || ""`))
+		Expect(err).NotTo(HaveOccurred())
+		return v
+	}
+	Eventually(deadLetters, 60*time.Second, 200*time.Millisecond).Should(Equal("1"))
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`(document.querySelector('tr.app[data-app="wordcount"] a.dlq').click(), true)`))
+	Expect(err).NotTo(HaveOccurred())
+	listed := func() string {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('#dlqtable tr.letter')).map(r => r.innerText).join("\n")`))
+		Expect(err).NotTo(HaveOccurred())
+		return v
+	}
+	Eventually(listed, 10*time.Second, 100*time.Millisecond).Should(And(ContainSubstring("words"), ContainSubstring("invalid CloudEvent: ce-specversion")))
+	shot("dashboard-dead-letters.png")
 
 	mu.Lock()
 	defer mu.Unlock()
