@@ -64,10 +64,18 @@ type appHistory struct {
 	samples   []Sample
 	decisions []ScaleMark
 	lastScale time.Time
-	delivered map[string]uint64 // topic → last delivered stream sequence
-	readAt    time.Time
+	readings  []reading // delivered events over the last rateWindow
 	rate      float64
 }
+
+// reading is the sum of an app's consumers' delivered stream sequences.
+type reading struct {
+	at    time.Time
+	total uint64
+}
+
+// rateWindow smooths events/s over a few polls.
+const rateWindow = 5 * time.Second
 
 type dashboardState struct {
 	mu      sync.Mutex
@@ -168,7 +176,7 @@ func (s *Scaler) record(ctx context.Context, now time.Time) {
 		seen[m.AppGUID] = true
 		h := s.dash.apps[m.AppGUID]
 		if h == nil {
-			h = &appHistory{delivered: map[string]uint64{}}
+			h = &appHistory{}
 			s.dash.apps[m.AppGUID] = h
 		}
 		smp := Sample{now.UnixMilli(), m.Lag, int64(m.CurrentInstances), int64(m.DesiredInstances)}
@@ -186,7 +194,7 @@ func (s *Scaler) record(ctx context.Context, now time.Time) {
 		}
 		j := sort.Search(len(h.decisions), func(i int) bool { return h.decisions[i].Time >= cut })
 		h.decisions = append(h.decisions[:0], h.decisions[j:]...)
-		if active && (m.Lag > 0 || h.rate > 0 || len(h.delivered) == 0) {
+		if active && (m.Lag > 0 || h.rate > 0 || len(h.readings) == 0) {
 			busy = append(busy, m.AppGUID)
 		}
 	}
@@ -212,17 +220,18 @@ func (s *Scaler) record(ctx context.Context, now time.Time) {
 	}
 }
 
-// readRate reads the app's consumers' delivered sequence and turns its
-// progress since the last read into events per second.
+// readRate reads the app's consumers' delivered stream sequences and turns
+// their progress over the last rateWindow into events per second.
 func (s *Scaler) readRate(ctx context.Context, now time.Time, guid string, topics []string) {
-	cur := map[string]uint64{}
+	var total uint64
 	for _, t := range topics {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		c, err := s.js.Consumer(rctx, topic.StreamName(t), topic.ConsumerName(guid))
-		if err == nil {
-			cur[t] = c.CachedInfo().Delivered.Stream
-		}
 		cancel()
+		if err != nil {
+			return // unknown now: keep the last rate
+		}
+		total += c.CachedInfo().Delivered.Stream
 	}
 	s.dash.mu.Lock()
 	defer s.dash.mu.Unlock()
@@ -230,18 +239,17 @@ func (s *Scaler) readRate(ctx context.Context, now time.Time, guid string, topic
 	if h == nil {
 		return
 	}
-	var n uint64
-	for t, v := range cur {
-		if prev, ok := h.delivered[t]; ok && v > prev {
-			n += v - prev
-		}
+	h.readings = append(h.readings, reading{at: now, total: total})
+	i := 0
+	for i < len(h.readings)-2 && now.Sub(h.readings[i+1].at) >= rateWindow {
+		i++
 	}
-	if !h.readAt.IsZero() {
-		if dt := now.Sub(h.readAt).Seconds(); dt > 0 {
-			h.rate = float64(n) / dt
-		}
+	h.readings = append(h.readings[:0], h.readings[i:]...)
+	first := h.readings[0]
+	h.rate = 0
+	if dt := now.Sub(first.at).Seconds(); dt > 0 && total > first.total {
+		h.rate = float64(total-first.total) / dt
 	}
-	h.delivered, h.readAt = cur, now
 }
 
 func (s *Scaler) countDeadLetters(ctx context.Context, now time.Time) {
