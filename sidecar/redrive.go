@@ -9,12 +9,10 @@ package sidecar
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
@@ -97,7 +95,7 @@ func (e *engine) settled(m *pull.Msg, md *nats.MsgMetadata, failure string) {
 	seq, _ := strconv.ParseUint(m.Header.Get(provision.HeaderDeadLetter), 10, 64)
 	if seq > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), publishWait)
-		if err := e.deleteLetter(ctx, seq, m.Header.Get(provision.HeaderDeadLetterID)); err != nil {
+		if err := provision.DeleteDeadLetter(ctx, e.js, seq, m.Header.Get(provision.HeaderDeadLetterID)); err != nil {
 			e.log.Warn("cannot remove the redriven dead letter", "dead_letter", seq, "error", err)
 		}
 		cancel()
@@ -110,24 +108,3 @@ func (e *engine) settled(m *pull.Msg, md *nats.MsgMetadata, failure string) {
 	}
 	_ = e.js.Conn().PublishMsg(note)
 }
-
-// deleteLetter deletes dead letter seq if it is still the one named id.
-func (e *engine) deleteLetter(ctx context.Context, seq uint64, id string) error {
-	s, err := e.js.Stream(ctx, topic.DLQStream)
-	if err != nil {
-		return err
-	}
-	stored, err := s.GetMsg(ctx, seq)
-	if err != nil {
-		if isNotFound(err) {
-			return nil // purged or redriven meanwhile
-		}
-		return err
-	}
-	if stored.Header.Get(jetstream.MsgIDHeader) != id {
-		return nil
-	}
-	return s.DeleteMsg(ctx, seq)
-}
-
-func isNotFound(err error) bool { return errors.Is(err, jetstream.ErrMsgNotFound) }

@@ -8,6 +8,7 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -142,4 +143,24 @@ func PublishAgainDeadLetter(ctx context.Context, js jetstream.JetStream, m *nats
 		return nil, fmt.Errorf("dead letter for %s: %w", strings.TrimPrefix(m.Subject, topic.DLQPrefix), err)
 	}
 	return ack, nil
+}
+
+// DeleteDeadLetter deletes dead letter seq of HOTTOPIC_DLQ if it is still the
+// one whose Nats-Msg-Id is id; a letter already gone is no error.
+func DeleteDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64, id string) error {
+	s, err := js.Stream(ctx, topic.DLQStream)
+	if err != nil {
+		return err
+	}
+	stored, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // purged or redriven meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	if stored.Header.Get(jetstream.MsgIDHeader) != id {
+		return nil
+	}
+	return s.DeleteMsg(ctx, seq)
 }
