@@ -2,36 +2,39 @@ package sidecar
 
 // The sidecar's side of the per-app path (docs/design.md, "Dead letters,
 // redrive and replay"): for every mapped topic it also pulls from its own
-// consumer on HOTTOPIC_REDRIVE, whose filter is the literal subject
-// hottopic.redrive.<app-guid>.<topic>. Those events are delivered like any
+// consumer on HOTTOPIC_REDRIVE (once one exists), whose filter is the literal
+// subject hottopic.redrive.<app-guid>.<topic>. Those events are delivered like any
 // other; once one is settled, the dead letter it was redriven from is deleted
 // and the settlement is announced on hottopic.settled.<app-guid>.
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 	"github.com/hottopic-io/hottopic/sidecar/internal/pull"
 )
 
-// attachRedrive makes this app's consumer of topic t on the per-app stream
-// (creating the stream if missing) and pulls from it; it retries until it can.
+// attachRedrive pulls from this app's consumer of topic t on the per-app
+// stream. The consumer is made by `hottopic redrive` or `replay` on first
+// use, so it is looked up once, then again only when one of them says it is
+// ready (or after a lookup error): no polling.
 func (r *runner) attachRedrive(ctx context.Context, t string, ts *topicState) {
 	defer r.wg.Done()
 	name := topic.RedriveConsumerName(r.appGUID, t)
+	ready := make(chan *nats.Msg, 1)
+	sub, err := r.nc.ChanSubscribe(topic.RedriveReadySubject(r.appGUID), ready)
+	if err == nil {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	for attempt := 0; ; attempt++ {
-		r.mu.Lock()
-		cur := r.cur
-		r.mu.Unlock()
-		if cur == nil || ctx.Err() != nil {
-			return
-		}
-		c, err := provision.EnsureRedriveConsumer(ctx, r.js, r.appGUID, t, cur.Settings, r.e.streams)
+		c, err := r.js.Consumer(ctx, topic.RedriveStream, name)
 		if err == nil {
 			info := c.CachedInfo()
 			r.mu.Lock()
@@ -51,19 +54,25 @@ func (r *runner) attachRedrive(ctx context.Context, t string, ts *topicState) {
 			}
 			r.mu.Unlock()
 			if err == nil {
+				r.log.Info("consuming events sent to this app alone", "topic", t, "stream", topic.RedriveStream, "consumer", name)
 				return
 			}
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if attempt == 0 {
-			r.log.Warn("cannot set up this app's redrive consumer; retrying", "topic", t, "stream", topic.RedriveStream, "consumer", name, "error", err)
+		var retry <-chan time.Time
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			if attempt == 0 {
+				r.log.Warn("cannot look up this app's redrive consumer; retrying", "topic", t, "consumer", name, "error", err)
+			}
+			retry = time.After(attachRetry)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(attachRetry):
+		case <-ready:
+		case <-retry:
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/gomega"
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
@@ -98,10 +99,11 @@ func testRedrive(t *testing.T, when spec.G, it spec.S) {
 		}
 		Expect(appB.bodies()).To(Equal(map[string]int{"e0": 1, "e1": 1, "e2": 1}))
 		Expect(consumerInfo(t, js, topic.StreamName("orders"), guidB).Delivered.Consumer).To(Equal(uint64(3)))
-		// B's own consumer on the per-app path filters on B's subject and got nothing.
-		cb := consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidB, "orders"))
-		Expect(cb.Config.FilterSubject).To(Equal("hottopic.redrive." + guidB + ".orders"))
-		Expect(cb.Delivered.Consumer).To(Equal(uint64(0)))
+		// A's consumer on the per-app path filters on A's subject; B has none.
+		ca := consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidA, "orders"))
+		Expect(ca.Config.FilterSubject).To(Equal("hottopic.redrive." + guidA + ".orders"))
+		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB, "orders"))
+		Expect(err).To(MatchError(jetstream.ErrConsumerNotFound))
 
 		// The three letters are gone; e2's new one keeps its history.
 		again, err := ops.List(ctx, js, ops.Filter{})

@@ -112,6 +112,9 @@ func Redrive(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, let
 			sent[l.ID] = true
 		}
 	}
+	if len(sent) > 0 {
+		tellReady(js, m.AppGUID)
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for len(sent) > 0 {
@@ -210,4 +213,10 @@ func isPlain(h nats.Header, data []byte) bool {
 		}
 	}
 	return true
+}
+
+// tellReady tells the app's running sidecars that its per-app consumers exist.
+func tellReady(js jetstream.JetStream, appGUID string) {
+	_ = js.Conn().Publish(topic.RedriveReadySubject(appGUID), nil)
+	_ = js.Conn().Flush()
 }

@@ -118,6 +118,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, t st
 			break
 		}
 	}
+	if r.Events > 0 {
+		tellReady(js, m.AppGUID)
+	}
 	return r, nil
 }
 

@@ -40,3 +40,12 @@ const SettledPrefix = "hottopic.settled."
 
 // SettledSubject is where app appGUID's sidecars report settled events.
 func SettledSubject(appGUID string) string { return SettledPrefix + appGUID }
+
+// RedriveReadyPrefix starts the subject on which `hottopic redrive` and
+// `replay` tell an app's running sidecars that its consumer on the per-app
+// stream exists now: hottopic.redrive-ready.<app-guid>. Core NATS only. The
+// consumers are made on first use, so idle apps cost the server nothing.
+const RedriveReadyPrefix = "hottopic.redrive-ready."
+
+// RedriveReadySubject is where app appGUID's sidecars hear of new consumers.
+func RedriveReadySubject(appGUID string) string { return RedriveReadyPrefix + appGUID }
