@@ -5,31 +5,69 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
+
+	"github.com/paketo-buildpacks/libpak/v2"
 )
 
 // SidecarName is the sidecar's executable name, on PATH at launch.
 const SidecarName = "hottopic-sidecar"
 
+// DependencyID is the sidecar's id in buildpack.toml's [[metadata.dependencies]].
+const DependencyID = "hottopic-sidecar"
+
 // Architectures the package carries a sidecar for.
 var Architectures = []string{"amd64", "arm64"}
 
-// SidecarBinary returns the sidecar built for os/arch inside the buildpack
-// rooted at root (scripts/build.sh puts it at sidecar/<os>-<arch>/). It fails
-// with one line when the platform is not supported or the package lacks the
-// binary.
-func SidecarBinary(root, goos, arch string) (string, error) {
+// BundledSidecar returns the sidecar dependency that buildpack.toml's
+// metadata (of the buildpack rooted at root) declares for goos/arch, and the
+// binary the package carries for it where libpak's dependency cache looks:
+// dependencies/<sha256>/<file name of its uri>, beside dependencies/<sha256>.toml.
+// It fails with one line when the platform is not supported, the package lacks
+// the binary or the binary is not the one declared; it never downloads.
+func BundledSidecar(root string, metadata map[string]interface{}, goos, arch string) (libpak.BuildModuleDependency, string, error) {
 	arch = normalizeArch(arch)
 	if goos != "linux" || !supported(arch) {
-		return "", fmt.Errorf("hottopic-sidecar is not available for %s/%s: this buildpack supports linux/amd64 and linux/arm64", goos, arch)
+		return libpak.BuildModuleDependency{}, "", fmt.Errorf("hottopic-sidecar is not available for %s/%s: this buildpack supports linux/amd64 and linux/arm64", goos, arch)
 	}
-	p := filepath.Join(root, "sidecar", goos+"-"+arch, SidecarName)
+	md, err := libpak.NewBuildModuleMetadata(metadata)
+	if err != nil {
+		return libpak.BuildModuleDependency{}, "", fmt.Errorf("buildpack.toml: %v", oneLine(err))
+	}
+	var dep libpak.BuildModuleDependency
+	found := false
+	for _, d := range md.Dependencies {
+		if a, err := d.GetArch(); err == nil && d.ID == DependencyID && a == arch {
+			dep, found = d, true
+			break
+		}
+	}
+	if !found {
+		return libpak.BuildModuleDependency{}, "", fmt.Errorf("buildpack.toml declares no %s dependency for %s/%s: rebuild the package with scripts/package.sh", DependencyID, goos, arch)
+	}
+	sum := dep.GetChecksum().Hash()
+	u, err := url.Parse(dep.URI)
+	if err != nil || sum == "" {
+		return libpak.BuildModuleDependency{}, "", fmt.Errorf("buildpack.toml: the %s dependency for %s/%s needs a uri and a sha256", DependencyID, goos, arch)
+	}
+	dir := filepath.Join(root, "dependencies")
+	p := filepath.Join(dir, sum, path.Base(u.Path))
 	info, err := os.Stat(p)
-	if err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
-		return "", fmt.Errorf("the buildpack package has no executable %s for %s/%s at %s: rebuild it with scripts/package.sh", SidecarName, goos, arch, p)
+	if _, terr := os.Stat(filepath.Join(dir, sum+".toml")); err != nil || terr != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
+		return libpak.BuildModuleDependency{}, "", fmt.Errorf("the buildpack package has no executable %s for %s/%s at %s: rebuild it with scripts/package.sh", SidecarName, goos, arch, p)
 	}
-	return p, nil
+	got, err := fileSHA256(p)
+	if err != nil {
+		return libpak.BuildModuleDependency{}, "", err
+	}
+	if got != sum {
+		return libpak.BuildModuleDependency{}, "", fmt.Errorf("%s has sha256 %s, not the %s that buildpack.toml declares: rebuild the package with scripts/package.sh", p, got, sum)
+	}
+	return dep, p, nil
 }
 
 // normalizeArch accepts uname spellings for the GOARCH names CNB uses.
@@ -87,11 +125,11 @@ func InstallSidecar(src, dir string) (string, error) {
 	return dst, nil
 }
 
-// fileSHA256 identifies a sidecar build, so an unchanged one is reused.
+// fileSHA256 is the hex SHA-256 of a file.
 func fileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
 	h := sha256.New()
@@ -100,3 +138,6 @@ func fileSHA256(path string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// oneLine keeps an error (libpak's are multi-line) on one line.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }

@@ -38,14 +38,15 @@ func (b Build) Build(context libcnb.BuildContext) (libcnb.BuildResult, error) {
 	cr.LogConfiguration(b.Logger)
 
 	goos, arch := targetPlatform(context.TargetInfo)
-	src, err := SidecarBinary(context.Buildpack.Path, goos, arch)
+	dep, _, err := BundledSidecar(context.Buildpack.Path, context.Buildpack.Metadata, goos, arch)
 	if err != nil {
 		return libcnb.BuildResult{}, err
 	}
-	sidecar, err := NewSidecar(src, normalizeArch(arch), b.Logger)
+	cache, err := dependencyCache(context, b.Logger)
 	if err != nil {
 		return libcnb.BuildResult{}, err
 	}
+	sidecar := NewSidecar(dep, normalizeArch(arch), cache, b.Logger)
 
 	layer, err := context.Layers.Layer(sidecar.Name())
 	if err != nil {

@@ -2,6 +2,9 @@ package buildpack_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/hottopic-io/hottopic/buildpack"
+	"github.com/hottopic-io/hottopic/buildpack/internal/bptest"
 )
 
 func testBuild(t *testing.T, context spec.G, it spec.S) {
@@ -28,8 +32,7 @@ func testBuild(t *testing.T, context spec.G, it spec.S) {
 	)
 
 	it.Before(func() {
-		bp := repoBuildpack(t)
-		bp.Path = fakeTree(t, "amd64", "arm64")
+		bp := packagedBuildpack(t, "amd64", "arm64")
 		ctx = libcnb.BuildContext{
 			ApplicationPath: t.TempDir(),
 			Buildpack:       bp,
@@ -41,7 +44,7 @@ func testBuild(t *testing.T, context spec.G, it spec.S) {
 		build = buildpack.NewBuild(log.NewPaketoLogger(out))
 	})
 
-	it("contributes one launch layer with the sidecar in its bin/", func() {
+	it("contributes one launch layer with the sidecar in its bin/ and a Syft SBOM of the dependency", func() {
 		result, err := build.Build(ctx)
 		Expect(err).NotTo(HaveOccurred())
 
@@ -50,8 +53,26 @@ func testBuild(t *testing.T, context spec.G, it spec.S) {
 		Expect(layer.Name).To(Equal("sidecar"))
 		Expect(layer.LayerTypes).To(Equal(libcnb.LayerTypes{Launch: true}))
 		Expect(layer.Metadata).To(HaveKeyWithValue("arch", "amd64"))
-		Expect(layer.Metadata).To(HaveKeyWithValue("name", "hottopic-sidecar"))
-		Expect(layer.Metadata).To(HaveKey("sha256"))
+		Expect(layer.Metadata).To(HaveKeyWithValue("id", "hottopic-sidecar"))
+		Expect(layer.Metadata).To(HaveKeyWithValue("version", ctx.Buildpack.Info.Version))
+		sum := sha256.Sum256([]byte("sidecar for amd64"))
+		Expect(layer.Metadata).To(HaveKeyWithValue("checksum", hex.EncodeToString(sum[:])))
+
+		var sbom struct {
+			Artifacts []struct {
+				Name, Version, PURL string
+				Licenses, CPEs      []string
+			}
+		}
+		raw, err := os.ReadFile(layer.SBOMPath(libcnb.SyftJSON))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(raw, &sbom)).To(Succeed())
+		Expect(sbom.Artifacts).To(HaveLen(1))
+		Expect(sbom.Artifacts[0].Name).To(Equal("Hot Topic Sidecar"))
+		Expect(sbom.Artifacts[0].PURL).To(Equal("pkg:generic/hottopic-sidecar@" + ctx.Buildpack.Info.Version + "?arch=amd64"))
+		Expect(sbom.Artifacts[0].Licenses).To(Equal([]string{"Apache-2.0"}))
+		Expect(sbom.Artifacts[0].CPEs).To(HaveLen(1))
+		Expect(ctx.Buildpack.Info.SBOMFormats).To(ContainElement(libcnb.SyftJSON.MediaType()))
 
 		bin := filepath.Join(layer.Path, "bin", "hottopic-sidecar")
 		Expect(os.ReadFile(bin)).To(Equal([]byte("sidecar for amd64")))
@@ -139,7 +160,7 @@ func testBuild(t *testing.T, context spec.G, it spec.S) {
 			Expect(filepath.Join(ctx.Layers.Path, "sidecar")).NotTo(BeADirectory())
 			Expect(filepath.Join(ctx.Layers.Path, "sidecar.toml")).To(BeARegularFile())
 
-			writeSidecar(t, ctx.Buildpack.Path, "amd64", "a newer sidecar")
+			bptest.Package(t, ctx.Buildpack.Path, map[string]string{"amd64": "a newer sidecar", "arm64": "sidecar for arm64"})
 			out.Reset()
 			run()
 			Expect(plain(out)).NotTo(ContainSubstring("Reusing cached layer"))
@@ -155,11 +176,17 @@ func testBuild(t *testing.T, context spec.G, it spec.S) {
 		})
 
 		it("fails with one line when the package lacks the binary", func() {
-			Expect(os.Remove(filepath.Join(ctx.Buildpack.Path, "sidecar", "linux-arm64", "hottopic-sidecar"))).To(Succeed())
+			Expect(os.Remove(bptest.Binary(ctx.Buildpack.Path, "arm64", "sidecar for arm64"))).To(Succeed())
 			ctx.TargetInfo.Arch = "arm64"
 			_, err := build.Build(ctx)
 			Expect(err).To(MatchError(MatchRegexp(`^the buildpack package has no executable hottopic-sidecar for linux/arm64 at \S+: rebuild it with scripts/package.sh$`)))
 			Expect(filepath.Join(ctx.Layers.Path, "sidecar")).NotTo(BeADirectory())
+		})
+
+		it("refuses a binary that is not the one buildpack.toml declares", func() {
+			Expect(os.WriteFile(bptest.Binary(ctx.Buildpack.Path, "amd64", "sidecar for amd64"), []byte("tampered"), 0o755)).To(Succeed())
+			_, err := build.Build(ctx)
+			Expect(err).To(MatchError(MatchRegexp(`^\S+ has sha256 [0-9a-f]{64}, not the [0-9a-f]{64} that buildpack.toml declares: rebuild the package with scripts/package.sh$`)))
 		})
 
 		it("refuses a bad BP_ value, naming the allowed values", func() {

@@ -1,7 +1,6 @@
 package buildpack_test
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -9,6 +8,8 @@ import (
 	"github.com/buildpacks/libcnb/v2"
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
+
+	"github.com/hottopic-io/hottopic/buildpack/internal/bptest"
 )
 
 func TestUnit(t *testing.T) {
@@ -17,6 +18,30 @@ func TestUnit(t *testing.T) {
 	suite("Detect", testDetect)
 	suite("Build", testBuild)
 	suite.Run(t)
+}
+
+// packagedBuildpack lays out a packaged buildpack at a temp dir, with a
+// sidecar "binary" per architecture whose content names the architecture,
+// and returns its descriptor (the repository's buildpack.toml, stamped).
+func packagedBuildpack(t *testing.T, archs ...string) libcnb.Buildpack {
+	t.Helper()
+	root := t.TempDir()
+	sidecars := map[string]string{}
+	for _, a := range archs {
+		sidecars[a] = "sidecar for " + a
+	}
+	bptest.Package(t, root, sidecars)
+	return readBuildpack(t, root)
+}
+
+func readBuildpack(t *testing.T, root string) libcnb.Buildpack {
+	t.Helper()
+	var bp libcnb.Buildpack
+	if _, err := toml.DecodeFile(filepath.Join(root, "buildpack.toml"), &bp); err != nil {
+		t.Fatalf("read buildpack.toml: %v", err)
+	}
+	bp.Path = root
+	return bp
 }
 
 // repoBuildpack is the buildpack.toml at the repository root, so the tests
@@ -28,33 +53,4 @@ func repoBuildpack(t *testing.T) libcnb.Buildpack {
 		t.Fatalf("read buildpack.toml: %v", err)
 	}
 	return bp
-}
-
-// fakeTree lays out a packaged buildpack at a temp dir: buildpack.toml and a
-// sidecar "binary" per architecture whose content names the architecture.
-func fakeTree(t *testing.T, archs ...string) string {
-	t.Helper()
-	root := t.TempDir()
-	raw, err := os.ReadFile(filepath.Join("..", "buildpack.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "buildpack.toml"), raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range archs {
-		writeSidecar(t, root, a, "sidecar for "+a)
-	}
-	return root
-}
-
-func writeSidecar(t *testing.T, root, arch, content string) {
-	t.Helper()
-	dir := filepath.Join(root, "sidecar", "linux-"+arch)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hottopic-sidecar"), []byte(content), 0o755); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -2,6 +2,7 @@ package buildpack
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/buildpacks/libcnb/v2"
@@ -10,37 +11,35 @@ import (
 )
 
 // Sidecar contributes the launch layer holding hottopic-sidecar in its bin/,
-// which the launcher puts on PATH. Its metadata is the binary's digest and
-// architecture, so a rebuild with the same sidecar reuses the previous layer.
+// which the launcher puts on PATH, through libpak's dependency support: the
+// binary comes from the package's dependency cache (verified against the
+// sha256 in buildpack.toml, never downloaded), and the layer gets a Syft SBOM
+// (sidecar.sbom.syft.json) describing the dependency. The layer metadata is
+// the dependency's id, name, version and checksum plus its architecture, so a
+// rebuild with the same sidecar reuses the previous layer.
 type Sidecar struct {
-	LayerContributor libpak.LayerContributor
-	Logger           log.Logger
-	// Source is the sidecar binary inside the buildpack.
-	Source string
+	Contributor libpak.DependencyLayerContributor
+	Logger      log.Logger
 }
 
-// NewSidecar prepares the contribution of the binary at source, built for arch.
-func NewSidecar(source, arch string, logger log.Logger) (Sidecar, error) {
-	sum, err := fileSHA256(source)
-	if err != nil {
-		return Sidecar{}, fmt.Errorf("read %s: %w", source, err)
+// NewSidecar prepares the contribution of dep, built for arch, from cache.
+func NewSidecar(dep libpak.BuildModuleDependency, arch string, cache libpak.DependencyCache, logger log.Logger) Sidecar {
+	c := libpak.NewDependencyLayerContributor(dep, cache, libcnb.LayerTypes{Launch: true}, logger)
+	md := dep.GetMetadata()
+	c.ExpectedMetadata = map[string]interface{}{
+		"id":       md.ID,
+		"name":     md.Name,
+		"version":  md.Version,
+		"checksum": md.Checksum,
+		"arch":     arch,
 	}
-	expected := map[string]interface{}{
-		"name":   SidecarName,
-		"arch":   arch,
-		"sha256": sum,
-	}
-	return Sidecar{
-		LayerContributor: libpak.NewLayerContributor(SidecarName, expected, libcnb.LayerTypes{Launch: true}, logger),
-		Logger:           logger,
-		Source:           source,
-	}, nil
+	return Sidecar{Contributor: c, Logger: logger}
 }
 
-// Contribute copies the binary into the layer unless the layer is reused.
+// Contribute installs the binary into the layer unless the layer is reused.
 func (s Sidecar) Contribute(layer *libcnb.Layer) error {
-	return s.LayerContributor.Contribute(layer, func(layer *libcnb.Layer) error {
-		dst, err := InstallSidecar(s.Source, filepath.Join(layer.Path, "bin"))
+	return s.Contributor.Contribute(layer, func(layer *libcnb.Layer, artifact *os.File) error {
+		dst, err := InstallSidecar(artifact.Name(), filepath.Join(layer.Path, "bin"))
 		if err != nil {
 			return err
 		}
@@ -51,3 +50,13 @@ func (s Sidecar) Contribute(layer *libcnb.Layer) error {
 
 // Name is the layer's name.
 func (Sidecar) Name() string { return "sidecar" }
+
+// dependencyCache is libpak's cache of the buildpack's own dependencies/ dir.
+func dependencyCache(context libcnb.BuildContext, logger log.Logger) (libpak.DependencyCache, error) {
+	info := context.Buildpack.Info
+	c, err := libpak.NewDependencyCache(info.ID, info.Version, context.Buildpack.Path, context.Platform.Bindings, logger)
+	if err != nil {
+		return libpak.DependencyCache{}, fmt.Errorf("dependency cache: %v", oneLine(err))
+	}
+	return c, nil
+}

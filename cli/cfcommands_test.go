@@ -257,6 +257,16 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 		})
 	})
 
+	when("the app has a hottopic.io/* annotation Hot Topic does not know", func() {
+		it("maps the topic and warns that the annotation is ignored, naming the likely one", func() {
+			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", "hottopic.io/max-instance": "3"})
+			r := run("map-event", "orders", "c")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stderr).To(Equal("Warning: app orders: unknown annotation hottopic.io/max-instance is ignored (did you mean hottopic.io/max-instances?)\n"))
+			Expect(r.stdout).To(ContainSubstring("OK"))
+		})
+	})
+
 	when("the app already has a bad setting annotation", func() {
 		it("names the flag that replaces it, and the flag does", func() {
 			w.cc.SetLabels(orders, map[string]string{mapping.LabelMapped: "true"})
@@ -330,6 +340,9 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 			Expect(doc.Mappings[0].Streams).To(HaveKeyWithValue("orders.created", "HT_orders_created"))
 			Expect(doc.Mappings[0].Valid).To(BeTrue())
 			Expect(doc.Mappings[0].Settings.MaxInstances).To(Equal(5))
+			// Without the scaler nobody knows the instances: null, not 0.
+			Expect(r.stdout).To(ContainSubstring(`"current_instances": null`))
+			Expect(r.stdout).To(ContainSubstring(`"desired_instances": null`))
 
 			r = run("events", "web")
 			Expect(r.code).To(Equal(0), r.stderr)
@@ -369,7 +382,8 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 				{[]string{"orders", "a..b"}, `tokens between '.' must not be empty`},
 				{[]string{"orders", "a,b"}, `invalid topic "a,b"`},
 				{[]string{"orders", "t", "--min", "-1"}, "bad --min: min-instances must be 0 or more, got -1"},
-				{[]string{"orders", "t", "--max", "0"}, "bad --max: max-instances must be 1 or more, got 0"},
+				{[]string{"orders", "t", "--max", "0"}, "bad --max: max-instances must be between 1 and 1000, got 0"},
+				{[]string{"orders", "t", "--max", "2000000000"}, "bad --max: max-instances must be between 1 and 1000, got 2000000000"},
 				{[]string{"orders", "t", "--idle-seconds", "-5"}, "bad --idle-seconds: idle-seconds must be 0 or more, got -5"},
 				{[]string{"orders", "t", "--concurrency", "0"}, "bad --concurrency"},
 				{[]string{"orders", "t", "--path", "events"}, "bad --path: path must start with '/'"},
@@ -383,12 +397,12 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 			Expect(w.cc.Calls()).To(BeEmpty(), "nothing may reach CC for input that is bad on its own")
 
 			// against the values already on the app
-			failsWith(t, run("map-event", "orders", "b", "--min", "5"), "bad --min: 5 is greater than app 'orders''s max-instances 3; set --max as well")
+			failsWith(t, run("map-event", "orders", "b", "--min", "5"), "bad --min: 5 is greater than max-instances 3 of app 'orders'; set --max as well")
 			Expect(run("map-event", "orders", "b", "--min", "11", "--max", "12").code).To(Equal(0), "both bounds given")
 			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", mapping.AnnMin: "4"})
-			failsWith(t, run("map-event", "orders", "b", "--max", "2"), "bad --max: 2 is less than app 'orders''s min-instances 4; set --min as well")
+			failsWith(t, run("map-event", "orders", "b", "--max", "2"), "bad --max: 2 is less than min-instances 4 of app 'orders'; set --min as well")
 			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a"})
-			failsWith(t, run("map-event", "orders", "b", "--min", "11"), "bad --min: 11 is greater than app 'orders''s max-instances 10 (the default); set --max as well")
+			failsWith(t, run("map-event", "orders", "b", "--min", "11"), "bad --min: 11 is greater than max-instances 10 (the default) of app 'orders'; set --max as well")
 			w.cc.SetAnnotations(orders, map[string]string{mapping.AnnTopics: "a", mapping.AnnTimeout: "soon"})
 			failsWith(t, run("map-event", "orders", "b"), `app 'orders': annotation hottopic.io/timeout-seconds must be a whole number, got "soon"`)
 			failsWith(t, run("unmap-event", "orders", "no*pe"), `invalid topic "no*pe"`)

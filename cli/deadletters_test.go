@@ -167,7 +167,7 @@ func testDeadLetters(t *testing.T, when spec.G, it spec.S) {
 		b, _ := mapping.Mapping{AppGUID: orders, Topics: []string{"orders.created"}, Settings: settings}.Encode()
 		_, err = kv.Put(ctx, orders, b)
 		Expect(err).NotTo(HaveOccurred())
-		_, err = provision.EnsureConsumer(ctx, js, orders, "orders.created", settings)
+		_, err = provision.EnsureConsumer(ctx, js, orders, "", "orders.created", settings)
 		Expect(err).NotTo(HaveOccurred())
 
 		r = run("", "redrive", "orders", "--id", fmt.Sprint(b1))
@@ -204,7 +204,7 @@ func testDeadLetters(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		_, err = provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = provision.EnsureConsumer(ctx, js, orders, "orders.created", settings)
+		_, err = provision.EnsureConsumer(ctx, js, orders, "", "orders.created", settings)
 		Expect(err).NotTo(HaveOccurred())
 		for _, d := range []string{"a", "b"} {
 			_, err := js.Publish(ctx, "orders.created", []byte(d))

@@ -48,6 +48,7 @@ their backlog, down to zero. Ctrl-C stops everything cleanly.`,
 	f.StringVar(&o.DataDir, "data-dir", state.DefaultDir, "where JetStream keeps its files and the running runtime records itself")
 	f.IntVar(&o.NATSPort, "nats-port", dev.DefaultNATSPort, "port of the embedded NATS server on 127.0.0.1")
 	f.StringVar(&o.NATSURL, "nats", "", "use this NATS JetStream server instead of an embedded one")
+	f.BoolVar(&o.Cluster, "cluster", false, "run a 3-node embedded JetStream cluster (each node its own process, on --nats-port and the two ports after it) instead of one server")
 	f.StringVar(&o.EnvFile, "env-file", "", "file of KEY=VALUE lines added to every app's environment")
 	f.DurationVar(&o.PollInterval, "poll-interval", dev.DefaultPollInterval, "how often the scaler reads lag")
 	f.DurationVar(&o.DiscoveryInterval, "discovery-interval", dev.DefaultDiscoveryInterval, "how often the scaler reads mappings")

@@ -52,6 +52,7 @@ func newEventsCmd(open targetOpener, standalone bool) *cobra.Command {
 		scalerFlag   string
 		asJSON       bool
 		forceDev, cf bool
+		dataDir      string
 	)
 	cmd := &cobra.Command{
 		Use:   "events [APP]",
@@ -67,12 +68,15 @@ func newEventsCmd(open targetOpener, standalone bool) *cobra.Command {
 				appName = args[0]
 			}
 			if standalone && !cf {
-				st, err := state.Read(state.DefaultDir)
+				st, err := state.Read(dataDir)
 				if err == nil {
 					return devEvents(cmd.Context(), cmd.OutOrStdout(), st.ScalerURL, appName, asJSON)
 				}
 				if forceDev {
-					return fmt.Errorf("--dev: %v in %s", err, state.DefaultDir)
+					return fmt.Errorf("--dev: %v in %s", err, dataDir)
+				}
+				if cmd.Flags().Changed("data-dir") {
+					return fmt.Errorf("--data-dir: %v in %s", err, dataDir)
 				}
 			}
 			scaler := scalerFlag
@@ -90,9 +94,13 @@ func newEventsCmd(open targetOpener, standalone bool) *cobra.Command {
 	cmd.Flags().StringVar(&scalerFlag, "scaler", "", "URL of the scaler for live lag and instances (default $"+EnvScalerURL+")")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the scaler's /v1/mappings schema) for scripts")
 	if standalone {
-		cmd.Flags().BoolVar(&forceDev, "dev", false, "show the `hottopic dev` runtime running in this directory (the default when one runs)")
-		cmd.Flags().BoolVar(&cf, "cf", false, "show the targeted Cloud Foundry space even when a `hottopic dev` runs here")
+		// No backquotes in these usages: pflag shows a backquoted word as the
+		// flag's value name ("--dev hottopic dev"), as if the flag took one.
+		cmd.Flags().BoolVar(&forceDev, "dev", false, "show the local runtime of 'hottopic dev' (found through --data-dir); the default when one runs")
+		cmd.Flags().BoolVar(&cf, "cf", false, "show the targeted Cloud Foundry space even when 'hottopic dev' runs here")
+		cmd.Flags().StringVar(&dataDir, "data-dir", state.DefaultDir, "the --data-dir of the 'hottopic dev' runtime to show")
 		cmd.MarkFlagsMutuallyExclusive("dev", "cf")
+		cmd.MarkFlagsMutuallyExclusive("data-dir", "cf")
 	}
 	return cmd
 }
@@ -277,7 +285,7 @@ func writeTable(out io.Writer, rows []api.Mapping, live bool) {
 				if m.LagKnown {
 					lag = strconv.FormatInt(m.Lag, 10)
 				}
-				inst = fmt.Sprintf("%d/%d", m.CurrentInstances, m.DesiredInstances)
+				inst = count(m.CurrentInstances) + "/" + count(m.DesiredInstances)
 			}
 			cols = append(cols, lag, inst)
 		}
@@ -311,6 +319,14 @@ func status(m api.Mapping, live bool) string {
 		return "lag unknown"
 	}
 	return "ok"
+}
+
+// count is an instance count for the table: "?" when not known.
+func count(n *int) string {
+	if n == nil {
+		return "?"
+	}
+	return strconv.Itoa(*n)
 }
 
 func orDash(s string) string {

@@ -104,11 +104,21 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 		Eventually(func() string { return run("events", "--cf", "--scaler", scalerURL).stdout },
 			10*time.Second, 50*time.Millisecond).Should(MatchRegexp(`(?m)^orders\s+\S+\s+\S+\s+6\s+3/3`))
 		failsWith(t, run("events", "--dev"), "--dev: no running `hottopic dev` found in .hottopic")
+		failsWith(t, run("events", "--data-dir", "elsewhere"), "--data-dir: no running `hottopic dev` found in elsewhere")
+
+		// A runtime started with another --data-dir is found through the same flag.
+		Expect(os.MkdirAll("elsewhere", 0o755)).To(Succeed())
+		Expect(state.Write("elsewhere", state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
+		r := run("events", "orders", "--data-dir", "elsewhere")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(ContainSubstring("Getting event mappings of the `hottopic dev` runtime"))
+		Expect(r.stdout).To(MatchRegexp(`(?m)^orders\s+orders.created\s+HT_orders_created\s+6\s+3/3`))
+		Expect(os.RemoveAll("elsewhere")).To(Succeed())
 
 		Expect(os.MkdirAll(state.DefaultDir, 0o755)).To(Succeed())
 		Expect(state.Write(state.DefaultDir, state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
 		w.cc.ResetCalls()
-		r := run("events")
+		r = run("events")
 		Expect(r.code).To(Equal(0), r.stderr)
 		Expect(r.stdout).To(ContainSubstring("Getting event mappings of the `hottopic dev` runtime (scaler " + scalerURL + ")..."))
 		Expect(r.stdout).To(MatchRegexp(`(?m)^orders\s+orders.created\s+HT_orders_created\s+6\s+3/3\s+0/5\s+2\s+ok$`))

@@ -88,6 +88,9 @@ func newMapEventCmd(open targetOpener) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		for _, w := range mapping.UnknownAnnotations(app.Metadata.Annotations) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "Warning: app %s: %s\n", appName, w)
+		}
 		if already {
 			fmt.Fprintf(out, "Topic %s is already mapped to app %s.\n", t, appName)
 		}
@@ -286,9 +289,9 @@ func mergedError(appName string, set, next map[string]string, err error) error {
 	_, maxGiven := set[mapping.AnnMax]
 	switch {
 	case lo > hi && minGiven && !maxGiven:
-		return fmt.Errorf("bad --min: %d is greater than app '%s''s max-instances %d%s; set --max as well", lo, appName, hi, defaultNote(next, mapping.AnnMax))
+		return fmt.Errorf("bad --min: %d is greater than max-instances %d%s of app '%s'; set --max as well", lo, hi, defaultNote(next, mapping.AnnMax), appName)
 	case lo > hi && maxGiven && !minGiven:
-		return fmt.Errorf("bad --max: %d is less than app '%s''s min-instances %d; set --min as well", hi, appName, lo)
+		return fmt.Errorf("bad --max: %d is less than min-instances %d of app '%s'; set --min as well", hi, lo, appName)
 	}
 	// A bad value the app already had: say which flag replaces it.
 	var fix []string

@@ -17,6 +17,7 @@ import (
 	"github.com/hottopic-io/hottopic/dev/state"
 	"github.com/hottopic-io/hottopic/internal/ce"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
@@ -192,5 +193,5 @@ func publishError(t string, err error) error {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("no stream stores topic %s yet: map an app to it first (in `hottopic dev`, an app in the manifest with annotation hottopic.io/topics: %s)", t, t)
 	}
-	return fmt.Errorf("publish to %s: %v", t, err)
+	return fmt.Errorf("publish to %s: %v", t, provision.NATSError(err))
 }

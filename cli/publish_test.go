@@ -61,7 +61,7 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 	mapped := func(t string) jetstream.Consumer {
 		_, err := provision.EnsureTopicStream(ctx, js, t, provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		c, err := provision.EnsureConsumer(ctx, js, "app-1", t, mapping.Defaults())
+		c, err := provision.EnsureConsumer(ctx, js, "app-1", "", t, mapping.Defaults())
 		Expect(err).NotTo(HaveOccurred())
 		return c
 	}

@@ -9,7 +9,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Version is stamped at build time (-ldflags -X).
+// Version is stamped at build time by scripts/release.sh:
+// -ldflags "-X github.com/hottopic-io/hottopic/cli.Version=1.2.3". It is what
+// `hottopic --version` and `hottopic version` print and, as X.Y.Z, the
+// plugin's version in `cf plugins`.
 var Version = "dev"
 
 // NewRoot builds the command tree.
@@ -26,6 +29,9 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(newPublishCommand())
 	root.AddCommand(newMigrateStreamsCmd())
 	root.AddCommand(newSidecarCommand())
+	root.AddCommand(newVersionCommand())
+	root.SetVersionTemplate(versionLine() + "\n")
+	root.AddCommand(newNATSNodeCommand())
 	return root
 }
 
@@ -38,4 +44,18 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func versionLine() string { return "hottopic version " + Version }
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of hottopic (the same as --version)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), versionLine())
+			return nil
+		},
+	}
 }

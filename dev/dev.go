@@ -45,6 +45,7 @@ type Options struct {
 	DataDir  string // default state.DefaultDir
 	NATSPort int    // embedded server port, default DefaultNATSPort
 	NATSURL  string // use this server instead of an embedded one
+	Cluster  bool   // run a 3-node embedded cluster (child processes) instead of one server
 	EnvFile  string // KEY=VALUE lines added to every app's environment
 
 	PollInterval      time.Duration
@@ -141,10 +142,26 @@ func (r *runtime) prepare() error {
 	return nil
 }
 
-// startNATS starts the embedded server (unless --nats) and connects to it.
+// startNATS starts the embedded server, or a cluster of child processes with
+// --cluster (unless --nats), and connects to it.
 func (r *runtime) startNATS(ctx context.Context) error {
 	r.natsURL = r.o.NATSURL
-	if r.natsURL == "" {
+	if r.o.Cluster && r.natsURL != "" {
+		return fmt.Errorf("--cluster runs its own NATS nodes; it cannot be combined with --nats")
+	}
+	if r.o.Cluster {
+		cl, err := startCluster(r.exe, r.o.DataDir, r.o.NATSPort, r.con)
+		if err != nil {
+			return err
+		}
+		r.onCleanup(func() {
+			cl.Stop()
+			r.con.Line(devSource, "NATS cluster stopped")
+		})
+		r.natsURL = cl.URLs()
+		r.con.Printf(devSource, "NATS JetStream cluster of %d nodes (storage %s): %s; kill -9 a node's pid to watch it die (it is started again)",
+			ClusterSize, filepath.Join(r.o.DataDir, "cluster"), cl.Describe())
+	} else if r.natsURL == "" {
 		srv, err := startNATS(r.o.DataDir, r.o.NATSPort, r.con)
 		if err != nil {
 			return err
@@ -354,7 +371,7 @@ func provisionApps(ctx context.Context, js jetstream.JetStream, apps []superviso
 			if _, err := provision.EnsureTopicStream(ctx, js, t, so); err != nil {
 				return err
 			}
-			if _, err := provision.EnsureConsumer(ctx, js, apps[i].GUID, t, a.Mapping.Settings); err != nil {
+			if _, err := provision.EnsureConsumer(ctx, js, apps[i].GUID, a.Name, t, a.Mapping.Settings); err != nil {
 				return err
 			}
 		}

@@ -31,7 +31,8 @@ const (
 	dlqRecount      = 5 * time.Second // dead letters are counted this often while one is open
 )
 
-// Sample is one point of an app's history: [unix ms, lag, current, desired].
+// Sample is one point of an app's history: [unix ms, lag, current,
+// desired], an instance count not known as -1.
 type Sample [4]int64
 
 // ScaleMark is one scale decision on the chart.
@@ -136,11 +137,11 @@ func (s *Scaler) Dashboard() Dashboard {
 		}
 		// What changed since the last sample is shown too: the table and
 		// the chart of one answer always agree.
-		if n := len(a.History); n == 0 || a.History[n-1][1] != m.Lag || a.History[n-1][2] != int64(m.CurrentInstances) || a.History[n-1][3] != int64(m.DesiredInstances) {
-			a.History = append(a.History, Sample{now.UnixMilli(), m.Lag, int64(m.CurrentInstances), int64(m.DesiredInstances)})
+		if n := len(a.History); n == 0 || a.History[n-1][1] != m.Lag || a.History[n-1][2] != count(m.CurrentInstances) || a.History[n-1][3] != count(m.DesiredInstances) {
+			a.History = append(a.History, Sample{now.UnixMilli(), m.Lag, count(m.CurrentInstances), count(m.DesiredInstances)})
 		}
 		if t := m.LastScaleTime; t != nil && (len(a.Decisions) == 0 || t.UnixMilli() > a.Decisions[len(a.Decisions)-1].Time) {
-			a.Decisions = append(a.Decisions, ScaleMark{Time: t.UnixMilli(), Instances: m.DesiredInstances, Reason: m.LastScaleReason})
+			a.Decisions = append(a.Decisions, ScaleMark{Time: t.UnixMilli(), Instances: int(count(m.DesiredInstances)), Reason: m.LastScaleReason})
 		}
 		a.DeadLetters = s.dash.dlq[m.AppGUID]
 		d.Apps = append(d.Apps, a)
@@ -179,7 +180,7 @@ func (s *Scaler) record(ctx context.Context, now time.Time) {
 			h = &appHistory{}
 			s.dash.apps[m.AppGUID] = h
 		}
-		smp := Sample{now.UnixMilli(), m.Lag, int64(m.CurrentInstances), int64(m.DesiredInstances)}
+		smp := Sample{now.UnixMilli(), m.Lag, count(m.CurrentInstances), count(m.DesiredInstances)}
 		if n := len(h.samples); n == 0 || h.samples[n-1][1] != smp[1] || h.samples[n-1][2] != smp[2] || h.samples[n-1][3] != smp[3] {
 			h.samples = append(h.samples, smp)
 		}
@@ -190,7 +191,7 @@ func (s *Scaler) record(ctx context.Context, now time.Time) {
 		}
 		if m.LastScaleTime != nil && m.LastScaleTime.After(h.lastScale) {
 			h.lastScale = *m.LastScaleTime
-			h.decisions = append(h.decisions, ScaleMark{Time: m.LastScaleTime.UnixMilli(), Instances: m.DesiredInstances, Reason: m.LastScaleReason})
+			h.decisions = append(h.decisions, ScaleMark{Time: m.LastScaleTime.UnixMilli(), Instances: int(count(m.DesiredInstances)), Reason: m.LastScaleReason})
 		}
 		j := sort.Search(len(h.decisions), func(i int) bool { return h.decisions[i].Time >= cut })
 		h.decisions = append(h.decisions[:0], h.decisions[j:]...)
@@ -274,3 +275,11 @@ func (s *Scaler) countDeadLetters(ctx context.Context, now time.Time) {
 // DashboardPage is the dashboard's page, for `hottopic dashboard` to serve
 // on 127.0.0.1 in front of a scaler.
 func DashboardPage() []byte { return dashboardHTML }
+
+// count is an instance count, -1 when not known.
+func count(n *int) int64 {
+	if n == nil {
+		return -1
+	}
+	return int64(*n)
+}

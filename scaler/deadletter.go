@@ -34,17 +34,18 @@ func (s *Scaler) ensureAdvisoryStreams(ctx context.Context) error {
 func (s *Scaler) deadLetterLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		if !s.leader.Load() {
+			s.setDeadLetterErr("")
 			sleep(ctx, 250*time.Millisecond)
 			continue
 		}
 		if err := s.ensureAdvisoryStreams(ctx); err != nil {
-			s.log.Warn("dead-lettering: advisory stream unavailable; will retry", "error", err)
+			s.deadLetterFailed("dead-lettering: advisory stream unavailable; will retry", err)
 			sleep(ctx, 2*time.Second)
 			continue
 		}
 		c, err := provision.EnsureAdvisoryConsumer(ctx, s.js)
 		if err != nil {
-			s.log.Warn("dead-lettering: advisory consumer unavailable; will retry", "error", err)
+			s.deadLetterFailed("dead-lettering: advisory consumer unavailable; will retry", err)
 			sleep(ctx, 2*time.Second)
 			continue
 		}
@@ -52,20 +53,47 @@ func (s *Scaler) deadLetterLoop(ctx context.Context) {
 			jetstream.PullMaxMessages(16), jetstream.PullExpiry(5*time.Second),
 			jetstream.ConsumeErrHandler(func(jetstream.ConsumeContext, error) {}))
 		if err != nil {
-			s.log.Warn("dead-lettering: cannot consume advisories; will retry", "error", err)
+			s.deadLetterFailed("dead-lettering: cannot consume advisories; will retry", err)
 			sleep(ctx, 2*time.Second)
 			continue
 		}
+		s.setDeadLetterErr("")
+		// Look at the consumer now and then: the advisory stream or its
+		// consumer may be lost (deleted by hand, a NATS restart without its
+		// store) without the consume loop ever noticing.
+		check := time.NewTicker(2 * time.Second)
 	watch:
 		for ctx.Err() == nil && s.leader.Load() {
 			select {
 			case <-ctx.Done():
 			case <-cc.Closed():
 				break watch
+			case <-check.C:
+				if _, err := c.Info(ctx); errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+					s.log.Warn("dead-lettering: advisory stream or consumer lost; creating it again", "error", err)
+					break watch
+				}
 			case <-time.After(250 * time.Millisecond):
 			}
 		}
+		check.Stop()
 		cc.Stop()
+	}
+}
+
+func (s *Scaler) setDeadLetterErr(e string) {
+	s.mu.Lock()
+	s.deadLetterErr = e
+	s.mu.Unlock()
+}
+
+func (s *Scaler) deadLetterFailed(msg string, err error) {
+	s.mu.Lock()
+	changed := s.deadLetterErr != err.Error()
+	s.deadLetterErr = err.Error()
+	s.mu.Unlock()
+	if changed {
+		s.log.Warn(msg, "error", err)
 	}
 }
 

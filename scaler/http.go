@@ -21,7 +21,7 @@ func (s *Scaler) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.health())
+		writeJSON(w, http.StatusOK, s.Health())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.dashboardRoutes(mux)
@@ -38,23 +38,29 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Health is the body of GET /healthz. The scaler answers 200 whenever it runs:
 // NATS or platform outages are reported here but are not a reason for the
-// platform to restart it.
+// platform to restart it. Status is "ok", or "degraded" when something keeps
+// this scaler from leading, reconciling, dead-lettering or scaling; Problems
+// then says what, one line each.
 type Health struct {
 	Status        string    `json:"status"`
+	Problems      []string  `json:"problems"`
 	Instance      string    `json:"instance"`
 	Leader        bool      `json:"leader"`
 	NATSConnected bool      `json:"nats_connected"`
 	LastPoll      time.Time `json:"last_poll,omitzero"`
+	LeaderError   string    `json:"leader_error,omitempty"`
 	LagError      string    `json:"lag_error,omitempty"`
 	DiscoveryErr  string    `json:"discovery_error,omitempty"`
 	PlatformError string    `json:"platform_error,omitempty"`
 }
 
-func (s *Scaler) health() Health {
+// Health reports what /healthz serves.
+func (s *Scaler) Health() Health {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Health{
+	h := Health{
 		Status:        "ok",
+		Problems:      []string{},
 		Instance:      s.o.instanceID,
 		Leader:        s.leader.Load(),
 		NATSConnected: s.api.nc.IsConnected(),
@@ -63,6 +69,34 @@ func (s *Scaler) health() Health {
 		DiscoveryErr:  s.discoveryErr,
 		PlatformError: s.platformState,
 	}
+	add := func(p string) { h.Problems = append(h.Problems, p) }
+	if !h.NATSConnected {
+		add("NATS not connected")
+	}
+	switch {
+	case s.electionErr != "":
+		h.LeaderError = s.electionErr
+		add("cannot take part in leader election (" + s.electionErr + ")")
+	case h.Leader && s.prepareErr != "":
+		h.LeaderError = "leading, but " + s.prepareErr
+		add("leading but cannot reconcile mappings (" + s.prepareErr + ")")
+	}
+	if h.Leader && s.deadLetterErr != "" {
+		add("leading but cannot dead-letter (" + s.deadLetterErr + ")")
+	}
+	if s.lagErr != "" {
+		add("lag unreadable (" + s.lagErr + ")")
+	}
+	if s.discoveryErr != "" {
+		add("discovery failed (" + s.discoveryErr + ")")
+	}
+	if s.platformState != "" {
+		add("platform unreachable (" + s.platformState + ")")
+	}
+	if len(h.Problems) > 0 {
+		h.Status = "degraded"
+	}
+	return h
 }
 
 // Status is the body of GET /v1/mappings, sorted by app name.
@@ -72,16 +106,14 @@ func (s *Scaler) Status() api.Mappings {
 	out := api.Mappings{Leader: s.leader.Load(), Instance: s.o.instanceID, Mappings: make([]api.Mapping, 0, len(s.apps))}
 	for guid, st := range s.apps {
 		m := api.Mapping{
-			App:              st.app.Name,
-			AppGUID:          guid,
-			AppName:          st.app.Name,
-			Valid:            st.invalid == nil,
-			Lag:              st.lag,
-			LagKnown:         st.lagKnown,
-			CurrentInstances: st.current,
-			DesiredInstances: st.desired,
-			LastScaleReason:  st.lastReason,
-			Errors:           sortedErrors(st.errors),
+			App:             st.app.Name,
+			AppGUID:         guid,
+			AppName:         st.app.Name,
+			Valid:           st.invalid == nil,
+			Lag:             st.lag,
+			LagKnown:        st.lagKnown,
+			LastScaleReason: st.lastReason,
+			Errors:          sortedErrors(st.errors),
 		}
 		if !st.lastScale.IsZero() {
 			m.LastScaleTime = new(st.lastScale)
@@ -99,8 +131,8 @@ func (s *Scaler) Status() api.Mappings {
 				m.Streams[t] = topic.StreamName(t)
 			}
 		}
-		if !st.currentKnown {
-			m.DesiredInstances = st.current
+		if st.currentKnown {
+			m.CurrentInstances, m.DesiredInstances = new(st.current), new(st.desired)
 		}
 		out.Mappings = append(out.Mappings, m)
 	}
@@ -144,6 +176,9 @@ func newMetrics(s *Scaler) *metrics {
 	m.pollRequests = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hottopic_scaler_poll_nats_requests", Help: "JetStream API requests per poll cycle.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
 	m.consumerReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_consumer_list_reads_total", Help: "Streams whose consumers were listed (changed or pending)."})
 	m.scales = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hottopic_scaler_scale_total", Help: "Scale calls made, by direction."}, []string{"direction"})
+	for _, dir := range []string{"up", "down"} {
+		m.scales.WithLabelValues(dir) // at 0 from the first scrape, so rate() and alerts see the series
+	}
 	m.scaleErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_scale_errors_total", Help: "Scale calls that failed."})
 	m.reconcileErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_reconcile_errors_total", Help: "Failed stream, consumer or KV changes."})
 	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_dead_letters_total", Help: "Events dead-lettered from max-deliveries advisories."})
@@ -195,7 +230,9 @@ func (c appCollector) Collect(ch chan<- prometheus.Metric) {
 		if m.LagKnown {
 			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(m.Lag), m.AppName, m.AppGUID)
 		}
-		ch <- prometheus.MustNewConstMetric(descCurrent, prometheus.GaugeValue, float64(m.CurrentInstances), m.AppName, m.AppGUID)
-		ch <- prometheus.MustNewConstMetric(descDesired, prometheus.GaugeValue, float64(m.DesiredInstances), m.AppName, m.AppGUID)
+		if m.CurrentInstances != nil && m.DesiredInstances != nil {
+			ch <- prometheus.MustNewConstMetric(descCurrent, prometheus.GaugeValue, float64(*m.CurrentInstances), m.AppName, m.AppGUID)
+			ch <- prometheus.MustNewConstMetric(descDesired, prometheus.GaugeValue, float64(*m.DesiredInstances), m.AppName, m.AppGUID)
+		}
 	}
 }

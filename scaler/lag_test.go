@@ -50,7 +50,7 @@ func testLagReader(t *testing.T, when spec.G, it spec.S) {
 				// streams (an archive per topic doubles the stream list).
 				_, err := provision.EnsureTopicStream(ctx, js, tp, provision.StreamOptions{ReplayWindow: -1})
 				if err == nil {
-					_, err = provision.EnsureConsumer(ctx, js, fmt.Sprintf("app%d", i), tp, mapping.Defaults())
+					_, err = provision.EnsureConsumer(ctx, js, fmt.Sprintf("app%d", i), "", tp, mapping.Defaults())
 				}
 				errs <- err
 			}()

@@ -40,7 +40,7 @@ func mappingsBucket(ctx context.Context, js jetstream.JetStream, so provision.St
 		Description: "Hot Topic event mappings, one key per app GUID (written by the scaler, watched by sidecars)",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    provision.TopicStreamConfig("x", so, js.Conn()).Replicas,
+		Replicas:    so.ReplicasFor(js.Conn()),
 	}
 	kv, err = js.CreateKeyValue(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) {
@@ -126,7 +126,7 @@ func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, en
 		if _, err := provision.EnsureTopicStream(ctx, s.js, t, s.o.streams); err != nil {
 			return err
 		}
-		if _, err := provision.EnsureConsumer(ctx, s.js, m.AppGUID, t, m.Settings); err != nil {
+		if _, err := provision.EnsureConsumer(ctx, s.js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
 			return err
 		}
 	}

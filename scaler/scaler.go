@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,9 @@ type Scaler struct {
 	platformState string // last platform error, logged on change only
 	streamTopics  map[string]string
 	rec           *reconciler // leader's view of the KV; nil when not leading
+	electionErr   string      // why this scaler cannot take part in the election
+	prepareErr    string      // why the leader cannot load or recreate the mapping bucket
+	deadLetterErr string      // why the leader cannot drain advisories
 
 	dash dashboardState // history for the dashboard (dashboard.go)
 }
@@ -210,7 +214,9 @@ func (s *Scaler) discover(ctx context.Context) {
 	s.mu.Unlock()
 	s.metrics.discoverySeconds.Observe(s.o.now().Sub(start).Seconds())
 	if rec != nil && s.leader.Load() {
-		s.reconcile(ctx, rec)
+		if rec = s.checkReconciler(ctx, rec); rec != nil {
+			s.reconcile(ctx, rec)
+		}
 	}
 }
 
@@ -230,6 +236,14 @@ func (s *Scaler) discoveryFailed(err error) {
 // leading, knows the mapping last applied.
 func (s *Scaler) updateApp(st *appState, a App, rec *reconciler) {
 	st.app = a
+	if unknown := strings.Join(mapping.UnknownAnnotations(a.Annotations), "; "); unknown != st.errors["annotations"] {
+		if unknown == "" {
+			delete(st.errors, "annotations")
+		} else {
+			st.errors["annotations"] = unknown
+			s.log.Warn("mapping has annotations Hot Topic does not know; they are ignored", "app", a.Name, "app_guid", a.GUID, "warning", unknown)
+		}
+	}
 	m, err := mapping.FromMetadata(a.GUID, a.Name, a.Annotations)
 	if err == nil {
 		err = topic.ValidConsumerName(a.GUID)

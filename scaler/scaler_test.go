@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -170,6 +171,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(cfg.AckWait).To(Equal(42 * time.Second))
 			Expect(cfg.FilterSubject).To(Equal("images.uploaded"))
 			Expect(cfg.AckPolicy).To(Equal(jetstream.AckExplicitPolicy))
+			// Operators looking at JetStream see which app a consumer serves.
+			Expect(cfg.Metadata).To(HaveKeyWithValue(provision.MetaApp, guid))
+			Expect(cfg.Metadata).To(HaveKeyWithValue(provision.MetaAppName, "thumbnailer"))
 
 			kv, err := js.KeyValue(context.Background(), mapping.Bucket)
 			Expect(err).NotTo(HaveOccurred())
@@ -243,8 +247,8 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Eventually(func() int64 { return statusOf(s, guid).Lag }, 2*time.Second).Should(BeEquivalentTo(127))
 			st := statusOf(s, guid)
 			Expect(st.LagKnown).To(BeTrue())
-			Expect(st.CurrentInstances).To(Equal(4))
-			Expect(st.DesiredInstances).To(Equal(4))
+			Expect(st.CurrentInstances).To(HaveValue(Equal(4)))
+			Expect(st.DesiredInstances).To(HaveValue(Equal(4)))
 			Expect(st.LastScaleReason).To(MatchRegexp(`^lag \d+, 10 per instance, capped at max-instances 4$`))
 			Expect(st.LastScaleTime).NotTo(BeZero())
 		})
@@ -351,6 +355,115 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 		})
 	})
 
+	when("NATS restarts or loses what the scaler made", func() {
+		oneLeader := func(ss ...*scaler.Scaler) func() int {
+			return func() int {
+				n := 0
+				for _, s := range ss {
+					if s.Leader() {
+						n++
+					}
+				}
+				return n
+			}
+		}
+		leaderKey := func() (string, error) {
+			kv, err := js.KeyValue(context.Background(), scaler.LeaderBucket)
+			if err != nil {
+				return "", err
+			}
+			e, err := kv.Get(context.Background(), scaler.LeaderKey)
+			if err != nil {
+				return "", err
+			}
+			return string(e.Value()), nil
+		}
+
+		it("leads again after a restart, and events queued for an app at zero wake it", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs"})
+			a, _, _ := start("a")
+			b, _, _ := start("b")
+			Eventually(oneLeader(a, b), 10*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+
+			ns.Restart()
+			Eventually(leaderKey, 10*time.Second, 50*time.Millisecond).Should(BeElementOf("a", "b"),
+				"the election bucket is there after the restart, and held")
+			Eventually(oneLeader(a, b), 10*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Consistently(oneLeader(a, b), 2*time.Second, 20*time.Millisecond).Should(Equal(1), "leadership is kept, not lost again")
+			for _, s := range []*scaler.Scaler{a, b} {
+				Eventually(func() string { return s.Health().Status }, 5*time.Second).Should(Equal("ok"))
+			}
+			publish("jobs", 3)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1}))
+		})
+
+		it("says on /healthz that it cannot lead, and leads once the bucket can be made", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs"})
+			// Something else holds the election bucket's subjects: the bucket cannot be created.
+			blocker, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "BLOCKER", Subjects: []string{"$KV." + scaler.LeaderBucket + ".>"}})
+			Expect(err).NotTo(HaveOccurred())
+			s, _, _ := start("a")
+			srv := httptest.NewServer(s.Handler())
+			defer srv.Close()
+			Eventually(func() string { return s.Health().LeaderError }, 5*time.Second).Should(ContainSubstring("leader election: bucket unavailable"))
+			resp, err := http.Get(srv.URL + "/healthz")
+			Expect(err).NotTo(HaveOccurred())
+			var h map[string]any
+			Expect(json.NewDecoder(resp.Body).Decode(&h)).To(Succeed())
+			resp.Body.Close()
+			Expect(resp.StatusCode).To(Equal(http.StatusOK))
+			Expect(h["status"]).To(Equal("degraded"))
+			Expect(h["leader"]).To(BeFalse())
+			Expect(fmt.Sprint(h["problems"])).To(ContainSubstring("cannot take part in leader election"))
+			Expect(s.Leader()).To(BeFalse())
+
+			Expect(js.DeleteStream(context.Background(), blocker.CachedInfo().Config.Name)).To(Succeed())
+			waitLeader(s)
+			Eventually(func() string { return s.Health().Status }, 5*time.Second).Should(Equal("ok"))
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+		})
+
+		it("makes again every stream, consumer and bucket deleted by hand", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs"})
+			a, _, _ := start("a")
+			b, _, _ := start("b")
+			Eventually(oneLeader(a, b), 10*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+			Eventually(func() error {
+				_, err := js.Consumer(context.Background(), provision.AdvisoryStream, provision.AdvisoryConsumer)
+				return err
+			}, 5*time.Second).Should(Succeed())
+
+			ctx := context.Background()
+			Expect(js.DeleteKeyValue(ctx, scaler.LeaderBucket)).To(Succeed())
+			Expect(js.DeleteKeyValue(ctx, mapping.Bucket)).To(Succeed())
+			Expect(js.DeleteStream(ctx, topic.StreamName("jobs"))).To(Succeed())
+			Expect(js.DeleteStream(ctx, provision.AdvisoryStream)).To(Succeed())
+			Expect(js.DeleteStream(ctx, topic.DLQStream)).To(Succeed())
+
+			Eventually(leaderKey, 10*time.Second, 50*time.Millisecond).Should(BeElementOf("a", "b"))
+			Eventually(oneLeader(a, b), 10*time.Second, 20*time.Millisecond).Should(Equal(1))
+			Eventually(consumerExists("jobs", guid), 10*time.Second).Should(BeTrue())
+			Eventually(func() error {
+				kv, err := js.KeyValue(ctx, mapping.Bucket)
+				if err != nil {
+					return err
+				}
+				_, err = kv.Get(ctx, guid)
+				return err
+			}, 10*time.Second).Should(Succeed(), "the app's mapping key is written again")
+			Eventually(func() error {
+				_, err := js.Consumer(ctx, provision.AdvisoryStream, provision.AdvisoryConsumer)
+				return err
+			}, 10*time.Second).Should(Succeed())
+			Eventually(func() error { _, err := js.Stream(ctx, topic.DLQStream); return err }, 10*time.Second).Should(Succeed())
+
+			publish("jobs", 2)
+			Eventually(func() []int { return scaleTo(guid) }, 5*time.Second).Should(Equal([]int{1}))
+		})
+	})
+
 	when("one mapping is invalid", func() {
 		it("reports it with the reason and handles the others", func() {
 			bad := addApp("broken", 0, map[string]string{mapping.AnnTopics: "orders", mapping.AnnMin: "5", mapping.AnnMax: "2"})
@@ -375,6 +488,21 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			_, err = kv.Get(context.Background(), bad)
 			Expect(err).To(MatchError(jetstream.ErrKeyNotFound))
+		})
+
+		it("warns about an unknown hottopic.io/* annotation in the mapping's errors and the log", func() {
+			guid := addApp("resizer", 0, map[string]string{mapping.AnnTopics: "jobs", "hottopic.io/max-instance": "3"})
+			s, _, _ := start("a")
+			waitLeader(s)
+			Eventually(consumerExists("jobs", guid), 5*time.Second).Should(BeTrue())
+			st := statusOf(s, guid)
+			Expect(st.Valid).To(BeTrue(), "a warning, not an invalid mapping")
+			Expect(st.Errors).To(ContainElement("annotations: unknown annotation hottopic.io/max-instance is ignored (did you mean hottopic.io/max-instances?)"))
+			Expect(st.Settings.MaxInstances).To(Equal(10))
+			Expect(logs.String()).To(ContainSubstring("hottopic.io/max-instance is ignored"))
+
+			cc.SetAnnotations(guid, map[string]string{mapping.AnnTopics: "jobs", mapping.AnnMax: "3"})
+			Eventually(func() []string { return statusOf(s, guid).Errors }, 5*time.Second).Should(BeEmpty())
 		})
 
 		it("keeps a mapping that turns invalid working as it was, activation included", func() {
@@ -568,6 +696,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(string(b)).To(ContainSubstring("hottopic_scaler_leader 1"))
 			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_app_lag{app="thumbnailer",app_guid="` + guid + `"} 0`))
 			Expect(strings.Count(string(b), "hottopic_scaler_poll_nats_requests_count")).To(Equal(1))
+			// No scale call yet, and the series are there at zero for rate() and alerts.
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_scale_total{direction="up"} 0`))
+			Expect(string(b)).To(ContainSubstring(`hottopic_scaler_scale_total{direction="down"} 0`))
 		})
 	})
 }

@@ -20,13 +20,13 @@ import (
 
 // api is the sidecar's own HTTP API for the app: publish, health, metrics.
 type api struct {
-	log     *slog.Logger
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	m       *metrics
-	streams provision.StreamOptions
-	mode    string
-	topics  func() []string
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	m      *metrics
+	known  *provision.StreamCache // topics known to have a stream
+	mode   string
+	topics func() []string
 }
 
 func (a *api) handler() http.Handler {
@@ -57,7 +57,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.nc.IsConnected() {
-		a.m.pubAPIErr.Inc()
+		a.m.topic(t).pubAPIErr.Inc()
 		writeError(w, http.StatusServiceUnavailable, "NATS is unreachable; the event was not stored")
 		return
 	}
@@ -90,9 +90,30 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), publishWait)
 	defer cancel()
-	ack, err := provision.PublishToTopic(ctx, a.js, msg, a.streams)
+	// Only to a topic that has a stream: without one, no app is mapped to
+	// it, and the event would be thrown away. The API never makes streams
+	// (hottopic publish refuses the same case).
+	ok, err := a.known.Exists(ctx, t)
 	if err != nil {
-		a.m.pubAPIErr.Inc()
+		a.m.topic(t).pubAPIErr.Inc()
+		a.log.Warn("publish failed", "topic", t, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the event was not stored: cannot look up the topic's stream: "+err.Error())
+		return
+	}
+	if !ok {
+		a.m.topic(t).pubAPIErr.Inc()
+		writeError(w, http.StatusConflict, notMapped(t))
+		return
+	}
+	ack, err := a.js.PublishMsg(ctx, msg)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) { // deleted since we looked
+		a.known.Forget(t)
+		a.m.topic(t).pubAPIErr.Inc()
+		writeError(w, http.StatusConflict, notMapped(t))
+		return
+	}
+	if err != nil {
+		a.m.topic(t).pubAPIErr.Inc()
 		code := http.StatusServiceUnavailable
 		if errors.Is(err, context.Canceled) {
 			code = http.StatusRequestTimeout
@@ -101,10 +122,14 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, "the event was not stored: "+err.Error())
 		return
 	}
-	a.m.pubAPIOK.Inc()
+	a.m.topic(t).pubAPIOK.Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(publishReply{Topic: t, Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+func notMapped(t string) string {
+	return "no stream stores topic " + t + " yet: map an app to it first; the event was not stored"
 }
 
 func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {

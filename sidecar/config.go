@@ -15,6 +15,10 @@ import (
 // Environment variables read by the sidecar beyond the CF ones.
 const (
 	EnvListen = "HOTTOPIC_LISTEN"
+	// EnvMetricsListen, when set, adds a listener that serves GET /metrics
+	// only: for a scraper outside the container (CF's Metric Registrar with
+	// --internal-port) without exposing the publish API beyond loopback.
+	EnvMetricsListen = "HOTTOPIC_METRICS_LISTEN"
 	// EnvConnectTimeout bounds the first NATS connection (Go duration).
 	EnvConnectTimeout = "HOTTOPIC_NATS_CONNECT_TIMEOUT"
 
@@ -32,6 +36,7 @@ type Config struct {
 	NATS           cfenv.NATS
 	Static         *mapping.Mapping // nil: follow the KV mapping
 	Listen         string
+	MetricsListen  string // "" when not set
 	Streams        provision.StreamOptions
 	ConnectTimeout time.Duration
 }
@@ -74,15 +79,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	host, lport, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return c, fmt.Errorf("%s must be host:port, got %q", EnvListen, c.Listen)
-	}
-	if _, err := cfenv.ParsePort(EnvListen+" port", lport, 0); err != nil {
+	if err := checkListen(EnvListen, c.Listen); err != nil {
 		return c, err
 	}
-	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return c, fmt.Errorf("%s host must be an IP address or localhost, got %q", EnvListen, host)
+	if c.MetricsListen = strings.TrimSpace(getenv(EnvMetricsListen)); c.MetricsListen != "" {
+		if err := checkListen(EnvMetricsListen, c.MetricsListen); err != nil {
+			return c, err
+		}
 	}
 
 	if c.Streams, err = provision.StreamOptionsFromEnv(getenv); err != nil {
@@ -95,8 +98,25 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// window is how many events one topic may hold: every worker busy plus a
-// little prefetch (half the concurrency, at least three) so the next event
-// is already here when a worker frees up, even though the puller asks for
-// two or more at a time.
-func window(concurrency int) int { return concurrency + max(3, concurrency/2) }
+// window is how many events one topic may hold: as many as there are
+// workers, and no more. An event the sidecar holds is one a worker is
+// taking: nothing waits in hand, so a stop has nothing to give back that
+// the app never saw (JetStream counts every delivery, a nak'd one too, so
+// a prefetched event given back would cost an attempt; with max-deliver 1
+// it would be dead-lettered unseen).
+func window(concurrency int) int { return concurrency }
+
+// checkListen checks a host:port listen address read from variable env.
+func checkListen(env, addr string) error {
+	host, lport, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s must be host:port, got %q", env, addr)
+	}
+	if _, err := cfenv.ParsePort(env+" port", lport, 0); err != nil {
+		return err
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%s host must be an IP address or localhost, got %q", env, host)
+	}
+	return nil
+}

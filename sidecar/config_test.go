@@ -63,6 +63,8 @@ func testConfig(t *testing.T, when spec.G, it spec.S) {
 			{"bad path", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_PATH", "events"), "HOTTOPIC_PATH: path must start with '/'"},
 			{"bad output topic", base("HOTTOPIC_TOPICS", "orders", "HOTTOPIC_OUTPUT_TOPIC", "hottopic.out"), "HOTTOPIC_OUTPUT_TOPIC: output-topic: invalid topic"},
 			{"bad listen address", base("HOTTOPIC_LISTEN", "8383"), "HOTTOPIC_LISTEN must be host:port"},
+			{"bad metrics listen address", base("HOTTOPIC_METRICS_LISTEN", "0.0.0.0"), "HOTTOPIC_METRICS_LISTEN must be host:port"},
+			{"bad metrics listen host", base("HOTTOPIC_METRICS_LISTEN", "example:9383"), "HOTTOPIC_METRICS_LISTEN host must be an IP address or localhost"},
 			{"bad connect timeout", base("HOTTOPIC_NATS_CONNECT_TIMEOUT", "soon"), "HOTTOPIC_NATS_CONNECT_TIMEOUT must be a positive Go duration"},
 		}
 		for _, c := range cases {

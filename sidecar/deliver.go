@@ -52,6 +52,7 @@ type engine struct {
 	appGUID   string
 	appAddr   string // 127.0.0.1:$PORT
 	streams   provision.StreamOptions
+	outputs   *provision.StreamCache // topics known to have a stream
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
@@ -77,6 +78,7 @@ func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID str
 	return &engine{
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
 		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
+		outputs: provision.NewStreamCache(js),
 		jobs:    make(chan *pull.Msg, 4096),
 		conns:   map[*appconn.Conn]struct{}{},
 	}
@@ -173,9 +175,10 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // attempt delivers m once and settles it; true when it was acked (and so
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
-	if e.releasing.Load() || p.Stopped() {
+	tm := e.m.topic(p.Topic())
+	if e.releasing.Load() { // the grace period is over
 		_ = m.Nak()
-		e.m.released.Inc()
+		tm.released.Inc()
 		return false
 	}
 	md, err := m.Metadata()
@@ -187,14 +190,14 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	s := e.set.Load()
 	topic := p.Topic()
 	if md.NumDelivered > 1 {
-		e.m.redeliveries.Inc()
+		tm.redeliveries.Inc()
 	}
 
 	start := time.Now()
-	e.m.inFlight.Inc()
+	tm.inFlight.Inc()
 	out := e.post(w, s, topic, m, md, start.Add(s.timeout))
-	e.m.inFlight.Dec()
-	e.m.latency.Observe(time.Since(start).Seconds())
+	tm.inFlight.Dec()
+	tm.latency.Observe(time.Since(start).Seconds())
 
 	if out.err != nil && out.timedOut {
 		out.err = fmt.Errorf("timeout after %s", s.timeout)
@@ -204,19 +207,19 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 		e.deadLetter(m, md, s, topic, out.invalid.Error(), false)
 	case out.err != nil && e.releasing.Load() && !out.timedOut:
 		_ = m.Nak() // shutdown cut it short: another instance takes it now
-		e.m.released.Inc()
+		tm.released.Inc()
 	case out.err == nil && out.status >= 200 && out.status < 300:
 		if s.outputTopic != "" && len(out.resp.Body) > 0 {
 			if err := e.publishOutput(s.outputTopic, m, md, out); err != nil {
-				e.m.pubOutErr.Inc()
+				e.m.topic(s.outputTopic).pubOutErr.Inc()
 				e.retry(m, md, s, topic, "publishing the response to output topic "+s.outputTopic+" failed: "+err.Error(), 0)
 				return false
 			}
-			e.m.pubOutOK.Inc()
+			e.m.topic(s.outputTopic).pubOutOK.Inc()
 		}
 		e.settled(m, md, "")
 		_ = p.AckDone(m)
-		e.m.succeeded.Inc()
+		tm.succeeded.Inc()
 		return true
 	case out.err != nil:
 		e.retry(m, md, s, topic, out.err.Error(), 0)
@@ -255,7 +258,7 @@ func (e *engine) retry(m *pull.Msg, md *nats.MsgMetadata, s *settings, topic, re
 		delay = min(retryAfter, maxRetryAfter)
 	}
 	_ = m.NakWithDelay(delay)
-	e.m.retried.Inc()
+	e.m.topic(topic).retried.Inc()
 	e.log.Info("delivery failed, will retry", "topic", topic, "seq", md.Sequence.Stream, "attempt", md.NumDelivered, "reason", reason, "retry_in", delay.String())
 }
 
@@ -278,17 +281,17 @@ func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topi
 		// Keep the event: a later attempt (or the scaler, from the
 		// max-deliveries advisory) dead-letters it.
 		_ = m.NakWithDelay(backoff(md.NumDelivered))
-		e.m.retried.Inc()
+		e.m.topic(topic).retried.Inc()
 		e.log.Error("cannot dead-letter event, will retry", "topic", topic, "seq", md.Sequence.Stream, "reason", reason, "error", err)
 		return
 	}
 	e.settled(m, md, reason)
 	_ = m.Term()
-	e.m.deadLettered.Inc()
+	e.m.topic(topic).deadLettered.Inc()
 	if exhausted {
-		e.m.dlqExhausted.Inc()
+		e.m.topic(topic).dlqExhausted.Inc()
 	} else {
-		e.m.dlqRejected.Inc()
+		e.m.topic(topic).dlqRejected.Inc()
 	}
 	e.log.Warn("event dead-lettered", "topic", topic, "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "reason", reason)
 }
@@ -336,6 +339,8 @@ func (e *engine) post(w *worker, s *settings, topic string, m *pull.Msg, md *nat
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return outcome{err: err, timedOut: true}
 	case errors.Is(err, appconn.ErrAborted):
+		return outcome{err: err}
+	case errors.Is(err, appconn.ErrBadResponse):
 		return outcome{err: err}
 	default:
 		return outcome{err: fmt.Errorf("app unreachable: %v", err)}
@@ -390,11 +395,14 @@ func (e *engine) publishOutput(outTopic string, m *pull.Msg, md *nats.MsgMetadat
 			msg.Header.Set(k, v)
 		}
 	}
-	// One output per input event, even when a retry publishes again.
+	// One output per input event, even when a retry publishes again: the
+	// stream de-duplicates by Nats-Msg-Id.
 	msg.Header.Set(jetstream.MsgIDHeader, "out:"+e.appGUID+":"+md.Stream+":"+strconv.FormatUint(md.Sequence.Stream, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 	defer cancel()
-	_, err := provision.PublishToTopic(ctx, e.js, msg, e.streams)
+	// The stream first (made if missing, as Hot Topic makes a topic's
+	// stream), then one publish to it.
+	_, err := e.outputs.PublishToTopic(ctx, msg, e.streams)
 	return err
 }
 

@@ -236,7 +236,7 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Expect(consumerInfo(t, js, stream, guid).NumRedelivered).To(Equal(0))
 	})
 
-	it("on SIGTERM stops pulling, finishes in-flight deliveries, naks the rest and exits 0", func() {
+	it("on SIGTERM stops pulling, finishes in-flight deliveries, holds nothing else and exits 0", func() {
 		release := make(chan struct{})
 		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
 			<-release
@@ -253,8 +253,8 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Expect(p.ExitCode()).To(Equal(0))
 		Expect(consumerInfo(t, js, stream, guid).AckFloor.Stream).To(Equal(uint64(2)))
 		Expect(len(app.deliveries())).To(Equal(2))
-		// The buffered events were nak'd, not left to time out (ack wait is
-		// 60 s): a new instance gets them at once.
+		// The rest were never pulled (nothing is prefetched), so nothing
+		// waits for an ack wait (60 s): a new instance gets them at once.
 		startSidecar(t, env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created", "HOTTOPIC_CONCURRENCY", "2"))
 		Eventually(func() int { return len(app.bodies()) }, 10*time.Second).Should(Equal(10))
 	})

@@ -151,9 +151,6 @@ func consumerInfo(t *testing.T, js jetstream.JetStream, stream, name string) *je
 	return info
 }
 
-// listenAddr finds the sidecar API address from its log (HOTTOPIC_LISTEN=127.0.0.1:0 in tests).
-func apiPort(t *testing.T) int { return freePort(t) }
-
 func jsonMap(b []byte) map[string]any {
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)

@@ -36,7 +36,7 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		for _, tp := range []string{"a.events", "b.events"} {
 			_, err := provision.EnsureTopicStream(ctx, js, tp, provision.StreamOptions{})
 			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, guid, tp, mapping.Defaults())
+			_, err = provision.EnsureConsumer(ctx, js, guid, "", tp, mapping.Defaults())
 			Expect(err).NotTo(HaveOccurred())
 		}
 		app := newApp(t, 0, nil).start(t)
@@ -81,13 +81,41 @@ func testMapped(t *testing.T, when spec.G, it spec.S) {
 		Consistently(func() int { return app.bodies()["b-after-delete0"] }, time.Second).Should(Equal(0))
 	})
 
+	it("delivers again once its lost mapping bucket, stream and consumer are made again", func() {
+		srv := natstest.Run(t)
+		js := jsFor(t, srv.Connect())
+		ctx := context.Background()
+		provisionAll := func() {
+			_, err := provision.EnsureTopicStream(ctx, js, "a.events", provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = provision.EnsureConsumer(ctx, js, guid, "", "a.events", mapping.Defaults())
+			Expect(err).NotTo(HaveOccurred())
+			b, err := (mapping.Mapping{AppGUID: guid, Topics: []string{"a.events"}, Settings: mapping.Defaults()}).Encode()
+			Expect(err).NotTo(HaveOccurred())
+			putMapping(t, js, guid, string(b))
+		}
+		provisionAll()
+		app := newApp(t, 0, nil).start(t)
+		p := startSidecar(t, env(guid, app.port, srv.URL()))
+		publishN(t, js, "a.events", 1, "before")
+		Eventually(func() int { return app.bodies()["before0"] }, 10*time.Second).Should(Equal(1), p.Output)
+
+		// Lost: deleted by hand (or a NATS restart without its store); then
+		// made again, as the scaler does.
+		Expect(js.DeleteKeyValue(ctx, mapping.Bucket)).To(Succeed())
+		Expect(js.DeleteStream(ctx, "HT_a_events")).To(Succeed())
+		provisionAll()
+		publishN(t, js, "a.events", 3, "after")
+		Eventually(func() map[string]int { return app.bodies() }, 20*time.Second).Should(Equal(map[string]int{"before0": 1, "after0": 1, "after1": 1, "after2": 1}), p.Output)
+	})
+
 	it("ignores an invalid mapping value and keeps the current one", func() {
 		srv := natstest.Run(t)
 		js := jsFor(t, srv.Connect())
 		ctx := context.Background()
 		_, err := provision.EnsureTopicStream(ctx, js, "a.events", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = provision.EnsureConsumer(ctx, js, guid, "a.events", mapping.Defaults())
+		_, err = provision.EnsureConsumer(ctx, js, guid, "", "a.events", mapping.Defaults())
 		Expect(err).NotTo(HaveOccurred())
 		kv := putMapping(t, js, guid, `{"app_guid":"`+guid+`","topics":["a.events"],"concurrency":1,"path":"/","timeout_seconds":60,"max_deliver":5}`)
 		app := newApp(t, 0, nil).start(t)

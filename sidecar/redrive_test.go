@@ -41,7 +41,7 @@ func testRedrive(t *testing.T, when spec.G, it spec.S) {
 		for _, g := range []string{guidA, guidB} {
 			_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
 			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, g, "orders", settings)
+			_, err = provision.EnsureConsumer(ctx, js, g, "", "orders", settings)
 			Expect(err).NotTo(HaveOccurred())
 			b, err := mapping.Mapping{AppGUID: g, Topics: []string{"orders"}, Settings: settings}.Encode()
 			Expect(err).NotTo(HaveOccurred())

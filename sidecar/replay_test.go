@@ -38,7 +38,7 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 		for _, g := range []string{guidA, guidB} {
 			_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
 			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, g, "orders", settings)
+			_, err = provision.EnsureConsumer(ctx, js, g, "", "orders", settings)
 			Expect(err).NotTo(HaveOccurred())
 			b, _ := mapping.Mapping{AppGUID: g, Topics: []string{"orders"}, Settings: settings}.Encode()
 			_, err = kv.Put(ctx, g, b)

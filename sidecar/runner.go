@@ -124,6 +124,7 @@ func (r *runner) attach(ctx context.Context, t string, ts *topicState) {
 			}
 			r.mu.Unlock()
 			if err == nil {
+				r.e.m.topic(t) // the topic's series exist, at zero, from now on
 				r.log.Info("consuming topic", "topic", t, "stream", stream, "consumer", name)
 				return
 			}
@@ -206,7 +207,7 @@ func provisionStatic(ctx context.Context, js jetstream.JetStream, m *mapping.Map
 		if _, err := provision.EnsureTopicStream(ctx, js, t, so); err != nil {
 			return err
 		}
-		if _, err := provision.EnsureConsumer(ctx, js, m.AppGUID, t, m.Settings); err != nil {
+		if _, err := provision.EnsureConsumer(ctx, js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
 			return err
 		}
 	}

@@ -21,9 +21,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
+
+// apiReadTimeout bounds how long the API waits for a request, headers and
+// body (at most the NATS payload limit, over loopback).
+const apiReadTimeout = 10 * time.Second
 
 // Main runs the sidecar until ctx is cancelled (SIGTERM), then shuts down
 // gracefully. It returns the process exit code: 0 after a clean shutdown, 1
@@ -88,14 +93,33 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 	if err != nil {
 		return fmt.Errorf("%s: cannot listen on %s: %v", EnvListen, cfg.Listen, unwrapOpError(err))
 	}
-	a := &api{log: log, nc: nc, js: js, m: m, streams: cfg.Streams, mode: mode, topics: r.topicNames}
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	a := &api{log: log, nc: nc, js: js, m: m, known: e.outputs, mode: mode, topics: r.topicNames}
+	// A request must arrive whole, body too, within apiReadTimeout: a
+	// client that stalls cannot hold a connection (and its goroutine).
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: apiReadTimeout, ReadTimeout: apiReadTimeout, IdleTimeout: 60 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("sidecar API stopped", "error", err)
 		}
 	}()
 	defer srv.Close()
+
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("%s: cannot listen on %s: %v", EnvMetricsListen, cfg.MetricsListen, unwrapOpError(err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener stopped", "error", err)
+			}
+		}()
+		defer msrv.Close()
+		log.Info("serving metrics", "listen", mln.Addr().String())
+	}
 
 	if cfg.Static != nil {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)

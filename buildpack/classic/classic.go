@@ -81,7 +81,11 @@ func (s Supplier) Supply(args []string) error {
 	if goarch == "" {
 		goarch = runtime.GOARCH
 	}
-	src, err := buildpack.SidecarBinary(s.Root, goos, goarch)
+	metadata, err := Metadata(s.Root)
+	if err != nil {
+		return err
+	}
+	_, src, err := buildpack.BundledSidecar(s.Root, metadata, goos, goarch)
 	if err != nil {
 		return err
 	}
@@ -131,7 +135,8 @@ func writeLaunch(dir, idx string, memoryMB int) error {
 	return writeYAML(filepath.Join(dir, "launch.yml"), Launch{Processes: []LaunchProcess{p}})
 }
 
-// config.yml is required in every deps/<index>; later buildpacks read it.
+// writeConfig writes deps/<index>/config.yml, which every supply buildpack
+// must leave: later buildpacks read it.
 func writeConfig(dir, version string, enabled bool) error {
 	return writeYAML(filepath.Join(dir, "config.yml"), map[string]interface{}{
 		"name": Name,
@@ -157,6 +162,18 @@ func writeYAML(path string, v interface{}) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// Metadata is the [metadata] table of the buildpack's buildpack.toml.
+func Metadata(root string) (map[string]interface{}, error) {
+	var d struct {
+		Metadata map[string]interface{} `toml:"metadata"`
+	}
+	p := filepath.Join(root, "buildpack.toml")
+	if _, err := toml.DecodeFile(p, &d); err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return d.Metadata, nil
 }
 
 // Version is the buildpack's version from its buildpack.toml.

@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/hottopic-io/hottopic/buildpack/classic"
+	"github.com/hottopic-io/hottopic/buildpack/internal/bptest"
 )
 
 func TestClassic(t *testing.T) {
@@ -35,13 +36,7 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 
 	it.Before(func() {
 		root = t.TempDir()
-		raw, err := os.ReadFile(filepath.Join("..", "..", "buildpack.toml"))
-		Expect(err).NotTo(HaveOccurred())
-		Expect(os.WriteFile(filepath.Join(root, "buildpack.toml"), raw, 0o644)).To(Succeed())
-		for _, a := range []string{"amd64", "arm64"} {
-			Expect(os.MkdirAll(filepath.Join(root, "sidecar", "linux-"+a), 0o755)).To(Succeed())
-			Expect(os.WriteFile(filepath.Join(root, "sidecar", "linux-"+a, "hottopic-sidecar"), []byte("sidecar for "+a), 0o755)).To(Succeed())
-		}
+		bptest.Package(t, root, map[string]string{"amd64": "sidecar for amd64", "arm64": "sidecar for arm64"})
 		depsDir = t.TempDir()
 		env = map[string]string{}
 		out = &bytes.Buffer{}
@@ -128,7 +123,7 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 		})
 
 		it("fails with one line, leaving nothing behind, when the package lacks the binary", func() {
-			Expect(os.Remove(filepath.Join(root, "sidecar", "linux-arm64", "hottopic-sidecar"))).To(Succeed())
+			Expect(os.Remove(bptest.Binary(root, "arm64", "sidecar for arm64"))).To(Succeed())
 			err := supplier.Supply(args("0"))
 			Expect(err).To(MatchError(MatchRegexp(`^the buildpack package has no executable hottopic-sidecar for linux/arm64 at \S+: rebuild it with scripts/package.sh$`)))
 			Expect(filepath.Join(depsDir, "0")).NotTo(BeAnExistingFile())

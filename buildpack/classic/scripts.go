@@ -37,7 +37,7 @@ func Main(command string, args []string, root string, stdout, stderr io.Writer) 
 }
 
 // RootFromExecutable finds the buildpack root from the running binary, which
-// scripts/build.sh puts at <root>/bin/<os>-<arch>/hottopic-buildpack.
+// scripts/build.sh puts at <root>/bin/main (bin/supply and the others link to it).
 func RootFromExecutable() (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -46,5 +46,5 @@ func RootFromExecutable() (string, error) {
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return "", fmt.Errorf("locate the buildpack: %w", err)
 	}
-	return filepath.Dir(filepath.Dir(filepath.Dir(exe))), nil
+	return filepath.Dir(filepath.Dir(exe)), nil
 }

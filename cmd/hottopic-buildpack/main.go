@@ -1,6 +1,7 @@
-// Command main is the buildpack's one binary. bin/main runs the build for this
-// machine as detect, build (Cloud Native Buildpack, through libpak), supply or
-// finalize (classic Cloud Foundry buildpack), keeping the name it was called by.
+// Command hottopic-buildpack is the buildpack's one binary, packaged as
+// linux/<arch>/bin/main with bin/detect, bin/build (Cloud Native Buildpack,
+// through libpak), bin/supply and bin/finalize (classic Cloud Foundry
+// buildpack) linking to it; it dispatches on the name it was called by.
 package main
 
 import (
@@ -20,8 +21,8 @@ var version = "dev"
 
 func main() {
 	switch command := filepath.Base(os.Args[0]); command {
-	case "hottopic-buildpack":
-		// Run by its own name (not through bin/main): say which build it is.
+	case "main", "hottopic-buildpack":
+		// Run by its own name: say which build it is.
 		fmt.Println(classic.Name, version)
 		return
 	case "detect":

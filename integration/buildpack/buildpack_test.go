@@ -7,6 +7,9 @@ package buildpack_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -45,7 +49,7 @@ const (
 var (
 	repo    string // repository root
 	work    string // world-traversable scratch dir: the lifecycle runs as uid 1000
-	tree    string // the buildpack tree from scripts/build.sh, laid out as the lifecycle wants it
+	tree    string // this architecture's buildpack root from scripts/build.sh, laid out as the lifecycle wants it
 	version string // the buildpack's version
 )
 
@@ -61,7 +65,14 @@ func TestBuildpack(t *testing.T) {
 	version = tomlVersion(t, filepath.Join(repo, "buildpack.toml"))
 	tree = filepath.Join(work, "buildpacks", strings.ReplaceAll(buildpackID, "/", "_"), version)
 	// Only this machine's architecture: cross-compiling is the packaging's job.
-	runOK(t, exec.Command(filepath.Join(repo, "scripts", "build.sh"), "--arch", runtime.GOARCH, "--out", tree))
+	built := filepath.Join(work, "tree")
+	runOK(t, exec.Command(filepath.Join(repo, "scripts", "build.sh"), "--arch", runtime.GOARCH, "--out", built))
+	// The per-architecture layout: bin/ exists only under linux/<arch>/, and
+	// pack puts buildpack.toml beside it; the lifecycle gets the same root.
+	if _, err := os.Stat(filepath.Join(built, "bin")); !os.IsNotExist(err) {
+		t.Fatalf("scripts/build.sh made a top-level bin/ (%v): the tree must be per architecture", err)
+	}
+	flatten(t, built, runtime.GOARCH, tree)
 
 	suite := spec.New("Buildpack", spec.Report(report.Terminal{}), spec.Sequential())
 	suite("CNB lifecycle", testCNB)
@@ -105,7 +116,19 @@ func testCNB(t *testing.T, context spec.G, it spec.S) {
 		Expect(layer.Types).To(HaveKeyWithValue("launch", true))
 		Expect(layer.Types).NotTo(HaveKeyWithValue("cache", true))
 		Expect(layer.Metadata).To(HaveKeyWithValue("arch", runtime.GOARCH))
-		Expect(filepath.Join(bpLayers, "sidecar", "bin", "hottopic-sidecar")).To(BeARegularFile())
+		Expect(layer.Metadata).To(HaveKeyWithValue("id", "hottopic-sidecar"))
+		Expect(layer.Metadata).To(HaveKeyWithValue("version", version))
+		installed := filepath.Join(bpLayers, "sidecar", "bin", "hottopic-sidecar")
+		Expect(installed).To(BeARegularFile())
+
+		// The dependency buildpack.toml declares is the binary that was installed.
+		dep := sidecarDependency(t, tree, runtime.GOARCH)
+		Expect(layer.Metadata).To(HaveKeyWithValue("checksum", dep.SHA256))
+		Expect(fileSHA256(t, installed)).To(Equal(dep.SHA256))
+
+		// The lifecycle accepted the layer's SBOM (it checks sbom-formats) and
+		// moved it where the exporter puts it in the image.
+		expectSBOM(t, filepath.Join(lc.layers, "sbom", "launch", strings.ReplaceAll(buildpackID, "/", "_"), "sidecar", "sbom.syft.json"), dep)
 
 		// A rebuild with the same sidecar keeps the layer.
 		out, code = lc.build(t)
@@ -144,6 +167,8 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 	Expect := g.Expect
 
 	it("supplies the sidecar and launch.yml, and the declared command delivers events", func() {
+		expectPerArchRoot(t, tree, runtime.GOARCH)
+
 		// Never auto-detected: only named with -b (which skips detect).
 		_, code := run(t, exec.Command(filepath.Join(tree, "bin", "detect"), worldDir(t, "build-")))
 		Expect(code).To(Equal(1))
@@ -190,7 +215,7 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 	it("fails with one line when the package lacks the sidecar binary", func() {
 		broken := filepath.Join(worldDir(t, "broken-"), "bp")
 		runOK(t, exec.Command("cp", "-a", tree, broken))
-		Expect(os.RemoveAll(filepath.Join(broken, "sidecar"))).To(Succeed())
+		Expect(os.RemoveAll(filepath.Join(broken, "dependencies"))).To(Succeed())
 
 		deps := worldDir(t, "deps-")
 		out, code := run(t, exec.Command(filepath.Join(broken, "bin", "supply"), worldDir(t, "b-"), worldDir(t, "c-"), deps, "0"))
@@ -203,20 +228,31 @@ func testClassic(t *testing.T, context spec.G, it spec.S) {
 func testPackaging(t *testing.T, context spec.G, it spec.S) {
 	Expect := NewWithT(t).Expect
 
-	it("makes an OCI-layout .cnb the lifecycle runs and a classic .zip, both stamped with the version", func() {
+	it("makes per-architecture .cnb files, a multi-arch .cnb the lifecycle runs and a classic .zip, all stamped with the version", func() {
 		out := worldDir(t, "pkg-")
-		runOK(t, exec.Command(filepath.Join(repo, "scripts", "package.sh"), "--version", "1.2.3", "--arch", runtime.GOARCH, "--out", out))
+		pkgOut := runOK(t, exec.Command(filepath.Join(repo, "scripts", "package.sh"), "--version", "1.2.3", "--arch", runtime.GOARCH, "--out", out))
+		Expect(pkgOut).To(MatchRegexp(`package.sh: (using the installed pack|using pack from \$PACK|no pack on PATH: using scripts/tools.sh pack)`))
 
+		perArch := filepath.Join(out, "hottopic-buildpack-1.2.3-linux-"+runtime.GOARCH+".cnb")
+		Expect(perArch).To(BeARegularFile())
 		cnb := filepath.Join(out, "hottopic-buildpack-1.2.3.cnb")
+		Expect(ociPlatforms(t, cnb)).To(Equal([]string{"linux/" + runtime.GOARCH}))
 		bps := filepath.Join(worldDir(t, "cnb-"), "buildpacks")
-		root := extractBuildpackage(t, cnb, bps)
-		Expect(filepath.Join(root, "hottopic-io_hottopic-sidecar", "1.2.3")).To(BeADirectory())
+		root := extractBuildpackage(t, cnb, runtime.GOARCH, bps)
 		bp := filepath.Join(root, "hottopic-io_hottopic-sidecar", "1.2.3")
+		Expect(bp).To(BeADirectory())
 		Expect(tomlVersion(t, filepath.Join(bp, "buildpack.toml"))).To(Equal("1.2.3"))
-		for _, link := range []string{"detect", "build"} {
-			Expect(os.Readlink(filepath.Join(bp, "bin", link))).To(Equal("main"))
+		expectPerArchRoot(t, bp, runtime.GOARCH)
+		for _, f := range []string{"LICENSE", "NOTICE", "README.md"} {
+			Expect(filepath.Join(bp, f)).To(BeARegularFile())
 		}
-		Expect(filepath.Join(bp, "sidecar", "linux-"+runtime.GOARCH, "hottopic-sidecar")).To(BeARegularFile())
+		dep := sidecarDependency(t, bp, runtime.GOARCH)
+		Expect(dep.Version).To(Equal("1.2.3"))
+		Expect(dep.PURL).To(Equal("pkg:generic/hottopic-sidecar@1.2.3?arch=" + runtime.GOARCH))
+		Expect(dep.CPEs).To(Equal([]string{"cpe:2.3:a:hottopic-io:hottopic-sidecar:1.2.3:*:*:*:*:*:*:*"}))
+		Expect(dep.Stacks).To(Equal([]string{"*"}))
+		Expect(dep.Licenses).To(HaveLen(1))
+		Expect(dep.Licenses[0].Type).To(Equal("Apache-2.0"))
 
 		// The lifecycle runs the buildpack straight from the package.
 		lc := newLifecycle(t, root)
@@ -227,10 +263,18 @@ func testPackaging(t *testing.T, context spec.G, it spec.S) {
 		o, code = lc.build(t)
 		Expect(code).To(Equal(0), o)
 		Expect(filepath.Join(lc.layers, "hottopic-io_hottopic-sidecar", "sidecar", "bin", "hottopic-sidecar")).To(BeARegularFile())
+		expectSBOM(t, filepath.Join(lc.layers, "sbom", "launch", "hottopic-io_hottopic-sidecar", "sidecar", "sbom.syft.json"), dep)
 
 		// The classic lifecycle unzips the .zip and runs bin/supply.
+		zipName := "hottopic-buildpack-1.2.3.zip"
+		if runtime.GOARCH != "amd64" {
+			zipName = "hottopic-buildpack-1.2.3-linux-" + runtime.GOARCH + ".zip"
+		}
 		unzipped := filepath.Join(worldDir(t, "zip-"), "bp")
-		runOK(t, exec.Command("unzip", "-q", filepath.Join(out, "hottopic-buildpack-1.2.3.zip"), "-d", unzipped))
+		runOK(t, exec.Command("unzip", "-q", filepath.Join(out, zipName), "-d", unzipped))
+		for _, f := range []string{"LICENSE", "NOTICE", "README.md", "buildpack.toml"} {
+			Expect(filepath.Join(unzipped, f)).To(BeARegularFile())
+		}
 		deps := worldDir(t, "deps-")
 		o, code = run(t, exec.Command(filepath.Join(unzipped, "bin", "supply"), worldDir(t, "b-"), worldDir(t, "c-"), deps, "00"))
 		Expect(code).To(Equal(0), o)
@@ -374,23 +418,16 @@ func (lc lifecycle) launch(command string) *exec.Cmd {
 	return cmd
 }
 
-// extractBuildpackage unpacks the buildpack layers of an OCI-layout .cnb into
-// dest and returns dest, which then holds <id>/<version>/ like /cnb/buildpacks.
-func extractBuildpackage(t *testing.T, cnb, dest string) string {
+// extractBuildpackage unpacks the buildpack layers for arch of an OCI-layout
+// .cnb into dest and returns dest, which then holds <id>/<version>/ like
+// /cnb/buildpacks.
+func extractBuildpackage(t *testing.T, cnb, arch, dest string) string {
 	t.Helper()
-	layout := worldDir(t, "oci-")
-	runOK(t, exec.Command("tar", "-xf", cnb, "-C", layout))
-	var index struct {
-		Manifests []struct{ Digest string } `json:"manifests"`
-	}
-	readJSON(t, filepath.Join(layout, "index.json"), &index)
-	if len(index.Manifests) != 1 {
-		t.Fatalf("index.json: want 1 manifest, got %d", len(index.Manifests))
-	}
+	layout := ociLayout(t, cnb)
 	var manifest struct {
 		Layers []struct{ Digest string } `json:"layers"`
 	}
-	readJSON(t, blob(layout, index.Manifests[0].Digest), &manifest)
+	readJSON(t, blob(layout, manifestFor(t, layout, arch)), &manifest)
 	unpacked := worldDir(t, "rootfs-")
 	for _, l := range manifest.Layers {
 		runOK(t, exec.Command("tar", "-xzf", blob(layout, l.Digest), "-C", unpacked))
@@ -399,6 +436,147 @@ func extractBuildpackage(t *testing.T, cnb, dest string) string {
 		t.Fatalf("the .cnb has no cnb/buildpacks: %v", err)
 	}
 	return dest
+}
+
+type ociIndex struct {
+	Manifests []struct {
+		Digest   string
+		Platform struct{ OS, Architecture string }
+	} `json:"manifests"`
+}
+
+func ociLayout(t *testing.T, cnb string) string {
+	t.Helper()
+	layout := worldDir(t, "oci-")
+	runOK(t, exec.Command("tar", "-xf", cnb, "-C", layout))
+	return layout
+}
+
+// ociPlatforms lists the platforms of a .cnb's index, in order.
+func ociPlatforms(t *testing.T, cnb string) []string {
+	t.Helper()
+	var index ociIndex
+	readJSON(t, filepath.Join(ociLayout(t, cnb), "index.json"), &index)
+	var out []string
+	for _, m := range index.Manifests {
+		out = append(out, m.Platform.OS+"/"+m.Platform.Architecture)
+	}
+	return out
+}
+
+// manifestFor is the digest of arch's manifest, checked against its config.
+func manifestFor(t *testing.T, layout, arch string) string {
+	t.Helper()
+	var index ociIndex
+	readJSON(t, filepath.Join(layout, "index.json"), &index)
+	for _, m := range index.Manifests {
+		if m.Platform.OS != "linux" || m.Platform.Architecture != arch {
+			continue
+		}
+		var manifest struct{ Config struct{ Digest string } }
+		readJSON(t, blob(layout, m.Digest), &manifest)
+		var config struct{ OS, Architecture string }
+		readJSON(t, blob(layout, manifest.Config.Digest), &config)
+		if config.OS != "linux" || config.Architecture != arch {
+			t.Fatalf("index.json says linux/%s for %s, its config says %s/%s", arch, m.Digest, config.OS, config.Architecture)
+		}
+		return m.Digest
+	}
+	t.Fatalf("index.json has no manifest for linux/%s", arch)
+	return ""
+}
+
+// flatten makes dest the buildpack root pack packages for linux/arch:
+// buildpack.toml beside the contents of linux/arch/.
+func flatten(t *testing.T, built, arch, dest string) {
+	t.Helper()
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runOK(t, exec.Command("cp", "-a", filepath.Join(built, "linux", arch)+"/.", dest))
+	runOK(t, exec.Command("cp", "-a", filepath.Join(built, "buildpack.toml"), dest))
+}
+
+// expectPerArchRoot checks one architecture's buildpack root: bin/main is a
+// Go binary for arch (no script picks one), the lifecycle's names link to it.
+func expectPerArchRoot(t *testing.T, root, arch string) {
+	t.Helper()
+	Expect := NewWithT(t).Expect
+	f, err := elf.Open(filepath.Join(root, "bin", "main"))
+	Expect(err).NotTo(HaveOccurred(), "bin/main must be an ELF binary")
+	defer f.Close()
+	Expect(f.Machine).To(Equal(map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[arch]))
+	for _, link := range []string{"detect", "build", "supply", "finalize"} {
+		Expect(os.Readlink(filepath.Join(root, "bin", link))).To(Equal("main"))
+	}
+}
+
+// dependency is one [[metadata.dependencies]] entry of buildpack.toml.
+type dependency struct {
+	ID, Name, Version, URI, SHA256, PURL, Arch string
+	CPEs                                       []string
+	Stacks                                     []string
+	Licenses                                   []struct{ Type, URI string }
+}
+
+// sidecarDependency is the sidecar entry for arch in root's buildpack.toml;
+// the binary must be in the package where libpak's cache finds it.
+func sidecarDependency(t *testing.T, root, arch string) dependency {
+	t.Helper()
+	var d struct {
+		Buildpack struct {
+			SBOMFormats []string `toml:"sbom-formats"`
+		} `toml:"buildpack"`
+		Metadata struct {
+			Dependencies []dependency `toml:"dependencies"`
+		} `toml:"metadata"`
+	}
+	if _, err := toml.DecodeFile(filepath.Join(root, "buildpack.toml"), &d); err != nil {
+		t.Fatal(err)
+	}
+	Expect := NewWithT(t).Expect
+	Expect(d.Buildpack.SBOMFormats).To(ContainElement("application/vnd.syft+json"))
+	for _, dep := range d.Metadata.Dependencies {
+		if dep.ID == "hottopic-sidecar" && dep.Arch == arch {
+			Expect(dep.SHA256).To(MatchRegexp(`^[0-9a-f]{64}$`))
+			bin := filepath.Join(root, "dependencies", dep.SHA256, path.Base(dep.URI))
+			Expect(fileSHA256(t, bin)).To(Equal(dep.SHA256))
+			Expect(filepath.Join(root, "dependencies", dep.SHA256+".toml")).To(BeARegularFile())
+			return dep
+		}
+	}
+	t.Fatalf("%s/buildpack.toml declares no hottopic-sidecar for %s", root, arch)
+	return dependency{}
+}
+
+// expectSBOM checks the Syft SBOM of the sidecar layer against the dependency.
+func expectSBOM(t *testing.T, file string, dep dependency) {
+	t.Helper()
+	Expect := NewWithT(t).Expect
+	var sbom struct {
+		Artifacts []struct {
+			Name, Version, PURL string
+			Licenses, CPEs      []string
+		}
+	}
+	readJSON(t, file, &sbom)
+	Expect(sbom.Artifacts).To(HaveLen(1))
+	a := sbom.Artifacts[0]
+	Expect(a.Name).To(Equal(dep.Name))
+	Expect(a.Version).To(Equal(dep.Version))
+	Expect(a.PURL).To(Equal(dep.PURL))
+	Expect(a.CPEs).To(Equal(dep.CPEs))
+	Expect(a.Licenses).To(Equal([]string{"Apache-2.0"}))
+}
+
+func fileSHA256(t *testing.T, file string) string {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])
 }
 
 func blob(layout, digest string) string {

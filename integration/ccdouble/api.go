@@ -185,7 +185,7 @@ func (lq *listQuery) list(name string) []string {
 // keep reports whether v passes an optional filter.
 func keep(filter []string, v string) bool { return filter == nil || slices.Contains(filter, v) }
 
-// page writes a paginated list of already filtered resources.
+// writePage writes a paginated list of already filtered resources.
 func (c *CC) writePage(w http.ResponseWriter, r *http.Request, lq *listQuery, resources []any, included map[string]any) {
 	total := len(resources)
 	last := max((total+lq.perPage-1)/lq.perPage, 1)

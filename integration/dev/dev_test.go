@@ -75,10 +75,10 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		t.Cleanup(func() { killMarked(marker) })
 	})
 
-	start := func(manifest string) *devProc {
-		cmd := exec.Command(bin, "dev", "-f", filepath.Join("testdata", manifest),
+	start := func(manifest string, extra ...string) *devProc {
+		cmd := exec.Command(bin, append([]string{"dev", "-f", filepath.Join("testdata", manifest),
 			"--data-dir", dataDir, "--nats-port", strconv.Itoa(natsPort),
-			"--poll-interval", "200ms", "--discovery-interval", "1s")
+			"--poll-interval", "200ms", "--discovery-interval", "1s"}, extra...)...)
 		cmd.Env = append(os.Environ(), "DEVTEST_MARKER="+marker)
 		d := &devProc{Proc: proctest.Start(t, cmd), dataDir: dataDir, marker: marker}
 		Eventually(d.Out, 30*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: `))
@@ -116,7 +116,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		st, err := state.Read(dataDir)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.NATSURL).To(Equal(fmt.Sprintf("nats://127.0.0.1:%d", natsPort)))
-		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(Equal(0))
+		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(HaveValue(Equal(0)))
 
 		publish(d, 500)
 		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → (\d+): lag \d+`))
@@ -129,7 +129,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Eventually(d.Out, 20*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount \d+ → 0`))
 		m := mappingOf(st.ScalerURL, "wordcount")
 		Expect(m.Lag).To(BeZero())
-		Expect(m.CurrentInstances).To(BeZero())
+		Expect(m.CurrentInstances).To(HaveValue(BeZero()))
 		Eventually(func() []string { return marked(marker, d.Cmd.Process.Pid) }, 15*time.Second).Should(BeEmpty(), "no instance process left at zero")
 
 		stop(d)
@@ -157,6 +157,25 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		stop(d) // with instances, sidecars and a grandchild running
 	})
 
+	it("--cluster runs three node processes; a node killed with SIGKILL is started again and no event is lost", func() {
+		d := start("wordcount.yml", "--cluster")
+		nodes := regexp.MustCompile(`(n\d) pid (\d+) nats://127\.0\.0\.1:(\d+)`).FindAllStringSubmatch(d.Output(), -1)
+		Expect(nodes).To(HaveLen(3), d.Output())
+		st, err := state.Read(dataDir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.NATSURL).To(Equal(fmt.Sprintf("nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d", natsPort, natsPort+1, natsPort+2)))
+
+		publish(d, 100)
+		pid, _ := strconv.Atoi(nodes[1][2])
+		Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
+		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/NATS\] node n2 \(pid \d+\) exited \(signal: killed\)`))
+		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/NATS\] node n2 started again \(pid \d+\)`))
+		publish(d, 100)
+		Eventually(func() int { return len(processed(d)) }, 60*time.Second).Should(Equal(200), "every event processed at least once")
+
+		stop(d) // the nodes too: stop checks that no process is left
+	})
+
 	it("refuses a broken manifest with one line naming the line", func() {
 		cmd := exec.Command(bin, "dev", "-f", filepath.Join("testdata", "broken.yml"), "--data-dir", dataDir, "--nats-port", strconv.Itoa(natsPort))
 		var stdout, stderr bytes.Buffer
@@ -182,7 +201,7 @@ func mappingOf(scalerURL, app string) api.Mapping {
 			return err
 		}
 		for _, m := range ms.Mappings {
-			if m.AppName == app && m.LagKnown {
+			if m.AppName == app && m.LagKnown && m.CurrentInstances != nil {
 				found = m
 				return nil
 			}

@@ -6,7 +6,9 @@ package cfenv
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +40,10 @@ func App(getenv Getenv) (Application, error) {
 			AltName string `json:"name"`
 		}
 		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return app, fmt.Errorf("VCAP_APPLICATION must be a JSON object of the app's details: %s", jsonReason(err))
+			}
 			return app, fmt.Errorf("VCAP_APPLICATION is not valid JSON: %s", jsonReason(err))
 		}
 		app = v.Application
@@ -141,9 +147,50 @@ func jsonReason(err error) string {
 		return fmt.Sprintf("syntax error at byte %d", e.Offset)
 	case *json.UnmarshalTypeError:
 		if e.Field != "" {
-			return fmt.Sprintf("field %q should be %s, not %s", e.Field, e.Type, e.Value)
+			// Drop the Go names of embedded structs ("Application.").
+			field := e.Field
+			if i := strings.LastIndexByte(field, '.'); i >= 0 && field[:1] == strings.ToUpper(field[:1]) {
+				field = field[i+1:]
+			}
+			return fmt.Sprintf("field %q should be %s, not %s", field, jsonKind(e.Type), jsonArticle(e.Value))
 		}
-		return fmt.Sprintf("expected %s, found %s", e.Type, e.Value)
+		return fmt.Sprintf("expected %s, found %s", jsonKind(e.Type), jsonArticle(e.Value))
 	}
 	return "cannot be parsed"
+}
+
+// jsonKind names a Go type as the JSON it decodes from ("an object", not
+// "cfenv.Application"), for people who write JSON.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "another value"
+}
+
+func jsonArticle(v string) string {
+	switch v {
+	case "array", "object":
+		return "an " + v
+	case "string", "number", "bool":
+		return "a " + v
+	}
+	return v
 }

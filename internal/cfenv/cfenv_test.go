@@ -46,6 +46,12 @@ func testCFEnv(t *testing.T, when spec.G, it spec.S) {
 			_, err = cfenv.App(env(map[string]string{"VCAP_APPLICATION": `{"application_id":`}))
 			Expect(err).To(MatchError(ContainSubstring("VCAP_APPLICATION is not valid JSON")))
 
+			// Valid JSON of the wrong shape: said in JSON's words, not Go's.
+			_, err = cfenv.App(env(map[string]string{"VCAP_APPLICATION": `["app"]`}))
+			Expect(err).To(MatchError("VCAP_APPLICATION must be a JSON object of the app's details: expected an object, found an array"))
+			_, err = cfenv.App(env(map[string]string{"VCAP_APPLICATION": `{"application_id":42}`}))
+			Expect(err).To(MatchError(`VCAP_APPLICATION must be a JSON object of the app's details: field "application_id" should be a string, not a number`))
+
 			_, err = cfenv.App(env(map[string]string{"VCAP_APPLICATION": `{"instance_index":"x"}`}))
 			Expect(err).To(MatchError(ContainSubstring("instance_index")))
 

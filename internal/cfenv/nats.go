@@ -73,99 +73,126 @@ func NATSFromURL(u string) (NATS, error) {
 	return NATS{URLs: urls, Source: "flag"}, nil
 }
 
+// fromService reads the NATS URLs and credentials of a bound service.
 func fromService(svc Service) (NATS, error) {
 	cfg := NATS{Source: fmt.Sprintf("service %q", svc.Name)}
-	cred := func(k string) (string, error) {
-		v, err := svc.Credential(k)
-		return strings.TrimSpace(v), err
-	}
-	var raw string
-	for _, k := range []string{"urls", "uri", "url"} {
-		v, err := cred(k)
-		if err != nil {
-			return cfg, err
-		}
-		if v != "" {
-			raw = v
-			break
-		}
-	}
-	if raw != "" {
-		urls, err := splitURLs(raw, fmt.Sprintf("service %q credential uri/urls", svc.Name))
-		if err != nil {
-			return cfg, err
-		}
-		cfg.URLs = urls
-	}
-	user, err := cred("user")
+	c, err := readCredentials(svc)
 	if err != nil {
 		return cfg, err
 	}
-	if user == "" {
-		if user, err = cred("username"); err != nil {
+	if c.urls != "" {
+		if cfg.URLs, err = splitURLs(c.urls, fmt.Sprintf("service %q credential uri/urls", svc.Name)); err != nil {
 			return cfg, err
 		}
 	}
-	password, err := cred("password")
-	if err != nil {
-		return cfg, err
-	}
-	if user != "" {
-		cfg.Options = append(cfg.Options, nats.UserInfo(user, password))
-	}
-	token, err := cred("token")
-	if err != nil {
-		return cfg, err
-	}
-	if token != "" {
-		cfg.Options = append(cfg.Options, nats.Token(token))
-	}
-	seed, err := cred("nkey_seed")
-	if err != nil {
-		return cfg, err
-	}
-	if seed != "" {
-		kp, err := nkeys.FromSeed([]byte(seed))
+	for _, option := range []func(serviceCredentials) (nats.Option, error){userOption, tokenOption, nkeyOption, credsOption, caOption} {
+		o, err := option(c)
 		if err != nil {
-			return cfg, fmt.Errorf("service %q credential nkey_seed is not a valid NATS nkey seed", svc.Name)
+			return cfg, fmt.Errorf("service %q credential %w", svc.Name, err)
 		}
-		pub, err := kp.PublicKey()
-		if err != nil {
-			return cfg, fmt.Errorf("service %q credential nkey_seed is not a valid NATS nkey seed", svc.Name)
+		if o != nil {
+			cfg.Options = append(cfg.Options, o)
 		}
-		cfg.Options = append(cfg.Options, nats.Nkey(pub, kp.Sign))
-	}
-	creds, err := cred("creds")
-	if err != nil {
-		return cfg, err
-	}
-	if creds != "" {
-		userJWT, err := jwt.ParseDecoratedJWT([]byte(creds))
-		if err != nil || userJWT == "" {
-			return cfg, fmt.Errorf("service %q credential creds is not the content of a NATS .creds file (no user JWT)", svc.Name)
-		}
-		kp, err := nkeys.ParseDecoratedNKey([]byte(creds))
-		if err != nil {
-			return cfg, fmt.Errorf("service %q credential creds is not the content of a NATS .creds file (no nkey seed)", svc.Name)
-		}
-		userSeed, err := kp.Seed()
-		if err != nil {
-			return cfg, fmt.Errorf("service %q credential creds holds no usable nkey seed", svc.Name)
-		}
-		cfg.Options = append(cfg.Options, nats.UserJWTAndSeed(userJWT, string(userSeed)))
-	}
-	ca, err := cred("ca_cert")
-	if err != nil {
-		return cfg, err
-	}
-	if ca != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(ca)) {
-			return cfg, fmt.Errorf("service %q credential ca_cert holds no PEM certificate", svc.Name)
-		}
-		cfg.Options = append(cfg.Options, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
 	}
 	return cfg, nil
+}
+
+// serviceCredentials are the credentials of a NATS service that Hot Topic
+// reads, each trimmed; "" when absent.
+type serviceCredentials struct {
+	urls, user, password, token, nkeySeed, creds, caCert string
+}
+
+// readCredentials reads them; where several keys mean the same, the first
+// one set wins (urls, uri, url; user, username).
+func readCredentials(svc Service) (serviceCredentials, error) {
+	var c serviceCredentials
+	for _, f := range []struct {
+		keys []string
+		dst  *string
+	}{
+		{[]string{"urls", "uri", "url"}, &c.urls},
+		{[]string{"user", "username"}, &c.user},
+		{[]string{"password"}, &c.password},
+		{[]string{"token"}, &c.token},
+		{[]string{"nkey_seed"}, &c.nkeySeed},
+		{[]string{"creds"}, &c.creds},
+		{[]string{"ca_cert"}, &c.caCert},
+	} {
+		for _, k := range f.keys {
+			v, err := svc.Credential(k)
+			if err != nil {
+				return c, err
+			}
+			if v = strings.TrimSpace(v); v != "" {
+				*f.dst = v
+				break
+			}
+		}
+	}
+	return c, nil
+}
+
+func userOption(c serviceCredentials) (nats.Option, error) {
+	if c.user == "" {
+		return nil, nil
+	}
+	return nats.UserInfo(c.user, c.password), nil
+}
+
+func tokenOption(c serviceCredentials) (nats.Option, error) {
+	if c.token == "" {
+		return nil, nil
+	}
+	return nats.Token(c.token), nil
+}
+
+func nkeyOption(c serviceCredentials) (nats.Option, error) {
+	if c.nkeySeed == "" {
+		return nil, nil
+	}
+	bad := errors.New("nkey_seed is not a valid NATS nkey seed")
+	kp, err := nkeys.FromSeed([]byte(c.nkeySeed))
+	if err != nil {
+		return nil, bad
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, bad
+	}
+	return nats.Nkey(pub, kp.Sign), nil
+}
+
+// credsOption reads the content of a NATS .creds file: a user JWT and its
+// nkey seed.
+func credsOption(c serviceCredentials) (nats.Option, error) {
+	if c.creds == "" {
+		return nil, nil
+	}
+	userJWT, err := jwt.ParseDecoratedJWT([]byte(c.creds))
+	if err != nil || userJWT == "" {
+		return nil, errors.New("creds is not the content of a NATS .creds file (no user JWT)")
+	}
+	kp, err := nkeys.ParseDecoratedNKey([]byte(c.creds))
+	if err != nil {
+		return nil, errors.New("creds is not the content of a NATS .creds file (no nkey seed)")
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, errors.New("creds holds no usable nkey seed")
+	}
+	return nats.UserJWTAndSeed(userJWT, string(seed)), nil
+}
+
+func caOption(c serviceCredentials) (nats.Option, error) {
+	if c.caCert == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.caCert)) {
+		return nil, errors.New("ca_cert holds no PEM certificate")
+	}
+	return nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
 }
 
 func splitURLs(raw, what string) ([]string, error) {

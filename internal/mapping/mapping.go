@@ -34,6 +34,14 @@ const (
 	LabelMappedTrue = "true"
 )
 
+// MaxInstancesLimit bounds max-instances (and so min-instances): a bigger
+// value is a typo far more often than a plan, and the scaler would ask
+// Cloud Controller for it.
+const MaxInstancesLimit = 1000
+
+// AnnotationPrefix is the prefix of every Hot Topic annotation and label.
+const AnnotationPrefix = "hottopic.io/"
+
 // SettingAnnotations lists every settings annotation (not topics), in
 // documentation order.
 var SettingAnnotations = []string{AnnMin, AnnMax, AnnLagPer, AnnIdleSeconds, AnnConcurrency, AnnPath, AnnTimeout, AnnMaxDeliver, AnnOutputTopic}
@@ -82,8 +90,8 @@ func (s Settings) Validate() error {
 	switch {
 	case s.MinInstances < 0:
 		return bad(AnnMin, "min-instances must be 0 or more, got %d", s.MinInstances)
-	case s.MaxInstances < 1:
-		return bad(AnnMax, "max-instances must be 1 or more, got %d", s.MaxInstances)
+	case s.MaxInstances < 1 || s.MaxInstances > MaxInstancesLimit:
+		return bad(AnnMax, "max-instances must be between 1 and %d, got %d", MaxInstancesLimit, s.MaxInstances)
 	case s.MinInstances > s.MaxInstances:
 		return bad(AnnMin, "min-instances (%d) must not exceed max-instances (%d)", s.MinInstances, s.MaxInstances)
 	case s.LagPerInstance < 1:
@@ -184,6 +192,59 @@ func FromMetadata(appGUID, appName string, annotations map[string]string) (Mappi
 		return m, err
 	}
 	return m, nil
+}
+
+// UnknownAnnotations lists, sorted, the hottopic.io/* annotations that Hot
+// Topic does not know (usually a typo of one it does, which then silently
+// keeps its default), each as a one-line warning naming the key.
+func UnknownAnnotations(annotations map[string]string) []string {
+	known := map[string]bool{AnnTopics: true}
+	for _, k := range SettingAnnotations {
+		known[k] = true
+	}
+	var out []string
+	for k := range annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) && !known[k] {
+			w := "unknown annotation " + k + " is ignored"
+			if near := closest(k, known); near != "" {
+				w += " (did you mean " + near + "?)"
+			}
+			out = append(out, w)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// closest is the known key at edit distance 3 or less from k, if any.
+func closest(k string, known map[string]bool) string {
+	best, bestD := "", 4
+	for c := range known {
+		if d := editDistance(k, c); d < bestD || d == bestD && c < best {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // Env variables of the sidecar's static mode, keyed by the annotation they mirror.

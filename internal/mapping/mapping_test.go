@@ -18,6 +18,25 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 	Expect := NewWithT(t).Expect
 
 	when("resolving CC annotations", func() {
+		it("bounds max-instances, naming the bound", func() {
+			_, err := mapping.FromMetadata("g1", "fn", map[string]string{mapping.AnnTopics: "a", mapping.AnnMax: "2000000000"})
+			Expect(err).To(MatchError("max-instances must be between 1 and 1000, got 2000000000"))
+			m, err := mapping.FromMetadata("g1", "fn", map[string]string{mapping.AnnTopics: "a", mapping.AnnMax: "1000"})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.MaxInstances).To(Equal(mapping.MaxInstancesLimit))
+		})
+
+		it("lists unknown hottopic.io/* annotations, with the likely known one", func() {
+			Expect(mapping.UnknownAnnotations(map[string]string{
+				mapping.AnnTopics: "a", mapping.AnnMax: "3", "owner": "ops", "example.com/max": "1",
+				"hottopic.io/max-instance": "3", "hottopic.io/colour": "blue",
+			})).To(Equal([]string{
+				"unknown annotation hottopic.io/colour is ignored",
+				"unknown annotation hottopic.io/max-instance is ignored (did you mean hottopic.io/max-instances?)",
+			}))
+			Expect(mapping.UnknownAnnotations(map[string]string{mapping.AnnTopics: "a"})).To(BeEmpty())
+		})
+
 		it("fills defaults for missing settings", func() {
 			m, err := mapping.FromMetadata("g1", "thumbs", map[string]string{mapping.AnnTopics: "images.uploaded, images.resized"})
 			Expect(err).NotTo(HaveOccurred())

@@ -80,12 +80,13 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, l DeadLetter
 	if err := topic.Validate(l.Topic); err != nil {
 		return nil, fmt.Errorf("dead letter: %w", err)
 	}
-	ack, err := publishCreating(ctx, js, DeadLetterMsg(l), func(ctx context.Context) error {
+	// Dead letters are rare: a lookup each (no cache) costs nothing.
+	ack, err := NewStreamCache(js).Publish(ctx, DeadLetterMsg(l), func(ctx context.Context) error {
 		_, err := EnsureDLQStream(ctx, js, so)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, err)
+		return nil, fmt.Errorf("dead letter for %s seq %d: %w", l.Topic, l.StreamSequence, NATSError(err))
 	}
 	return ack, nil
 }

@@ -27,8 +27,11 @@ const (
 	DefaultMaxAge = 7 * 24 * time.Hour
 
 	// Consumer metadata keys: the scaler finds a consumer's app and topic here.
-	MetaApp   = "hottopic.io/app"
-	MetaTopic = "hottopic.io/topic"
+	MetaApp = "hottopic.io/app"
+	// MetaAppName is the app's name when known, so `nats consumer info`
+	// shows which app a consumer belongs to; MetaApp (the GUID) is the key.
+	MetaAppName = "hottopic.io/app-name"
+	MetaTopic   = "hottopic.io/topic"
 
 	// Environment overrides for new streams (operators; both optional).
 	EnvReplicas = "HOTTOPIC_STREAM_REPLICAS"
@@ -66,17 +69,21 @@ func StreamOptionsFromEnv(getenv func(string) string) (StreamOptions, error) {
 // DefaultStreamOptions reads the environment of this process.
 func DefaultStreamOptions() (StreamOptions, error) { return StreamOptionsFromEnv(os.Getenv) }
 
-// Replicas is the replica count for new streams: as configured, else 3 on a
-// cluster of three or more servers, else 1.
-func (o StreamOptions) replicas(nc *nats.Conn) int {
+// ReplicasFor is the replica count for new streams, consumers' streams and
+// KV buckets on the server nc is connected to: as configured, else one per
+// server of the cluster up to 3 (the servers the connection knows: the ones
+// it was given and the ones the cluster announced), else 1.
+func (o StreamOptions) ReplicasFor(nc *nats.Conn) int {
 	if o.Replicas > 0 {
 		return o.Replicas
 	}
-	if nc != nil && nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3 {
-		return 3
+	if nc == nil || nc.ConnectedClusterName() == "" {
+		return 1
 	}
-	return 1
+	return max(1, min(3, len(nc.Servers())))
 }
+
+func (o StreamOptions) replicas(nc *nats.Conn) int { return o.ReplicasFor(nc) }
 
 func (o StreamOptions) maxAge() time.Duration {
 	if o.MaxAge > 0 {
@@ -194,34 +201,119 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, nil
 }
 
-// ConsumerConfig is the durable pull consumer of app appGUID on topic t.
+// ConsumerConfig is the durable pull consumer of app appGUID (named appName,
+// which may be empty when unknown) on topic t.
 // AckWait is the delivery timeout: the sidecar extends it while the app works,
-// so it only matters when a sidecar died holding the event. New consumers start
-// with events published from now on; an existing one keeps its position.
-func ConsumerConfig(appGUID, t string, s mapping.Settings) jetstream.ConsumerConfig {
+// so it only matters when a sidecar died holding the event. Its start is set
+// by EnsureConsumer: a new consumer starts right after the stream's last
+// event at creation; an existing one keeps its position.
+func ConsumerConfig(appGUID, appName, t string, s mapping.Settings) jetstream.ConsumerConfig {
 	name := topic.ConsumerName(appGUID)
+	meta := map[string]string{MetaApp: appGUID, MetaTopic: t}
+	desc := "Hot Topic app " + appGUID + " on " + t
+	if appName != "" {
+		meta[MetaAppName] = appName
+		desc = "Hot Topic app " + appName + " (" + appGUID + ") on " + t
+	}
 	return jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   "Hot Topic app " + appGUID + " on " + t,
+		Description:   desc,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
 		MaxDeliver:    s.MaxDeliver,
 		FilterSubject: t,
 		MaxAckPending: 1000,
-		Metadata:      map[string]string{MetaApp: appGUID, MetaTopic: t},
+		Metadata:      meta,
 	}
 }
 
 // EnsureConsumer creates or updates app appGUID's consumer on topic t (the
-// topic's stream must exist).
-func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, t string, s mapping.Settings) (jetstream.Consumer, error) {
+// topic's stream must exist); a renamed app gets its new name in the metadata.
+//
+// A new consumer starts at an explicit stream sequence, the one after the
+// stream's last event when it is created, never with DeliverNew: on a
+// cluster, a DeliverNew consumer picks its start when its leader is elected,
+// from that node's copy of the stream, and picks it again on every new
+// leader until it has delivered something, so a consumer whose leader moved
+// before its app ever pulled (an app at zero instances) would skip every
+// event published in between. An existing consumer keeps its start, so its
+// position is never moved. Before returning, it waits (up to 5 s) until
+// every replica of the new consumer runs (see awaitPlaced).
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appName, t string, s mapping.Settings) (jetstream.Consumer, error) {
 	if err := topic.ValidConsumerName(appGUID); err != nil {
 		return nil, err
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, topic.StreamName(t), ConsumerConfig(appGUID, t, s))
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s on stream %s: %w", topic.ConsumerName(appGUID), topic.StreamName(t), err)
+	stream, name := topic.StreamName(t), topic.ConsumerName(appGUID)
+	wrap := func(err error) error {
+		return fmt.Errorf("consumer %s on stream %s: %w", name, stream, err)
 	}
-	return c, nil
+	cfg := ConsumerConfig(appGUID, appName, t, s)
+	for range 3 {
+		c, err := js.Consumer(ctx, stream, name)
+		if err == nil {
+			have := c.CachedInfo().Config
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+			c, err = js.UpdateConsumer(ctx, stream, cfg)
+			if err != nil {
+				return nil, wrap(err)
+			}
+			return c, nil
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, wrap(err)
+		}
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		state := st.CachedInfo().State
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, state.LastSeq+1
+		c, err = js.CreateConsumer(ctx, stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			continue // created meanwhile by another scaler or sidecar: update that one
+		}
+		if err != nil {
+			return nil, wrap(err)
+		}
+		awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas)
+		return c, nil
+	}
+	return nil, wrap(errors.New("created and deleted concurrently; try again"))
+}
+
+// awaitPlaced waits, up to 5 s, until every replica of the new consumer is
+// running and current. An interest-retention stream's replica keeps an event
+// only if it knows a consumer that wants it; a replica that has not created
+// the consumer yet drops the event from its copy, and would lose it for the
+// consumer if it led the consumer later.
+func awaitPlaced(ctx context.Context, c jetstream.Consumer, replicas int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		info, err := c.Info(ctx)
+		if err == nil && placed(info, replicas) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func placed(info *jetstream.ConsumerInfo, replicas int) bool {
+	if info.Cluster == nil || replicas <= 1 {
+		return true
+	}
+	if info.Cluster.Leader == "" || len(info.Cluster.Replicas) < replicas-1 {
+		return false
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return false
+		}
+	}
+	return true
 }

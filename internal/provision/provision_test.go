@@ -84,7 +84,7 @@ func testProvision(t *testing.T, when spec.G, it spec.S) {
 		_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		s := mapping.Defaults()
-		c, err := provision.EnsureConsumer(ctx, js, "app-guid-1", "orders", s)
+		c, err := provision.EnsureConsumer(ctx, js, "app-guid-1", "orders-app", "orders", s)
 		Expect(err).NotTo(HaveOccurred())
 		info, err := c.Info(ctx)
 		Expect(err).NotTo(HaveOccurred())
@@ -93,10 +93,12 @@ func testProvision(t *testing.T, when spec.G, it spec.S) {
 		Expect(info.Config.MaxDeliver).To(Equal(5))
 		Expect(info.Config.AckWait).To(Equal(60 * time.Second))
 		Expect(info.Config.Metadata).To(HaveKeyWithValue(provision.MetaApp, "app-guid-1"))
+		Expect(info.Config.Metadata).To(HaveKeyWithValue(provision.MetaAppName, "orders-app"))
+		Expect(info.Config.Description).To(Equal("Hot Topic app orders-app (app-guid-1) on orders"))
 		Expect(info.Config.Metadata).To(HaveKeyWithValue(provision.MetaTopic, "orders"))
 
 		s.MaxDeliver, s.TimeoutSeconds = 2, 5
-		c, err = provision.EnsureConsumer(ctx, js, "app-guid-1", "orders", s)
+		c, err = provision.EnsureConsumer(ctx, js, "app-guid-1", "orders-app", "orders", s)
 		Expect(err).NotTo(HaveOccurred())
 		info, err = c.Info(ctx)
 		Expect(err).NotTo(HaveOccurred())

@@ -135,12 +135,12 @@ func PublishAgainDeadLetter(ctx context.Context, js jetstream.JetStream, m *nats
 	if !strings.HasPrefix(m.Subject, topic.DLQPrefix) {
 		return nil, fmt.Errorf("dead letter: subject %s is not under %s", m.Subject, topic.DLQPrefix)
 	}
-	ack, err := publishCreating(ctx, js, m, func(ctx context.Context) error {
+	ack, err := NewStreamCache(js).Publish(ctx, m, func(ctx context.Context) error {
 		_, err := EnsureDLQStream(ctx, js, so)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dead letter for %s: %w", strings.TrimPrefix(m.Subject, topic.DLQPrefix), err)
+		return nil, fmt.Errorf("dead letter for %s: %w", strings.TrimPrefix(m.Subject, topic.DLQPrefix), NATSError(err))
 	}
 	return ack, nil
 }

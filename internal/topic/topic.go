@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 const (
@@ -59,14 +60,17 @@ func Validate(t string) error {
 		if tok == "" {
 			return bad("tokens between '.' must not be empty")
 		}
-		for i := 0; i < len(tok); i++ {
-			if !tokenByte(tok[i]) {
-				c := tok[i]
-				if c == '*' || c == '>' {
-					return bad("wildcards ('*', '>') are not allowed; a topic is one literal subject")
-				}
-				return bad(fmt.Sprintf("character %q is not allowed; tokens are made of A-Z a-z 0-9 _ -", rune(c)))
+		for i, c := range tok {
+			if c < utf8.RuneSelf && tokenByte(byte(c)) {
+				continue
 			}
+			switch {
+			case c == '*' || c == '>':
+				return bad("wildcards ('*', '>') are not allowed; a topic is one literal subject")
+			case c == utf8.RuneError && !utf8.ValidString(tok[i:min(i+utf8.UTFMax, len(tok))]):
+				return bad(fmt.Sprintf("byte 0x%02X is not valid UTF-8; tokens are made of A-Z a-z 0-9 _ -", tok[i]))
+			}
+			return bad(fmt.Sprintf("character %q is not allowed; tokens are made of A-Z a-z 0-9 _ -", c))
 		}
 	}
 	return nil

@@ -38,6 +38,9 @@ func testTopic(t *testing.T, when spec.G, it spec.S) {
 				".orders":                      "must not be empty",
 				"orders created":               "not allowed",
 				"orders/created":               "not allowed",
+				"héllo":                        "character 'é' is not allowed",
+				"日本.orders":                    "character '日' is not allowed",
+				"h\xc3llo":                     "byte 0xC3 is not valid UTF-8",
 				strings.Repeat("a.", 16) + "a": "at most 16",
 			}
 			for in, rule := range cases {

@@ -36,10 +36,14 @@ type Mapping struct {
 	Error string `json:"error,omitempty"`
 	// Lag is pending + ack pending over the app's consumers; LagKnown is false
 	// when it could not be read (then the app is not scaled).
-	Lag              int64 `json:"lag"`
-	LagKnown         bool  `json:"lag_known"`
-	CurrentInstances int   `json:"current_instances"`
-	DesiredInstances int   `json:"desired_instances"`
+	Lag      int64 `json:"lag"`
+	LagKnown bool  `json:"lag_known"`
+	// CurrentInstances is what the platform reports for the web process and
+	// DesiredInstances what the policy wants; both are null when not known
+	// (the scaler has not read the app's instances yet, or could not, or the
+	// mapping comes from Cloud Controller alone), never a made-up 0.
+	CurrentInstances *int `json:"current_instances"`
+	DesiredInstances *int `json:"desired_instances"`
 	// LastScaleTime is null and LastScaleReason empty until this scaler
 	// scaled the app.
 	LastScaleTime   *time.Time `json:"last_scale_time"`

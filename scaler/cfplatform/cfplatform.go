@@ -108,8 +108,9 @@ type Platform struct {
 	// concurrent use): discovery's long listings never hold up a scale.
 	list, ops *lane
 
-	mu      sync.Mutex // guards the fields below; never held during a call
-	gate    time.Time  // no CC call before this
+	mu      sync.Mutex    // guards the fields below; never held during a call
+	gate    time.Time     // no CC call before this
+	wait    time.Duration // the back-off that set gate
 	fails   int
 	lastErr error
 	procs   map[string]webProcess // app GUID → its web process
@@ -212,10 +213,13 @@ func (t *recordingTransport) last() (int, time.Duration) {
 // call runs one CC operation on a lane, through the gate.
 func (p *Platform) call(ctx context.Context, l *lane, what string, op func(context.Context, *client.Client) error) error {
 	p.mu.Lock()
-	now, gate, lastErr := p.now(), p.gate, p.lastErr
+	now, gate, wait, lastErr := p.now(), p.gate, p.wait, p.lastErr
 	p.mu.Unlock()
 	if now.Before(gate) {
-		return fmt.Errorf("%s: Cloud Controller unavailable, next attempt in %s (last error: %v)", what, gate.Sub(now).Round(time.Millisecond), lastErr)
+		// Say the back-off itself: the time left may be a few milliseconds
+		// of a minute-long wait.
+		left := max(gate.Sub(now).Round(100*time.Millisecond), 100*time.Millisecond)
+		return fmt.Errorf("%s: Cloud Controller unavailable, backing off %s after the last error (next attempt in %s): %v", what, wait, left, lastErr)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -229,7 +233,7 @@ func (p *Platform) call(ctx context.Context, l *lane, what string, op func(conte
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err == nil {
-		p.fails, p.lastErr, p.gate = 0, nil, time.Time{}
+		p.fails, p.lastErr, p.gate, p.wait = 0, nil, time.Time{}, 0
 		return nil
 	}
 	err = clean(err, p.cfg.ClientSecret)
@@ -243,7 +247,7 @@ func (p *Platform) call(ctx context.Context, l *lane, what string, op func(conte
 		if retryAfter > wait {
 			wait = retryAfter
 		}
-		p.gate, p.lastErr = p.now().Add(wait), err
+		p.gate, p.wait, p.lastErr = p.now().Add(wait), wait, err
 		return fmt.Errorf("%s: %w (backing off %s)", what, err, wait)
 	}
 	return fmt.Errorf("%s: %w", what, err)

@@ -160,7 +160,7 @@ func testCFPlatform(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).To(MatchError(ContainSubstring("backing off 1s")))
 			cc.ResetCalls()
 			err = p.Scale(ctx, g, 2)
-			Expect(err).To(MatchError(ContainSubstring("Cloud Controller unavailable, next attempt in")))
+			Expect(err).To(MatchError(ContainSubstring("Cloud Controller unavailable, backing off 1s after the last error (next attempt in")))
 			Expect(cc.Calls()).To(BeEmpty(), "the gate spares CC")
 			Eventually(func() error { return p.Scale(ctx, g, 2) }, 5*time.Second, 100*time.Millisecond).Should(Succeed())
 			Expect(cc.Instances(g, "web")).To(Equal(2))
@@ -175,7 +175,15 @@ func testCFPlatform(t *testing.T, when spec.G, it spec.S) {
 			err = p.Scale(ctx, g, 2)
 			Expect(err).To(MatchError(ContainSubstring("backing off 7s")))
 			err = p.Scale(ctx, g, 2)
-			Expect(err).To(MatchError(MatchRegexp(`next attempt in (6\.\d+s|7s)`)))
+			Expect(err).To(MatchError(MatchRegexp(`backing off 7s after the last error \(next attempt in (6\.\ds|7s)\)`)))
+
+			// Just before the gate opens, the message still says the back-off
+			// is seconds, not "next attempt in 1ms" alone.
+			start := time.Now()
+			cfplatform.SetClock(p, func() time.Time { return start.Add(7*time.Second - time.Millisecond) })
+			err = p.Scale(ctx, g, 2)
+			Expect(err).To(MatchError(ContainSubstring("backing off 7s after the last error (next attempt in 100ms)")))
+			Expect(err.Error()).NotTo(ContainSubstring("1ms"))
 		})
 
 		it("starts while CC is down and connects once it is up", func() {

@@ -173,7 +173,7 @@ func TestBenchScaler(t *testing.T) {
 					_, err = provision.EnsureTopicStream(ctx, js, topics[i], provision.StreamOptions{})
 				}
 				if err == nil {
-					_, err = provision.EnsureConsumer(ctx, js, guids[i], topics[i], m.Settings)
+					_, err = provision.EnsureConsumer(ctx, js, guids[i], "", topics[i], m.Settings)
 				}
 				if err == nil {
 					var b []byte

@@ -188,7 +188,7 @@ func runLoad(url, topic, app string, n, size, rate, conc int) error {
 	}
 	s := mapping.Defaults()
 	s.Concurrency = conc
-	if _, err := provision.EnsureConsumer(ctx, js, app, topic, s); err != nil {
+	if _, err := provision.EnsureConsumer(ctx, js, app, "", topic, s); err != nil {
 		return err
 	}
 	if n == 0 {
@@ -229,7 +229,7 @@ func runRaw(url, topic, app string, n int, name string, timeout time.Duration) e
 	defer nc.Close()
 	ctx := context.Background()
 	s := mapping.Defaults()
-	c, err := provision.EnsureConsumer(ctx, js, app, topic, s)
+	c, err := provision.EnsureConsumer(ctx, js, app, "", topic, s)
 	if err != nil {
 		return err
 	}

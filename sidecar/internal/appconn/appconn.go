@@ -8,6 +8,14 @@
 // with buffers reused from one event to the next. It speaks only what the
 // sidecar needs: POST with a known length; responses with Content-Length,
 // chunked bodies or read-to-close, 1xx interim responses, Connection: close.
+//
+// Like net/http's client it keeps a response tied to its one request: a
+// connection with anything unasked to read, or closed by the app, is never
+// reused (checked, without blocking, before every request); a body cut
+// short, a malformed length or header fails the exchange and drops the
+// connection; an answer the app gives while the request body is still being
+// written is read as it comes; and a request that meets a connection the
+// app closed while idle is sent again once, on a new one.
 package appconn
 
 import (
@@ -29,15 +37,18 @@ var ErrAborted = errors.New("delivery cancelled")
 // ErrBodyTooLarge is returned by Post when a body to be read exceeds its limit.
 var ErrBodyTooLarge = errors.New("response body too large")
 
-// peekAfter is how long a connection may have been idle before it is
-// checked for a close by the app before reuse. Apps close idle keep-alive
-// connections after seconds, not milliseconds; one closed sooner than this
-// without saying Connection: close fails that delivery, which is retried.
-var peekAfter = 100 * time.Millisecond
+// ErrBadResponse is wrapped by the errors of a response that is not valid
+// HTTP/1.1 (the app answered, wrongly), as opposed to a connection failure.
+var ErrBadResponse = errors.New("bad HTTP response")
 
-// drainLimit is how much of an unwanted body is read to keep the connection;
-// a longer body closes it instead.
-const drainLimit = 1 << 20
+// maxHeaderBytes bounds a response's header block, as net/http's default
+// MaxResponseHeaderBytes does.
+const maxHeaderBytes = 1 << 20
+
+// inlineBody is the largest request body written before the response is
+// read; a larger one is written while the response is read, so an early
+// answer (413) is not lost behind a write the app stopped reading.
+const inlineBody = 64 << 10
 
 // Conn is one connection to the app, dialled on first use and again after
 // any error. Post must not be called concurrently; Abort may be.
@@ -51,7 +62,6 @@ type Conn struct {
 	aborted bool
 
 	peek *peeker
-	idle time.Time // when the last answer ended
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	lr   io.LimitedReader
@@ -132,15 +142,23 @@ func (c *Conn) drop() {
 // fails with an error matching os.ErrDeadlineExceeded. After any error the
 // connection is closed; the next Post dials again.
 func (c *Conn) Post(deadline time.Time, path string, header, body []byte, readBody int64) (*Response, error) {
-	nc, err := c.conn(deadline)
+	nc, reused, err := c.conn(deadline)
 	if err != nil {
 		return nil, err
 	}
-	resp, keep, err := c.exchange(nc, path, header, body, readBody)
+	resp, keep, answered, err := c.exchange(nc, path, header, body, readBody)
+	if err != nil && reused && !answered && !errors.Is(err, ErrBadResponse) && !isTimeout(err) && !c.isAborted() {
+		// The app closed the connection while it was idle, after the check
+		// in conn (a race with its close): nothing of an answer came, so the
+		// request goes again once, on a new connection; it costs no attempt.
+		c.drop()
+		if nc, _, err = c.conn(deadline); err != nil {
+			return nil, err
+		}
+		resp, keep, _, err = c.exchange(nc, path, header, body, readBody)
+	}
 	if err != nil || !keep {
 		c.drop()
-	} else {
-		c.idle = time.Now()
 	}
 	if err != nil {
 		if c.isAborted() {
@@ -157,26 +175,33 @@ func (c *Conn) isAborted() bool {
 	return c.aborted
 }
 
-// conn returns a live connection with the deadline set, dialling if needed.
-func (c *Conn) conn(deadline time.Time) (net.Conn, error) {
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// conn returns a live connection with the deadline set, dialling if needed;
+// reused says it carried a request before.
+func (c *Conn) conn(deadline time.Time) (nc net.Conn, reused bool, err error) {
 	c.mu.Lock()
 	if c.aborted {
 		c.mu.Unlock()
-		return nil, ErrAborted
+		return nil, false, ErrAborted
 	}
-	nc := c.nc
+	nc = c.nc
 	c.mu.Unlock()
-	if nc != nil && (c.br.Buffered() > 0 || time.Since(c.idle) >= peekAfter && !c.peek.alive()) {
-		// The app closed it while idle (or sent something unasked): nothing
+	if nc != nil && (c.br.Buffered() > 0 || !c.peek.alive()) {
+		// The app closed it while idle, or sent something nobody asked
+		// for (which would pass for the answer to this request): nothing
 		// of this request was written yet, so a fresh connection is safe.
 		c.drop()
 		nc = nil
 	}
+	reused = nc != nil
 	if nc == nil {
 		d := net.Dialer{Deadline: deadline, Timeout: c.dialTimeout}
-		var err error
 		if nc, err = d.Dial("tcp", c.addr); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		c.peek = newPeeker(nc)
 		if c.br == nil {
@@ -190,24 +215,26 @@ func (c *Conn) conn(deadline time.Time) (net.Conn, error) {
 		if c.aborted {
 			c.mu.Unlock()
 			_ = nc.Close()
-			return nil, ErrAborted
+			return nil, false, ErrAborted
 		}
 		c.nc = nc
 		c.mu.Unlock()
 	}
 	if err := nc.SetDeadline(deadline); err != nil {
 		c.drop()
-		return nil, err
+		return nil, false, err
 	}
 	// An Abort between the check above and SetDeadline must still win.
 	if c.isAborted() {
 		c.drop()
-		return nil, ErrAborted
+		return nil, false, ErrAborted
 	}
-	return nc, nil
+	return nc, reused, nil
 }
 
-func (c *Conn) exchange(nc net.Conn, path string, header, body []byte, readBody int64) (*Response, bool, error) {
+// exchange writes the request and reads its answer; answered says some of
+// an answer came (so the request cannot simply go again).
+func (c *Conn) exchange(nc net.Conn, path string, header, body []byte, readBody int64) (resp *Response, keep, answered bool, err error) {
 	c.reqLine = append(c.reqLine[:0], "POST "...)
 	c.reqLine = append(c.reqLine, path...)
 	c.reqLine = append(c.reqLine, " HTTP/1.1\r\nHost: "...)
@@ -219,51 +246,91 @@ func (c *Conn) exchange(nc net.Conn, path string, header, body []byte, readBody 
 	_, _ = w.Write(c.reqLine)
 	_, _ = w.Write(header)
 	_, _ = w.WriteString("\r\n")
-	_, _ = w.Write(body)
-	if err := w.Flush(); err != nil {
-		return nil, false, err
+	if len(body) <= inlineBody {
+		_, _ = w.Write(body)
+		if err := w.Flush(); err != nil {
+			return nil, false, false, err
+		}
+		return c.read(readBody)
 	}
+	// A large body is written while the answer is read: an app may answer
+	// (413) before it has read it all, and stop reading.
+	if err := w.Flush(); err != nil {
+		return nil, false, false, err
+	}
+	written := make(chan error, 1)
+	go func() {
+		_, err := nc.Write(body)
+		written <- err
+	}()
+	resp, keep, answered, err = c.read(readBody)
+	// The write ends now: it is over, or the app answered without taking the
+	// whole request (then the connection is done).
+	_ = nc.SetWriteDeadline(time.Unix(1, 0))
+	if werr := <-written; werr != nil {
+		keep = false
+	}
+	return resp, keep, answered, err
+}
+
+// read reads the answer: interim 1xx responses, then the final one.
+func (c *Conn) read(readBody int64) (*Response, bool, bool, error) {
 	r := &c.resp
+	answered := false
 	for {
-		if err := c.readHead(r); err != nil {
-			return nil, false, err
+		got, err := c.readHead(r)
+		answered = answered || got
+		if err != nil {
+			return nil, false, answered, err
 		}
 		if r.Status >= 200 || r.Status == 101 {
 			break
 		}
 		// 100 Continue, 103 Early Hints...: the answer is still to come.
 	}
-	return c.readBody(r, readBody)
+	resp, keep, err := c.readBody(r, readBody)
+	return resp, keep, true, err
 }
 
-// readHead reads a status line and header block into r.
-func (c *Conn) readHead(r *Response) error {
+// readHead reads a status line and header block into r; got says some of
+// it came.
+func (c *Conn) readHead(r *Response) (got bool, err error) {
 	r.Body, r.fields, r.hbuf = nil, r.fields[:0], r.hbuf[:0]
+	if _, err := c.br.Peek(1); err != nil {
+		if err == io.EOF { // nothing at all: the app closed the connection
+			err = fmt.Errorf("connection closed with no answer: %w", io.ErrUnexpectedEOF)
+		}
+		return false, err
+	}
 	line, err := c.readLine()
 	if err != nil {
-		return err
+		return true, err
 	}
 	// HTTP/1.1 200 OK
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-		return fmt.Errorf("malformed HTTP status line %q", truncate(line))
+		return true, fmt.Errorf("%w: malformed status line %q", ErrBadResponse, truncate(line))
 	}
 	r.proto1 = line[7] == '0'
 	code, ok := atoi3(line[9:12])
 	if !ok || (len(line) > 12 && line[12] != ' ') {
-		return fmt.Errorf("malformed HTTP status line %q", truncate(line))
+		return true, fmt.Errorf("%w: malformed status line %q", ErrBadResponse, truncate(line))
 	}
 	r.Status = code
+	size := len(line)
 	for {
 		line, err := c.readLine()
 		if err != nil {
-			return err
+			return true, err
 		}
 		if len(line) == 0 {
-			return nil
+			return true, nil
+		}
+		if size += len(line) + 2; size > maxHeaderBytes {
+			return true, fmt.Errorf("%w: header larger than %d bytes", ErrBadResponse, maxHeaderBytes)
 		}
 		if line[0] == ' ' || line[0] == '\t' { // obsolete line folding
 			if len(r.fields) == 0 {
-				return errors.New("malformed HTTP response header: continuation first")
+				return true, fmt.Errorf("%w: header continuation first", ErrBadResponse)
 			}
 			// Values are the last bytes of hbuf: extend the last one.
 			r.hbuf = append(r.hbuf, ' ')
@@ -272,17 +339,14 @@ func (c *Conn) readHead(r *Response) error {
 			continue
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return fmt.Errorf("malformed HTTP response header %q", truncate(line))
+		if colon <= 0 || !validName(string(line[:colon])) {
+			return true, fmt.Errorf("%w: malformed header %q", ErrBadResponse, truncate(line))
 		}
 		k0 := len(r.hbuf)
-		r.hbuf = append(r.hbuf, bytes.TrimRight(line[:colon], " \t")...)
+		r.hbuf = append(r.hbuf, line[:colon]...)
 		k1 := len(r.hbuf)
 		r.hbuf = append(r.hbuf, bytes.TrimSpace(line[colon+1:])...)
 		r.fields = append(r.fields, field{k0, k1, k1, len(r.hbuf)})
-		if len(r.fields) > 1000 {
-			return errors.New("too many HTTP response headers")
-		}
 	}
 }
 
@@ -297,7 +361,7 @@ func (c *Conn) readLine() ([]byte, error) {
 			c.line = append(c.line, line...)
 		}
 		if err == bufio.ErrBufferFull {
-			return nil, errors.New("HTTP response header line too long")
+			return nil, fmt.Errorf("%w: header line too long", ErrBadResponse)
 		}
 		line = c.line
 	}
@@ -333,17 +397,21 @@ func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
 				}
 			}
 		case asciiEqualFold(k, "Content-Length"):
-			n, err := strconv.ParseInt(string(v), 10, 64)
-			if err != nil || n < 0 || (length >= 0 && n != length) {
-				return nil, false, fmt.Errorf("bad Content-Length %q", truncate(v))
+			// 1*DIGIT (RFC 9112 §6.3): no sign, no space, no list.
+			n, ok := parseLength(v)
+			if !ok || (length >= 0 && n != length) {
+				return nil, false, fmt.Errorf("%w: bad Content-Length %q", ErrBadResponse, truncate(v))
 			}
 			length = n
 		case asciiEqualFold(k, "Transfer-Encoding"):
 			if !asciiEqualFold(bytes.TrimSpace(v), "chunked") {
-				return nil, false, fmt.Errorf("unsupported Transfer-Encoding %q", truncate(v))
+				return nil, false, fmt.Errorf("%w: unsupported Transfer-Encoding %q", ErrBadResponse, truncate(v))
 			}
 			chunked = true
 		}
+	}
+	if chunked && length >= 0 { // RFC 9112 §6.3: a request smuggling sign
+		return nil, false, fmt.Errorf("%w: both Transfer-Encoding and Content-Length", ErrBadResponse)
 	}
 	if r.Status == 101 || r.Status == 204 || r.Status == 304 {
 		return r, keep && r.Status != 101, nil // no body, by definition
@@ -359,6 +427,7 @@ func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
 	default:
 		body, keep = c.br, false // the body ends when the app closes
 	}
+	// The whole body is read, always: an answer cut short is no answer.
 	want := readBody > 0 && r.Status >= 200 && r.Status < 300
 	if want {
 		if length > readBody {
@@ -371,14 +440,12 @@ func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
 		r.Body = b
 	} else if length >= 0 && length <= int64(c.br.Buffered()) {
 		_, _ = c.br.Discard(int(length)) // the common case: no copy at all
-	} else {
-		n, err := io.Copy(io.Discard, io.LimitReader(body, drainLimit+1))
-		if err != nil {
-			return nil, false, err
-		}
-		if n > drainLimit {
-			return r, false, nil // not worth reading on: close instead
-		}
+		c.lr.N = 0
+	} else if _, err := io.Copy(io.Discard, body); err != nil {
+		return nil, false, err
+	}
+	if length >= 0 && !chunked && c.lr.N > 0 {
+		return nil, false, fmt.Errorf("%w: incomplete body: %d of %d bytes, then %w", ErrBadResponse, length-c.lr.N, length, io.ErrUnexpectedEOF)
 	}
 	if chunked {
 		if err := c.skipTrailers(); err != nil {
@@ -399,6 +466,21 @@ func (c *Conn) skipTrailers() error {
 			return nil
 		}
 	}
+}
+
+// parseLength reads a Content-Length value: digits only.
+func parseLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, b := range v {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, true
 }
 
 func readAll(r io.Reader, limit int64) ([]byte, error) {

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -195,7 +197,7 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 		Expect(s.accepted()).To(Equal(2))
 	})
 
-	it("sends large bodies; drains a large answer, or closes when it is too large to drain", func() {
+	it("sends large bodies and reads large answers whole, keeping the connection", func() {
 		big := bytes.Repeat([]byte("b"), 3<<20)
 		s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 			n, _ := io.Copy(io.Discard, r.Body)
@@ -204,7 +206,7 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 				return
 			}
 			if r.URL.Path == "/huge" {
-				_, _ = w.Write(big) // more than is worth draining
+				_, _ = w.Write(big)
 				return
 			}
 			_, _ = w.Write(big[:512<<10])
@@ -216,7 +218,7 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(resp.Status).To(Equal(http.StatusOK))
 		}
-		Expect(s.accepted()).To(Equal(2)) // only the huge answer cost a connection
+		Expect(s.accepted()).To(Equal(1))
 	})
 
 	it("skips 1xx interim responses", func() {
@@ -250,8 +252,7 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(s.accepted()).To(Equal(2))
 
-		defer appconn.SetPeekAfter(0)() // as if the connection had been idle long enough
-		s.CloseClientConnections()      // the app's idle timeout
+		s.CloseClientConnections() // the app's idle timeout
 		Eventually(s.closedConns).Should(Equal(2))
 		resp, err := c.Post(later(), "/", nil, nil, 0)
 		Expect(err).NotTo(HaveOccurred())
@@ -349,7 +350,7 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 		Expect(count()).To(Equal(3)) // 1.0 without keep-alive: one request each
 
 		_, err = c.Post(later(), "/bad", nil, nil, 0)
-		Expect(err).To(MatchError(ContainSubstring("malformed HTTP status line")))
+		Expect(err).To(MatchError(ContainSubstring("malformed status line")))
 		_, err = c.Post(later(), "/gzip", nil, nil, 0)
 		Expect(err).To(MatchError(ContainSubstring("unsupported Transfer-Encoding")))
 	})
@@ -364,5 +365,128 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).To(HaveOccurred())
 		_, err = appconn.AppendHeader(nil, "Ce-Id", "a\r\nX-Evil: 1")
 		Expect(err).To(MatchError(`invalid header field value for "Ce-Id"`))
+	})
+	// Issue 11: each answer belongs to exactly one request, or the
+	// connection is dropped.
+	when("the app answers badly (issue 11)", func() {
+		ok := func(b string) string {
+			return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(b)) + "\r\n\r\n" + b
+		}
+
+		it("never takes a response the app sent unasked on the idle connection for the next request's", func() {
+			answered, strayed := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				for n := 1; ; n++ {
+					if _, err := readRequest(r); err != nil {
+						return
+					}
+					_, _ = io.WriteString(c, ok("answer"+strconv.Itoa(n)))
+					once.Do(func() { // once the answer was read: on the idle connection
+						<-answered
+						_, _ = io.WriteString(c, ok("STRAY"))
+						close(strayed)
+					})
+				}
+			})
+			c := appconn.New(addr, time.Second)
+			defer c.Close()
+			resp, err := c.Post(later(), "/", nil, []byte("1"), 1<<10)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(resp.Body)).To(Equal("answer1"))
+			close(answered)
+			<-strayed
+			resp, err = c.Post(later(), "/", nil, []byte("2"), 1<<10)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(resp.Body)).To(Equal("answer1")) // a new connection's first answer
+		})
+
+		it("sends again, on a new connection, a request that met a connection the app closed after its answer", func() {
+			var mu sync.Mutex
+			got := 0
+			addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				if _, err := readRequest(r); err != nil {
+					return
+				}
+				mu.Lock()
+				got++
+				mu.Unlock()
+				_, _ = io.WriteString(c, ok("ok")) // and close, without saying so
+			})
+			c := appconn.New(addr, time.Second)
+			defer c.Close()
+			for i := 0; i < 20; i++ {
+				resp, err := c.Post(later(), "/", nil, []byte("x"), 1<<10)
+				Expect(err).NotTo(HaveOccurred(), "request %d", i)
+				Expect(string(resp.Body)).To(Equal("ok"))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			Expect(got).To(Equal(20))
+		})
+
+		it("fails an answer cut short, with or without a body wanted", func() {
+			addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				if _, err := readRequest(r); err == nil {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+				}
+			})
+			c := appconn.New(addr, time.Second)
+			defer c.Close()
+			_, err := c.Post(later(), "/", nil, nil, 1<<10)
+			Expect(err).To(MatchError(io.ErrUnexpectedEOF))
+			_, err = c.Post(later(), "/", nil, nil, 0)
+			Expect(err).To(MatchError(io.ErrUnexpectedEOF))
+			Expect(err).To(MatchError(appconn.ErrBadResponse))
+			Expect(err).To(MatchError(ContainSubstring("incomplete body: 7 of 100 bytes")))
+		})
+
+		it("refuses a Content-Length that is not all digits", func() {
+			for _, v := range []string{"+5", "-5", " 5x", "5, 5", "0x5"} {
+				addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+					if _, err := readRequest(r); err == nil {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+v+"\r\n\r\nHELLO")
+					}
+				})
+				c := appconn.New(addr, time.Second)
+				_, err := c.Post(later(), "/", nil, nil, 1<<10)
+				Expect(err).To(MatchError(appconn.ErrBadResponse), v)
+				c.Close()
+			}
+		})
+
+		it("reads an early answer while the request body is still being written", func() {
+			hold := make(chan struct{})
+			defer close(hold)
+			addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				if _, err := http.ReadRequest(r); err == nil { // the body is not read
+					_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+					<-hold
+				}
+			})
+			c := appconn.New(addr, time.Second)
+			defer c.Close()
+			resp, err := c.Post(later(), "/", nil, bytes.Repeat([]byte("x"), 8<<20), 0)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.Status).To(Equal(http.StatusRequestEntityTooLarge))
+		})
+
+		it("reads an answer with more than 1 000 header fields", func() {
+			var many strings.Builder
+			for i := range 1001 {
+				fmt.Fprintf(&many, "X-H%d: v\r\n", i)
+			}
+			addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				if _, err := readRequest(r); err == nil {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n"+many.String()+"Content-Length: 2\r\n\r\nok")
+				}
+			})
+			c := appconn.New(addr, time.Second)
+			defer c.Close()
+			resp, err := c.Post(later(), "/", nil, nil, 1<<10)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.Get("x-h1000")).To(Equal("v"))
+			Expect(string(resp.Body)).To(Equal("ok"))
+		})
 	})
 }

@@ -127,11 +127,9 @@ func (p *Puller) receive(m *nats.Msg) {
 	now := time.Now().UnixNano()
 	p.mu.Lock()
 	p.lastSeen = now
-	if p.stopped {
-		p.mu.Unlock()
-		_ = m.Nak() // arrived after Stop: give it to another instance now
-		return
-	}
+	// One that arrives after Stop (asked for before it) is handed out too:
+	// it has a place in the window, so a worker is free to take it. A nak
+	// would count as a delivery the app never saw.
 	if p.outstanding > 0 {
 		p.outstanding--
 	}
@@ -276,15 +274,10 @@ func (p *Puller) Held() int {
 	return p.held
 }
 
-// Stopped reports whether Stop was called: held messages should be nak'd
-// rather than delivered.
-func (p *Puller) Stopped() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stopped
-}
-
-// Stop ends pulling. Messages still arriving are nak'd at once.
+// Stop ends pulling. Messages still arriving (asked for before) are handed
+// out as usual; requests still waiting at the server end with the
+// subscription, and JetStream does not count a delivery to a subject nobody
+// listens on.
 func (p *Puller) Stop() {
 	p.mu.Lock()
 	if p.stopped {
@@ -374,10 +367,11 @@ func (p *Puller) pullLocked() {
 }
 
 // threshold is the fewest places asked for at once while events are still
-// in hand or on their way: two or more, so that each request (riding on an
-// ack) brings events in pairs and the server, the sidecar's NATS reader and
-// its flusher wake half as often per event; a quarter of larger windows.
-func (p *Puller) threshold() int { return max(2, p.window/4) }
+// in hand or on their way: one, or an eighth of windows of 16 and more, so
+// that a request (riding on an ack) brings events in pairs or more and the
+// server, the sidecar's NATS reader and its flusher wake less often per
+// event, while at most an eighth of the places wait empty.
+func (p *Puller) threshold() int { return max(1, p.window/8) }
 
 // MaxDeliver is Config.MaxDeliver.
 func (p *Puller) MaxDeliver() int { return p.cfg.MaxDeliver }

@@ -1,0 +1,174 @@
+package provision_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
+)
+
+// On a 3-node cluster, every event published once EnsureConsumer has
+// returned reaches the consumer: the start of a mapping is exact, whichever
+// node leads the stream or the consumer, and whichever node the publisher
+// and the provisioner are connected to.
+func TestClusterMappingStartIsExact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node nats-server cluster")
+	}
+	c := natstest.RunCluster(t, 3)
+	connect := func(url string) jetstream.JetStream {
+		nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, _ := jetstream.New(nc)
+		return js
+	}
+	var jss []jetstream.JetStream
+	for _, nd := range c.Nodes {
+		jss = append(jss, connect(nd.URL()))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if got := (provision.StreamOptions{}).ReplicasFor(jss[0].Conn()); got != 3 {
+		t.Fatalf("replicas on a 3-node cluster: %d, want 3", got)
+	}
+
+	t.Run("a consumer whose leader moves before its app ever pulled keeps its start", func(t *testing.T) {
+		const events = 20
+		for i := range 3 {
+			tp := fmt.Sprintf("moved.t%d", i)
+			if _, err := provision.EnsureTopicStream(ctx, jss[i], tp, provision.StreamOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			cons, err := provision.EnsureConsumer(ctx, jss[i], "app", "", tp, mapping.Defaults())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range events {
+				if _, err := jss[(i+1)%3].Publish(ctx, tp, []byte("queued")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The app is at zero instances: nothing pulled. Its consumer's leader moves.
+			was := cons.CachedInfo().Cluster.Leader
+			resp, err := jss[0].Conn().RequestWithContext(ctx, fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", topic.StreamName(tp), topic.ConsumerName("app")), nil)
+			if err != nil || !strings.Contains(string(resp.Data), `"success":true`) {
+				t.Fatalf("consumer leader stepdown: %v %s", err, resp.Data)
+			}
+			for {
+				ictx, icancel := context.WithTimeout(ctx, 2*time.Second)
+				info, err := cons.Info(ictx)
+				icancel()
+				if err == nil && info.Cluster.Leader != "" && info.Cluster.Leader != was {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatal("no new consumer leader")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			batch, err := cons.Fetch(events, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for m := range batch.Messages() {
+				got++
+				_ = m.Ack()
+			}
+			if got != events {
+				t.Fatalf("%s: %d of %d queued events delivered after the consumer leader moved", tp, got, events)
+			}
+		}
+	})
+
+	const topics, events = 12, 20
+	var mu sync.Mutex
+	lost := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range topics {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tp := fmt.Sprintf("exact.t%d", i)
+			prov, pub := jss[i%3], jss[(i+1)%3]
+			// Half the topics get a stream that exists (and already holds
+			// an app) before the mapping; the other half a new one.
+			if i%2 == 1 {
+				if _, err := provision.EnsureTopicStream(ctx, prov, tp, provision.StreamOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := provision.EnsureConsumer(ctx, prov, "other-app", "", tp, mapping.Defaults()); err != nil {
+					t.Error(err)
+					return
+				}
+				for range 3 {
+					if _, err := pub.Publish(ctx, tp, []byte("before")); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+			if _, err := provision.EnsureTopicStream(ctx, prov, tp, provision.StreamOptions{}); err != nil {
+				t.Error(err)
+				return
+			}
+			cons, err := provision.EnsureConsumer(ctx, prov, "app", "", tp, mapping.Defaults())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for range events {
+				if _, err := pub.Publish(ctx, tp, []byte("after")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			got := 0
+			for got < events {
+				batch, err := cons.Fetch(events-got, jetstream.FetchMaxWait(3*time.Second))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := 0
+				for m := range batch.Messages() {
+					if string(m.Data()) == "after" {
+						n++
+					}
+					_ = m.Ack()
+				}
+				if n == 0 {
+					break // nothing more within 3 s: the rest is lost
+				}
+				got += n
+			}
+			if got != events {
+				mu.Lock()
+				lost[tp] = events - got
+				mu.Unlock()
+			}
+			info, err := cons.Info(ctx)
+			if err == nil && info.Config.Replicas != 0 && info.Config.Replicas != 3 {
+				t.Errorf("%s: consumer replicas %d", topic.StreamName(tp), info.Config.Replicas)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(lost) > 0 {
+		t.Fatalf("events published after EnsureConsumer returned never reached the consumer: %v", lost)
+	}
+}
