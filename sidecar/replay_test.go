@@ -61,6 +61,11 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 		}, 10*time.Second).Should(BeZero())
 		archive, err := js.Stream(ctx, provision.ArchiveStreamName("orders"))
 		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() uint64 { // the archive copies events asynchronously
+			info, err := archive.Info(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			return info.State.Msgs
+		}, 10*time.Second).Should(Equal(uint64(3)))
 		second, err := archive.GetMsg(ctx, 2)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(second.Data)).To(Equal("e1"))
