@@ -41,7 +41,9 @@ var settingFlags = []settingFlag{
 // cfCommands are the commands that work against Cloud Foundry, wired to
 // where the login comes from (config.json standalone, RPC as a cf plugin).
 func cfCommands(open targetOpener, standalone bool) []*cobra.Command {
-	return []*cobra.Command{newMapEventCmd(open), newUnmapEventCmd(open), newEventsCmd(open, standalone)}
+	return []*cobra.Command{newMapEventCmd(open), newUnmapEventCmd(open), newEventsCmd(open, standalone),
+		newDeadLettersCmd(open, standalone), newDeadLetterCmd(open, standalone), newRedriveCmd(open, standalone),
+		newPurgeDeadLettersCmd(open, standalone), newReplayCmd(open, standalone), newDashboardCmd(open, standalone)}
 }
 
 func newMapEventCmd(open targetOpener) *cobra.Command {

@@ -46,8 +46,12 @@ func (p *cfPlugin) Run(conn plugin.CliConnection, args []string) {
 	}
 	root := &cobra.Command{Use: "cf", SilenceUsage: true, SilenceErrors: true}
 	for _, c := range cfCommands(openPlugin(conn), false) {
-		if c.Name() == "events" {
+		switch c.Name() {
+		case "events":
 			c.Use = pluginEventsCommand + " [APP]"
+			c.Aliases = nil
+		case "redrive":
+			c.Use = pluginRedriveCommand + " APP"
 			c.Aliases = nil
 		}
 		root.AddCommand(c)
@@ -64,7 +68,7 @@ func (p *cfPlugin) GetMetadata() plugin.PluginMetadata {
 	for _, f := range settingFlags {
 		flags[f.name] = f.usage
 	}
-	return plugin.PluginMetadata{
+	md := plugin.PluginMetadata{
 		Name:    PluginName,
 		Version: pluginVersion(Version),
 		Commands: []plugin.Command{
@@ -94,6 +98,16 @@ func (p *cfPlugin) GetMetadata() plugin.PluginMetadata {
 			},
 		},
 	}
+	md.Commands = append(md.Commands, opsPluginCommands()...)
+	md.Commands = append(md.Commands, replayPluginCommand(), plugin.Command{
+		Name:     "dashboard",
+		HelpText: "Open the live dashboard of the scaler: lag and instances over 15 minutes, scale decisions, dead letters",
+		UsageDetails: plugin.Usage{
+			Usage:   "cf dashboard [--scaler URL] [--listen 127.0.0.1:PORT] [--no-browser]",
+			Options: map[string]string{"scaler": "URL of the scaler (default $" + EnvScalerURL + ")", "listen": "where the local page listens", "no-browser": "only print the URL"},
+		},
+	})
+	return md
 }
 
 // pluginVersion turns "v1.2.3" (or "dev") into cf's version triple.

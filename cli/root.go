@@ -27,6 +27,7 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(cfCommands(openCFHome, true)...)
 	root.AddCommand(newDevCommand())
 	root.AddCommand(newPublishCommand())
+	root.AddCommand(newMigrateStreamsCmd())
 	root.AddCommand(newSidecarCommand())
 	root.AddCommand(newVersionCommand())
 	root.SetVersionTemplate(versionLine() + "\n")

@@ -78,7 +78,7 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	if err := r.startApps(ctx); err != nil {
 		return err
 	}
-	r.con.Printf(devSource, "ready: %s; scaler API %s. Publish with `hottopic publish TOPIC DATA`, see mappings with `hottopic events`; Ctrl-C stops", describe(r.m), r.scaler.URL())
+	r.con.Printf(devSource, "ready: %s; dashboard %s/, scaler API %s. Publish with `hottopic publish TOPIC DATA`, see mappings with `hottopic events`; Ctrl-C stops", describe(r.m), r.scaler.URL(), r.scaler.URL())
 	<-ctx.Done()
 	r.stop(abort)
 	return nil

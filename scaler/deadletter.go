@@ -110,6 +110,9 @@ func (s *Scaler) handleAdvisory(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term() // not an advisory we understand; nothing to dead-letter
 		return
 	}
+	if s.handleRedriveAdvisory(ctx, m, a) {
+		return
+	}
 	t, ok := s.topicOf(ctx, a.Stream)
 	if !ok {
 		_ = m.Ack() // not a Hot Topic stream

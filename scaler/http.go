@@ -24,6 +24,7 @@ func (s *Scaler) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, s.Health())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.dashboardRoutes(mux)
 	return mux
 }
 

@@ -51,6 +51,8 @@ type Scaler struct {
 	electionErr   string      // why this scaler cannot take part in the election
 	prepareErr    string      // why the leader cannot load or recreate the mapping bucket
 	deadLetterErr string      // why the leader cannot drain advisories
+
+	dash dashboardState // history for the dashboard (dashboard.go)
 }
 
 // appState is everything the scaler knows about one mapped app.
@@ -137,6 +139,7 @@ func (s *Scaler) Run(ctx context.Context) error {
 	run(s.discoverLoop)
 	run(s.pollLoop)
 	run(s.deadLetterLoop)
+	run(s.recordLoop)
 	wg.Wait()
 	s.log.Info("scaler stopped", "instance", s.o.instanceID)
 	return nil
@@ -391,6 +394,7 @@ func (s *Scaler) watched() (map[string]string, bool) {
 	for name, t := range s.streamTopics {
 		watch[name] = t
 	}
+	watchRedrive(watch)
 	return watch, true
 }
 
@@ -443,6 +447,7 @@ func (s *Scaler) observe(now time.Time, lg lags, err error) (evals []evalItem, m
 			continue
 		}
 		delete(st.errors, "nats")
+		lag += redriveLag(lg, guid, st.m.Topics)
 		st.lag, st.lagKnown = lag, true
 		if st.settled && lag == 0 && !st.recheck {
 			continue // idle at rest: costs nothing this cycle

@@ -251,6 +251,7 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 			}
 			e.m.topic(s.outputTopic).pubOutOK.Inc()
 		}
+		e.settled(m, md, "")
 		_ = p.AckDone(m)
 		tm.succeeded.Inc()
 		return true
@@ -309,10 +310,7 @@ func backoff(attempt uint64) time.Duration {
 func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topic, reason string, exhausted bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 	defer cancel()
-	_, err := provision.PublishDeadLetter(ctx, e.js, provision.DeadLetter{
-		App: e.appGUID, Topic: topic, Reason: reason, Deliveries: md.NumDelivered,
-		StreamSequence: md.Sequence.Stream, Header: m.Header, Data: m.Data,
-	}, e.streams)
+	err := e.publishDeadLetter(ctx, m, md, topic, reason)
 	if err != nil {
 		// Keep the event: a later attempt (or the scaler, from the
 		// max-deliveries advisory) dead-letters it.
@@ -321,6 +319,7 @@ func (e *engine) deadLetter(m *pull.Msg, md *nats.MsgMetadata, s *settings, topi
 		e.log.Error("cannot dead-letter event, will retry", "topic", topic, "seq", md.Sequence.Stream, "reason", reason, "error", err)
 		return
 	}
+	e.settled(m, md, reason)
 	_ = m.Term()
 	e.m.topic(topic).deadLettered.Inc()
 	if exhausted {

@@ -39,6 +39,8 @@ type runner struct {
 type topicState struct {
 	cancel context.CancelFunc
 	puller *pull.Puller // nil until its consumer is found
+	// redrive pulls what is sent to this app alone (redrive.go); nil until set up.
+	redrive *pull.Puller
 }
 
 func newRunner(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, e *engine, appGUID string) *runner {
@@ -66,6 +68,10 @@ func (r *runner) apply(ctx context.Context, m *mapping.Mapping) {
 			ts.puller.SetWindow(window(m.Concurrency, m.BatchSize))
 			ts.puller.SetAckWait(min(ackWait, ts.puller.Config().AckWait))
 		}
+		if ts.redrive != nil && slices.Contains(m.Topics, t) {
+			ts.redrive.SetWindow(window(m.Concurrency, 1)) // redriven events go one per worker
+			ts.redrive.SetAckWait(min(ackWait, ts.redrive.Config().AckWait))
+		}
 	}
 	for _, t := range m.Topics {
 		if _, ok := r.topics[t]; ok {
@@ -74,8 +80,9 @@ func (r *runner) apply(ctx context.Context, m *mapping.Mapping) {
 		tctx, cancel := context.WithCancel(ctx)
 		ts := &topicState{cancel: cancel}
 		r.topics[t] = ts
-		r.wg.Add(1)
+		r.wg.Add(2)
 		go r.attach(tctx, t, ts)
+		go r.attachRedrive(tctx, t, ts)
 	}
 }
 
@@ -84,6 +91,9 @@ func (r *runner) stopTopic(t string, ts *topicState) {
 	if ts.puller != nil {
 		ts.puller.Stop()
 		r.log.Info("stopped consuming topic", "topic", t)
+	}
+	if ts.redrive != nil {
+		ts.redrive.Stop()
 	}
 	delete(r.topics, t)
 }
@@ -144,6 +154,9 @@ func (r *runner) pullers() []*pull.Puller {
 	for _, ts := range r.topics {
 		if ts.puller != nil {
 			out = append(out, ts.puller)
+		}
+		if ts.redrive != nil {
+			out = append(out, ts.redrive)
 		}
 	}
 	return out

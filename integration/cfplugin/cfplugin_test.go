@@ -5,6 +5,7 @@
 package cfplugin_test
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,13 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/gomega"
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
 	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/proctest"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
@@ -234,6 +238,34 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		cc.ResetCalls()
 		mustCF("target", "-o", "acme", "-s", "dev")
 		Expect(cc.CallsTo(http.MethodPost, "/uaa/oauth/token")).To(BeEmpty(), "cf uses the fresh token hottopic saved")
+	})
+
+	it("lists, shows, refuses to redrive and purges dead letters through cf", func() {
+		srv := natstest.Run(t)
+		js, err := jetstream.New(srv.Connect())
+		Expect(err).NotTo(HaveOccurred())
+		_, err = provision.PublishDeadLetter(context.Background(), js, provision.DeadLetter{
+			App: orders, Topic: "orders.created", Reason: "HTTP 400 Bad Request", Deliveries: 1, StreamSequence: 7, Data: []byte("payload-7"),
+		}, provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		cc.SetLabels(orders, map[string]string{"hottopic.io/mapped": "true"})
+		env = append(env, "HOTTOPIC_NATS_URL="+srv.URL())
+
+		out := mustCF("plugins")
+		for _, c := range []string{"dead-letters", "dead-letter", "redrive-dead-letters", "purge-dead-letters", "replay", "dashboard"} {
+			Expect(out).To(MatchRegexp(`hottopic\s+\S+\s+` + c + `\s`))
+		}
+		out = mustCF("dead-letters")
+		Expect(out).To(ContainSubstring("Getting dead letters in org acme / space dev..."))
+		Expect(out).To(MatchRegexp(`(?m)^1 +orders +orders.created .* HTTP 400 Bad Request +9 B$`))
+		Expect(out).To(ContainSubstring("orders: 1 dead letter"))
+		Expect(mustCF("dead-letter", "orders", "1", "--raw")).To(Equal("payload-7"))
+		out, code := cf("redrive-dead-letters", "orders")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: app 'orders' has no event mapping: map it again before redriving (its dead letters stay)"))
+		out = mustCF("purge-dead-letters", "orders", "-f")
+		Expect(out).To(ContainSubstring("Deleted 1 dead letter."))
+		Expect(mustCF("dead-letters")).To(ContainSubstring("No dead letters."))
 	})
 
 	it("uninstalls cleanly", func() {

@@ -43,6 +43,9 @@ const (
 type StreamOptions struct {
 	Replicas int
 	MaxAge   time.Duration
+	// ReplayWindow is how long new topics keep events for replay
+	// (archive.go): 0 means DefaultReplayWindow, negative means none.
+	ReplayWindow time.Duration
 }
 
 // StreamOptionsFromEnv reads HOTTOPIC_STREAM_REPLICAS and HOTTOPIC_STREAM_MAX_AGE.
@@ -56,7 +59,10 @@ func StreamOptionsFromEnv(getenv func(string) string) (StreamOptions, error) {
 		o.Replicas = n
 	}
 	var err error
-	o.MaxAge, err = cfenv.Duration(getenv, EnvMaxAge, 0)
+	if o.MaxAge, err = cfenv.Duration(getenv, EnvMaxAge, 0); err != nil {
+		return o, err
+	}
+	o.ReplayWindow, err = replayWindowFromEnv(getenv)
 	return o, err
 }
 
@@ -107,7 +113,7 @@ func EnsureTopicStream(ctx context.Context, js jetstream.JetStream, t string, o 
 	if err := topic.Validate(t); err != nil {
 		return nil, err
 	}
-	return ensureStream(ctx, js, TopicStreamConfig(t, o, js.Conn()))
+	return ensureTopicStreamWithArchive(ctx, js, t, o)
 }
 
 // DLQStreamConfig is the configuration of the dead-letter stream: limits

@@ -1,0 +1,144 @@
+package provision
+
+// The replay window: every topic stream keeps interest retention (an event
+// leaves it once every mapped app acked it, so lag and the scaler's reading
+// of it are unchanged) and is sourced into an archive stream with limits
+// retention and MaxAge = the replay window. `hottopic replay` reads the
+// archive. Storage: each event is kept once more, for the window (24 h by
+// default), whether or not it was delivered; the topic stream's copy still
+// goes at the last ack. Streams made before the window existed get an archive
+// only from `hottopic migrate-streams` (an operator's decision, never silent).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hottopic-io/hottopic/internal/topic"
+)
+
+const (
+	// DefaultReplayWindow is how long a topic's events stay replayable.
+	DefaultReplayWindow = 24 * time.Hour
+	// EnvReplayWindow sets the replay window of new topics (Go duration; 0
+	// turns it off).
+	EnvReplayWindow = "HOTTOPIC_REPLAY_WINDOW"
+	// MetaArchive names, on an archive stream, the topic it keeps.
+	MetaArchive = "hottopic.io/archive-of"
+	// MetaArchiveFrom is, on an archive added to an existing topic stream,
+	// the time (RFC 3339) from which it holds every event: events acked
+	// before it was made are not in it. An archive made with its stream has
+	// none: it holds the topic's events from the start.
+	MetaArchiveFrom = "hottopic.io/complete-from"
+
+	archivePrefix = "HTA_"
+)
+
+// replayWindowFromEnv reads EnvReplayWindow: 0 when unset (the default),
+// negative when "0" (off).
+func replayWindowFromEnv(getenv func(string) string) (time.Duration, error) {
+	v := strings.TrimSpace(getenv(EnvReplayWindow))
+	switch v {
+	case "":
+		return 0, nil
+	case "0", "0s":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s must be a Go duration such as 24h or 90m (0 turns replay off), got %q", EnvReplayWindow, v)
+	}
+	return d, nil
+}
+
+// Window is the replay window of new topics; 0 when replay is off.
+func (o StreamOptions) Window() time.Duration {
+	switch {
+	case o.ReplayWindow < 0:
+		return 0
+	case o.ReplayWindow == 0:
+		return DefaultReplayWindow
+	}
+	return o.ReplayWindow
+}
+
+// ArchiveStreamName is the archive of topic t: "HTA_" where the topic's
+// stream has "HT_", so it never collides with a topic stream.
+func ArchiveStreamName(t string) string {
+	return archivePrefix + strings.TrimPrefix(topic.StreamName(t), "HT_")
+}
+
+// ArchiveStreamConfig is topic t's archive, keeping events for window;
+// completeFrom is zero for an archive made with its stream.
+func ArchiveStreamConfig(t string, window time.Duration, completeFrom time.Time, o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	meta := map[string]string{MetaArchive: t}
+	if !completeFrom.IsZero() {
+		meta[MetaArchiveFrom] = completeFrom.UTC().Format(time.RFC3339Nano)
+	}
+	return jetstream.StreamConfig{
+		Name:        ArchiveStreamName(t),
+		Description: "Hot Topic replay window of topic " + t,
+		Sources:     []*jetstream.StreamSource{{Name: topic.StreamName(t)}},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      window,
+		Replicas:    o.replicas(nc),
+		Discard:     jetstream.DiscardOld,
+		Metadata:    meta,
+	}
+}
+
+// EnsureArchive creates topic t's archive if o has a replay window and the
+// archive is missing. It returns whether it created one. completeFrom is
+// zero when the topic's stream was just made, else now.
+func EnsureArchive(ctx context.Context, js jetstream.JetStream, t string, completeFrom time.Time, o StreamOptions) (bool, error) {
+	w := o.Window()
+	if w <= 0 {
+		return false, nil
+	}
+	_, err := js.Stream(ctx, ArchiveStreamName(t))
+	if err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, fmt.Errorf("look up stream %s: %w", ArchiveStreamName(t), err)
+	}
+	_, err = js.CreateStream(ctx, ArchiveStreamConfig(t, w, completeFrom, o, js.Conn()))
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create stream %s: %w", ArchiveStreamName(t), err)
+	}
+	return true, nil
+}
+
+// ensureTopicStreamWithArchive creates topic t's stream if missing and, only
+// when it created it, the stream's archive. An existing stream keeps what it
+// has: its archive comes from MigrateStreams.
+func ensureTopicStreamWithArchive(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
+	cfg := TopicStreamConfig(t, o, js.Conn())
+	s, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	s, err = js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.Stream(ctx, cfg.Name) // created concurrently; its creator makes the archive
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	}
+	if _, err := EnsureArchive(ctx, js, t, time.Time{}, o); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
