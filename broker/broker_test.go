@@ -128,7 +128,7 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			Expect(code).To(Equal(http.StatusOK), "%v", body)
 
 			var gone []string
-			for len(gone) < 2 {
+			for len(gone) < 3 {
 				select {
 				case m := <-deleted:
 					gone = append(gone, m.Subject)
@@ -138,6 +138,7 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			}
 			Expect(gone).To(ConsistOf(
 				"$JS.EVENT.ADVISORY.STREAM.DELETED."+topic.StreamName(orders),
+				"$JS.EVENT.ADVISORY.STREAM.DELETED."+provision.ArchiveStreamName(orders),
 				"$JS.EVENT.ADVISORY.STREAM.DELETED.KV_"+mapping.Bucket))
 			_, err = s.dial(key)
 			Expect(err).To(HaveOccurred(), "the account's users are revoked")

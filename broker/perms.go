@@ -44,8 +44,16 @@ func appPermissions(b *Bus, appGUID, bindingID string) jwt.Permissions {
 		// in the subject is the consumer's, so only this key can be watched.
 		"$JS.API.CONSUMER.CREATE."+kvStream+".*.$KV."+mapping.Bucket+"."+appGUID,
 		"$JS.FC."+kvStream+".>",
+		// The sidecar looks for its consumers on the per-app path (redrive,
+		// replay), named <app-guid>__<topic stream>. A NATS wildcard matches
+		// whole tokens only, so this cannot be narrowed to this app's: info
+		// (a consumer's configuration and counts, no events) of every
+		// per-app consumer of the bus. Pulling from them is not granted, so
+		// redrive and replay do not reach a broker-bound app yet
+		// (docs/security.md).
+		"$JS.API.CONSUMER.INFO."+topic.RedriveStream+".*",
 	)
-	p.Sub.Allow.Add(InboxPrefix(bindingID) + ".>")
+	p.Sub.Allow.Add(InboxPrefix(bindingID)+".>", topic.RedriveReadySubject(appGUID))
 	return p
 }
 
