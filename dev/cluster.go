@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hottopic-io/hottopic/dev/console"
+	"github.com/hottopic-io/hottopic/dev/supervisor"
 	"github.com/hottopic-io/hottopic/internal/natsconf"
 )
 
@@ -166,7 +167,7 @@ func (c *devCluster) start(n *clusterNode) error {
 	cmd := exec.Command(c.exe, "nats-node", "--config", n.conf)
 	// Its own process group, so that Ctrl-C in the terminal reaches only
 	// hottopic dev, which stops the nodes last; killed with the runtime.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = supervisor.SysProcAttr()
 	out, err := os.OpenFile(n.log+".out", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -272,7 +273,7 @@ func (c *devCluster) Stop() {
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = supervisor.KillGroup(cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
 	}

@@ -149,7 +149,7 @@ func (s *Supervisor) start(a *app, index int) (*group, error) {
 		go func() {
 			p.err = p.cmd.Wait()
 			// Reap whatever the process left in its group (grandchildren).
-			_ = killGroup(p.cmd.Process.Pid, syscall.SIGKILL)
+			_ = KillGroup(p.cmd.Process.Pid, syscall.SIGKILL)
 			close(p.done)
 			g.exited <- p
 		}()
@@ -204,7 +204,7 @@ func terminate(ps []*proc, grace time.Duration, abort <-chan struct{}) {
 
 func (p *proc) kill(sig syscall.Signal) {
 	if p.cmd.Process != nil {
-		_ = killGroup(p.cmd.Process.Pid, sig)
+		_ = KillGroup(p.cmd.Process.Pid, sig)
 	}
 }
 
@@ -215,7 +215,7 @@ func (s *Supervisor) newProc(a *app, label string, env []string, name string, ar
 	out := s.cfg.Console.Writer(fmt.Sprintf("%s [%s] OUT", a.Name, label))
 	errw := s.cfg.Console.Writer(fmt.Sprintf("%s [%s] ERR", a.Name, label))
 	cmd.Stdout, cmd.Stderr = out, errw
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = SysProcAttr()
 	// The group is killed on exit; do not wait forever on a pipe some
 	// escaped grandchild still holds.
 	cmd.WaitDelay = time.Second

@@ -4,6 +4,6 @@ package supervisor
 
 import "syscall"
 
-// killGroup signals the process group led by pid: the instance's command
+// KillGroup signals the process group led by pid: the instance's command
 // and everything it started.
-func killGroup(pid int, sig syscall.Signal) error { return syscall.Kill(-pid, sig) }
+func KillGroup(pid int, sig syscall.Signal) error { return syscall.Kill(-pid, sig) }

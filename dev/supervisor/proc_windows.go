@@ -5,8 +5,8 @@ import (
 	"syscall"
 )
 
-func killGroup(int, syscall.Signal) error {
+func KillGroup(int, syscall.Signal) error {
 	return errors.New("hottopic dev runs on Linux and macOS")
 }
 
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+func SysProcAttr() *syscall.SysProcAttr { return nil }

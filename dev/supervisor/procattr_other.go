@@ -4,6 +4,6 @@ package supervisor
 
 import "syscall"
 
-// sysProcAttr puts every process in its own group, so Ctrl-C in the
+// SysProcAttr puts every process in its own group, so Ctrl-C in the
 // terminal reaches only the dev runtime, which stops instances in order.
-func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+func SysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
