@@ -10,6 +10,8 @@ package dashboard_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,7 +159,19 @@ func TestDashboard(t *testing.T) {
 	out, err := exec.Command(bin, "publish", "words", "the quick brown fox jumps over the lazy dog", "--count", "400", "--data-dir", dataDir).CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 
-	Eventually(func() int { return read().Lag }, 20*time.Second, 100*time.Millisecond).Should(BeNumerically(">", 0), "lag rises")
+	// On failure, what was published and what the scaler reports.
+	why := func(what string) func() string {
+		return func() string {
+			body := "(no answer)"
+			if resp, err := http.Get(url + "v1/mappings"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body = string(b)
+			}
+			return what + "; publish said: " + string(out) + "; /v1/mappings: " + body
+		}
+	}
+	Eventually(func() int { return read().Lag }, 20*time.Second, 100*time.Millisecond).Should(BeNumerically(">", 0), why("lag rises"))
 	Eventually(func() int { return read().Current }, 30*time.Second, 100*time.Millisecond).Should(BeNumerically(">", 0), "instances follow")
 	shot("dashboard-burst.png")
 	Eventually(idle, 90*time.Second, 200*time.Millisecond).
