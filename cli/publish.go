@@ -144,8 +144,14 @@ func parseHeaders(kvs []string) (nats.Header, error) {
 // publish stores count copies of the event, with up to 256 acks pending at
 // once. A Nats-Msg-Id given for several copies gets "-<n>" appended, so that
 // de-duplication does not fold them into one.
+// publishAckWait bounds the wait for each acknowledgement of --count N.
+const publishAckWait = 30 * time.Second
+
 func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats.Header, count int) (int, uint64, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	// An acknowledgement that never comes (the stream's replicas cannot
+	// form, a node died holding it) ends the command with an error instead
+	// of waiting forever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256), jetstream.WithPublishAsyncTimeout(publishAckWait))
 	if err != nil {
 		return 0, 0, err
 	}
