@@ -1,10 +1,8 @@
 package sidecar
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hottopic-io/hottopic/internal/ce"
-	"github.com/hottopic-io/hottopic/sidecar/internal/appconn"
 	"github.com/hottopic-io/hottopic/sidecar/internal/pull"
 )
 
@@ -261,20 +258,7 @@ func (e *engine) postBatch(w *worker, s *settings, body, hdr []byte, deadline ti
 		return outcome{err: s.pathErr}
 	}
 	resp, err := w.conn.Post(deadline, s.path, hdr, body, batchBodyLimit)
-	switch {
-	case err == nil:
-	case errors.Is(err, appconn.ErrBodyTooLarge):
-		return outcome{err: fmt.Errorf("the answer to a batch is larger than %d bytes", batchBodyLimit)}
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return outcome{err: err, timedOut: true}
-	case errors.Is(err, appconn.ErrAborted), errors.Is(err, appconn.ErrBadResponse):
-		return outcome{err: err}
-	default:
-		return outcome{err: fmt.Errorf("app unreachable: %v", err)}
-	}
-	out := outcome{status: resp.Status, resp: resp}
-	if resp.Status < 200 || resp.Status >= 300 {
-		out.retryAfter = parseRetryAfter(resp.Get("Retry-After"))
-	}
-	return out
+	return answered(resp, err, func() error {
+		return fmt.Errorf("the answer to a batch is larger than %d bytes", batchBodyLimit)
+	})
 }

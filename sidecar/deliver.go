@@ -366,15 +366,21 @@ func (e *engine) post(w *worker, s *settings, topic string, m *pull.Msg, md *nat
 		limit = e.js.Conn().MaxPayload()
 	}
 	resp, err := w.conn.Post(deadline, s.path, h, m.Data, limit)
+	return answered(resp, err, func() error {
+		return fmt.Errorf("response body larger than the NATS payload limit (%d bytes)", limit)
+	})
+}
+
+// answered is the outcome of one POST to the app (a single event or a
+// batch); tooLarge words an answer over the body limit.
+func answered(resp *appconn.Response, err error, tooLarge func() error) outcome {
 	switch {
 	case err == nil:
 	case errors.Is(err, appconn.ErrBodyTooLarge):
-		return outcome{err: fmt.Errorf("response body larger than the NATS payload limit (%d bytes)", limit)}
+		return outcome{err: tooLarge()}
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return outcome{err: err, timedOut: true}
-	case errors.Is(err, appconn.ErrAborted):
-		return outcome{err: err}
-	case errors.Is(err, appconn.ErrBadResponse):
+	case errors.Is(err, appconn.ErrAborted), errors.Is(err, appconn.ErrBadResponse):
 		return outcome{err: err}
 	default:
 		return outcome{err: fmt.Errorf("app unreachable: %v", err)}

@@ -122,20 +122,9 @@ func EnsureArchive(ctx context.Context, js jetstream.JetStream, t string, comple
 // when it created it, the stream's archive. An existing stream keeps what it
 // has: its archive comes from MigrateStreams.
 func ensureTopicStreamWithArchive(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
-	cfg := TopicStreamConfig(t, o, js.Conn())
-	s, err := js.Stream(ctx, cfg.Name)
-	if err == nil {
-		return s, nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
-	}
-	s, err = js.CreateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.Stream(ctx, cfg.Name) // created concurrently; its creator makes the archive
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	s, created, err := createStream(ctx, js, TopicStreamConfig(t, o, js.Conn()))
+	if err != nil || !created { // an existing stream's creator made the archive
+		return s, err
 	}
 	if _, err := EnsureArchive(ctx, js, t, time.Time{}, o); err != nil {
 		return nil, err

@@ -184,21 +184,29 @@ func EnsureAdvisoryConsumer(ctx context.Context, js jetstream.JetStream) (jetstr
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.Stream(ctx, cfg.Name)
+	s, _, err := createStream(ctx, js, cfg)
+	return s, err
+}
+
+// createStream creates the stream of cfg if missing; created says whether
+// this call made it (not another sidecar or scaler at the same time).
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (s jetstream.Stream, created bool, err error) {
+	s, err = js.Stream(ctx, cfg.Name)
 	if err == nil {
-		return s, nil
+		return s, false, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+		return nil, false, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
 	}
 	s, err = js.CreateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.Stream(ctx, cfg.Name) // created concurrently by another sidecar or scaler
+		s, err = js.Stream(ctx, cfg.Name) // created concurrently by another sidecar or scaler
+		return s, false, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		return nil, false, fmt.Errorf("create stream %s: %w", cfg.Name, err)
 	}
-	return s, nil
+	return s, true, nil
 }
 
 // ConsumerConfig is the durable pull consumer of app appGUID (named appName,
