@@ -381,7 +381,14 @@ func TestFaultsOnA3NodeCluster(t *testing.T) {
 				lead := sys.leaders()[0]
 				rs := sys.scalers[lead]
 				// The node leading the election bucket: the scalers need it.
-				victim = c.Index(streamLeaderOf(sys, "KV_"+scaler.LeaderBucket))
+				// Awaited: right after the rolling restart the bucket may be
+				// between leaders for a moment.
+				var bucketLeader string
+				Eventually(func() string {
+					bucketLeader = streamLeaderOf(sys, "KV_"+scaler.LeaderBucket)
+					return bucketLeader
+				}, 20*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty(), "the election bucket's leader")
+				victim = c.Index(bucketLeader)
 				t.Logf("killing scaler %s and node %s", lead, c.Nodes[victim].Name)
 				killedAt = time.Now()
 				rs.nc.Close() // a crash: no goodbye, its key must expire
