@@ -178,3 +178,18 @@ func testMapping(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).To(HaveOccurred())
 	})
 }
+
+func TestNoBinding(t *testing.T) {
+	for _, c := range []struct {
+		buses []string
+		want  string
+	}{
+		{nil, "app enrich has no hottopic service binding: run cf create-service hottopic standard BUS, then cf bind-service enrich BUS"},
+		{[]string{"orders-bus"}, "app enrich has no hottopic service binding: run cf bind-service enrich orders-bus"},
+		{[]string{"a", "b"}, "app enrich has no hottopic service binding: run cf bind-service enrich BUS, BUS one of a, b"},
+	} {
+		if got := mapping.NoBinding("enrich", c.buses).Error(); got != c.want {
+			t.Errorf("NoBinding(%v) = %q, want %q", c.buses, got, c.want)
+		}
+	}
+}
