@@ -42,6 +42,7 @@ type fleet struct {
 	o        options
 	log      *slog.Logger
 	reg      *prometheus.Registry
+	listings prometheus.Counter
 
 	first     chan struct{} // closed once the first discovery was tried
 	firstOnce sync.Once
@@ -95,7 +96,8 @@ func newFleet(internal *nats.Conn, cfg cfenv.NATS, p Platform, opts []Option) *f
 		told:  map[string]string{},
 	}
 	f.reg = prometheus.NewRegistry()
-	f.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	f.listings = prometheus.NewCounter(prometheus.CounterOpts{Name: "hottopic_scaler_platform_listings_total", Help: "Listings of the mapped apps on the platform: one per discovery interval for all buses."})
+	f.reg.MustRegister(f.listings, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hottopic_scaler_buses", Help: "Buses of the service broker this scaler serves."},
 			func() float64 { return float64(len(f.scalers())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hottopic_scaler_unbound_apps", Help: "Mapped apps bound to no bus, or to several: served by none."},
@@ -278,6 +280,7 @@ func (f *fleet) discoverLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		apps, err := f.p.MappedApps(ctx)
+		f.listings.Inc()
 		if ctx.Err() != nil {
 			return
 		}

@@ -275,6 +275,28 @@ func byApp(base string) map[string]api.Mapping {
 	return out
 }
 
+// metric reads one unlabelled series of GET /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /metrics:\n%s", name, raw)
+	return 0
+}
+
 func TestOneScalerServesEveryBus(t *testing.T) {
 	g := NewWithT(t)
 	f := start(t)
@@ -336,6 +358,18 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	f.bind("orders-c", "bind-c", guidC)
 	g.Eventually(func() api.Mapping { return byApp(base)["late"] }, time.Minute, 100*time.Millisecond).Should(
 		And(HaveField("Valid", true), HaveField("LagKnown", true), HaveField("Bus", "orders-c")), sc.Output)
+
+	// One listing of the mapped apps per discovery interval serves every
+	// bus: Cloud Controller is not asked once per bus.
+	listings := metric(t, base, "hottopic_scaler_platform_listings_total")
+	g.Expect(listings).To(BeNumerically(">", 10))
+	lists := 0
+	for _, c := range f.cc.CallsTo("GET", "/v3/apps") {
+		if c.Path == "/v3/apps" {
+			lists++
+		}
+	}
+	g.Expect(lists).To(BeNumerically("~", listings, 1), "one in flight either way")
 
 	// Unbound, the app is served by no bus; the bus, deleted, is no longer
 	// served (and the scaler does not stand in the broker's way).
