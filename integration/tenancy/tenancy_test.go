@@ -341,6 +341,22 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	g.Expect(appA.received()).To(Equal([]string{"a1", "a2"}))
 	g.Expect(appB.received()).To(Equal([]string{"b1", "b2"}))
 
+	// The API answers for every bus: metrics labelled with the bus, dead
+	// letters read in the app's own bus.
+	resp, err := http.Get(base + "/metrics")
+	g.Expect(err).NotTo(HaveOccurred())
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	g.Expect(string(raw)).To(MatchRegexp(`\nhottopic_scaler_app_lag\{app="enrich-b",app_guid=%q,bus="orders-b-id"\} \d`, guidB))
+	g.Expect(strings.Count(string(raw), "\ngo_goroutines ")).To(Equal(1))
+	var letters struct {
+		AppGUID     string `json:"app_guid"`
+		DeadLetters []any  `json:"dead_letters"`
+	}
+	g.Expect(getJSON(base+"/v1/dead-letters?app="+guidA, &letters)).To(Succeed())
+	g.Expect(letters.AppGUID).To(Equal(guidA))
+	g.Expect(getJSON(base+"/v1/dead-letters?app=unknown", &letters)).To(MatchError(ContainSubstring(": 404")))
+
 	// Bound to two buses, an app is served by neither: a mapping reads from
 	// one bus. Unbound from one, it is served by the other.
 	guidL := ms["lonely"].AppGUID
