@@ -7,6 +7,7 @@ package tenancy_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,17 +94,21 @@ func start(t *testing.T) *foundation {
 
 	f.brokerEnv = envFile(t, filepath.Join(f.dir, broker.BrokerEnvFile))
 	f.scalerEnv = envFile(t, filepath.Join(f.dir, broker.ScalerEnvFile))
-	port := proctest.FreePort(t)
-	cmd := exec.Command(proctest.Build(t, "./cmd/hottopic-broker"))
-	cmd.Env = environ(f.brokerEnv, "PORT="+strconv.Itoa(port))
-	b := proctest.Start(t, cmd)
-	NewWithT(t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
-	f.brokerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-
 	f.org = f.cc.AddOrg("acme")
 	f.space = f.cc.AddSpace(f.org, "prod")
 	f.cc.AddClient("hottopic-scaler", "s3cret", ccdouble.SpaceDeveloper(f.space))
 	return f
+}
+
+// startBroker runs hottopic-broker with broker.env; it makes the state's
+// buckets when it starts.
+func (f *foundation) startBroker() {
+	port := proctest.FreePort(f.t)
+	cmd := exec.Command(proctest.Build(f.t, "./cmd/hottopic-broker"))
+	cmd.Env = environ(f.brokerEnv, "PORT="+strconv.Itoa(port))
+	b := proctest.Start(f.t, cmd)
+	NewWithT(f.t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
+	f.brokerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
 // osb sends one OSB request as Cloud Controller would; it fails the test
@@ -173,12 +179,12 @@ func (f *foundation) mappedApp(name string) string {
 
 // startScaler runs hottopic-scaler with scaler.env, as `cf push` of the
 // scaler with the broker would.
-func (f *foundation) startScaler() (*proctest.Proc, string) {
+func (f *foundation) startScaler(override ...string) (*proctest.Proc, string) {
 	port := proctest.FreePort(f.t)
 	cmd := exec.Command(proctest.Build(f.t, "./cmd/hottopic-scaler"))
-	cmd.Env = environ(f.scalerEnv, "PORT="+strconv.Itoa(port), "HOME="+f.t.TempDir(),
+	cmd.Env = environ(f.scalerEnv, append(override, "PORT="+strconv.Itoa(port), "HOME="+f.t.TempDir(),
 		"CF_API="+f.cc.URL(), "CF_CLIENT_ID=hottopic-scaler", "CF_CLIENT_SECRET=s3cret",
-		"HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms")
+		"HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms")...)
 	return proctest.Start(f.t, cmd), fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
@@ -300,6 +306,16 @@ func metric(t *testing.T, base, name string) float64 {
 func TestOneScalerServesEveryBus(t *testing.T) {
 	g := NewWithT(t)
 	f := start(t)
+	// Started before the broker ever ran, the scaler waits for its state.
+	sc, base := f.startScaler()
+	health := func() scaler.Health {
+		var h scaler.Health
+		_ = getJSON(base+"/healthz", &h)
+		return h
+	}
+	g.Eventually(health, time.Minute, 100*time.Millisecond).Should(HaveField("Problems",
+		ContainElement(ContainSubstring("the service broker's state is unreadable (open KV bucket hottopic_buses: nats: bucket not found (has the service broker run yet?))"))), sc.Output)
+	f.startBroker()
 	f.createService("orders-a")
 	f.createService("orders-b")
 	guidA, guidB := f.mappedApp("enrich-a"), f.mappedApp("enrich-b")
@@ -308,7 +324,6 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	credsB := f.bind("orders-b", "bind-b", guidB)
 	keyA, keyB := f.bind("orders-a", "key-a", ""), f.bind("orders-b", "key-b", "")
 
-	sc, base := f.startScaler()
 	served := func(m api.Mapping) bool { return m.Valid && m.LagKnown }
 	g.Eventually(func() bool {
 		ms := byApp(base)
@@ -319,6 +334,16 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	g.Expect(ms["enrich-b"].Bus).To(Equal("orders-b"))
 	g.Expect(ms["lonely"].Valid).To(BeFalse())
 	g.Expect(ms["lonely"].Error).To(Equal(mapping.NoBinding("lonely", []string{"orders-a", "orders-b"}).Error()))
+
+	// A scaler whose state key is not the broker's serves no bus, and says
+	// why.
+	wrong, wrongBase := f.startScaler(buses.EnvStateKey + "=" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	g.Eventually(func() []scaler.BusHealth { var h scaler.Health; _ = getJSON(wrongBase+"/healthz", &h); return h.Buses }, time.Minute, 100*time.Millisecond).Should(
+		ContainElement(HaveField("Problems", ConsistOf("not served: scaler credentials: sealed value does not open with HOTTOPIC_STATE_KEY"))))
+	g.Expect(wrong.Signal(syscall.SIGTERM)).To(Succeed())
+	g.Expect(wrong.Wait()).To(Succeed())
+	listings0 := metric(t, base, "hottopic_scaler_platform_listings_total")
+	f.cc.ResetCalls()
 
 	// Lag is read in each app's own bus: an event in A scales A's app only.
 	publish(t, keyA, "a1")
@@ -377,15 +402,15 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 
 	// One listing of the mapped apps per discovery interval serves every
 	// bus: Cloud Controller is not asked once per bus.
-	listings := metric(t, base, "hottopic_scaler_platform_listings_total")
-	g.Expect(listings).To(BeNumerically(">", 10))
+	g.Eventually(func() float64 { return metric(t, base, "hottopic_scaler_platform_listings_total") - listings0 }, time.Minute).Should(BeNumerically(">=", 10))
+	listings := metric(t, base, "hottopic_scaler_platform_listings_total") - listings0
 	lists := 0
 	for _, c := range f.cc.CallsTo("GET", "/v3/apps") {
 		if c.Path == "/v3/apps" {
 			lists++
 		}
 	}
-	g.Expect(lists).To(BeNumerically("~", listings, 1), "one in flight either way")
+	g.Expect(lists).To(BeNumerically("~", listings, 2), "one listing in flight at either end")
 
 	// Unbound, the app is served by no bus; the bus, deleted, is no longer
 	// served (and the scaler does not stand in the broker's way).
@@ -394,8 +419,7 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 		Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b", "orders-c"}).Error()))
 	f.deleteService("orders-c")
 	g.Eventually(sc.Output, time.Minute).Should(ContainSubstring(`msg="no longer serving bus" bus=orders-c`))
-	var h scaler.Health
-	g.Expect(getJSON(base+"/healthz", &h)).To(Succeed())
+	h := health()
 	g.Expect(h.Buses).To(HaveLen(2))
 	g.Expect(h.Buses).To(HaveEach(HaveField("Status", "ok")))
 	g.Expect(byApp(base)["late"].Error).To(Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b"}).Error()))
