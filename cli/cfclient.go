@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
 
 // cfTarget is a logged-in, space-targeted view of Cloud Foundry: from the cf
@@ -119,26 +121,16 @@ func (c *ccClient) listApps(ctx context.Context, q url.Values) ([]ccApp, error) 
 	var all []ccApp
 	for next != "" {
 		var page struct {
-			Pagination struct {
-				Next *struct {
-					Href string `json:"href"`
-				} `json:"next"`
-			} `json:"pagination"`
-			Resources []ccApp `json:"resources"`
+			Pagination cfenv.Page `json:"pagination"`
+			Resources  []ccApp    `json:"resources"`
 		}
 		if err := c.do(ctx, http.MethodGet, next, nil, &page); err != nil {
 			return nil, err
 		}
 		all = append(all, page.Resources...)
-		next = ""
-		if page.Pagination.Next != nil && page.Pagination.Next.Href != "" {
-			u, err := url.Parse(page.Pagination.Next.Href)
-			if err != nil {
-				return nil, fmt.Errorf("Cloud Controller sent a bad next-page link: %v", err)
-			}
-			// Follow the link's path and query on the API we were given, so a
-			// token never goes to a host the user did not target.
-			next = c.api + u.EscapedPath() + "?" + u.RawQuery
+		var err error
+		if next, err = page.Pagination.NextURL(c.api); err != nil {
+			return nil, err
 		}
 	}
 	return all, nil
