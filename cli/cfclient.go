@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
 
 // cfTarget is a logged-in, space-targeted view of Cloud Foundry: from the cf
@@ -116,24 +114,9 @@ func (c *ccClient) mappedApps(ctx context.Context, spaceGUID string) ([]ccApp, e
 
 // listApps follows pagination.next until the last page.
 func (c *ccClient) listApps(ctx context.Context, q url.Values) ([]ccApp, error) {
-	q.Set("per_page", "500")
-	next := c.api + "/v3/apps?" + q.Encode()
 	var all []ccApp
-	for next != "" {
-		var page struct {
-			Pagination cfenv.Page `json:"pagination"`
-			Resources  []ccApp    `json:"resources"`
-		}
-		if err := c.do(ctx, http.MethodGet, next, nil, &page); err != nil {
-			return nil, err
-		}
-		all = append(all, page.Resources...)
-		var err error
-		if next, err = page.Pagination.NextURL(c.api); err != nil {
-			return nil, err
-		}
-	}
-	return all, nil
+	err := listAll(ctx, c, "/v3/apps", q, func(p *ccPage[ccApp]) { all = append(all, p.Resources...) })
+	return all, err
 }
 
 // patchMetadata sends one PATCH of the app's metadata.
