@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -232,6 +233,12 @@ func mergeLive(rows []api.Mapping, live *api.Mappings) {
 			rows[i].Errors = append(rows[i].Errors, notSeen)
 			continue
 		}
+		rows[i].Bus = m.Bus
+		if !m.Valid && rows[i].Valid {
+			// The scaler knows more than the annotations: with a service
+			// broker, a mapped app bound to no bus is invalid.
+			rows[i].Valid, rows[i].Error = false, m.Error
+		}
 		rows[i].Lag, rows[i].LagKnown = m.Lag, m.LagKnown
 		rows[i].CurrentInstances, rows[i].DesiredInstances = m.CurrentInstances, m.DesiredInstances
 		rows[i].LastScaleTime, rows[i].LastScaleReason = m.LastScaleTime, m.LastScaleReason
@@ -264,6 +271,11 @@ func fetchScaler(ctx context.Context, base string, auth authenticator) (*api.Map
 func writeTable(out io.Writer, rows []api.Mapping, live bool) {
 	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
 	head := []string{"name", "topics", "streams"}
+	// With a service broker each app's bus, as the scaler found it.
+	buses := slices.ContainsFunc(rows, func(m api.Mapping) bool { return m.Bus != "" })
+	if buses {
+		head = append(head, "bus")
+	}
 	if live {
 		head = append(head, "lag", "instances")
 	}
@@ -277,6 +289,9 @@ func writeTable(out io.Writer, rows []api.Mapping, live bool) {
 			}
 		}
 		cols := []string{m.AppName, orDash(strings.Join(m.Topics, ",")), orDash(strings.Join(streams, ","))}
+		if buses {
+			cols = append(cols, orDash(m.Bus))
+		}
 		if live {
 			lag, inst := "-", "-"
 			if seenByScaler(m) {
