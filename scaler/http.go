@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +26,11 @@ func (s *Scaler) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Health())
+		h := s.Health()
+		if !ViewerFrom(r.Context()).all {
+			h = h.withoutDetails()
+		}
+		writeJSON(w, http.StatusOK, h)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.dashboardRoutes(mux)
@@ -67,6 +72,20 @@ type Health struct {
 	LagError      string    `json:"lag_error,omitempty"`
 	DiscoveryErr  string    `json:"discovery_error,omitempty"`
 	PlatformError string    `json:"platform_error,omitempty"`
+}
+
+// withoutDetails is the health anyone may read: what is wrong, not the
+// error texts, which may name apps, topics and streams of any tenant (the
+// scaler's log has them).
+func (h Health) withoutDetails() Health {
+	h.LeaderError, h.LagError, h.DiscoveryErr, h.PlatformError = "", "", "", ""
+	problems := make([]string, 0, len(h.Problems))
+	for _, p := range h.Problems {
+		kind, _, _ := strings.Cut(p, " (")
+		problems = append(problems, kind)
+	}
+	h.Problems = problems
+	return h
 }
 
 // Health reports what /healthz serves.
