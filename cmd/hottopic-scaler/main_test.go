@@ -66,6 +66,10 @@ func testCommand(t *testing.T, when spec.G, it spec.S) {
 			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y")
 			Expect(p.ExitCode()).To(Equal(1))
 			Expect(string(stderr.Contents())).To(ContainSubstring("no NATS server configured"))
+
+			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y", "HOTTOPIC_NATS_URL=nats://127.0.0.1:1", "HOTTOPIC_METRICS_USERNAME=prometheus")
+			Expect(p.ExitCode()).To(Equal(1))
+			Expect(string(stderr.Contents())).To(Equal("hottopic-scaler: HOTTOPIC_METRICS_USERNAME is set but HOTTOPIC_METRICS_PASSWORD is not: /metrics takes both (HTTP basic auth)\n"))
 		})
 	})
 
