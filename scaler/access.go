@@ -24,6 +24,9 @@ import (
 type Viewer struct {
 	all  bool
 	apps map[string]bool
+	// change asks whether the caller may change an app (nil: it may not,
+	// unless all); set per request by Access, never cached with the apps.
+	change func(ctx context.Context, appGUID string) error
 }
 
 // AllApps sees every app.
@@ -40,6 +43,22 @@ func OnlyApps(guids ...string) Viewer {
 
 // Sees reports whether the viewer may see the app.
 func (v Viewer) Sees(guid string) bool { return v.all || v.apps[guid] }
+
+// MayChange says whether the viewer may act on the app's events (redrive,
+// replay, purge): the owner of a `hottopic dev` may; a token may when Cloud
+// Controller lets it change the app. Errors wrap ErrNotAuthorized (403),
+// ErrTokenRejected (401), or say why it could not be checked.
+func (v Viewer) MayChange(ctx context.Context, guid string) error {
+	switch {
+	case v.all:
+		return nil
+	case !v.Sees(guid):
+		return ErrNotAuthorized
+	case v.change == nil:
+		return fmt.Errorf("%w: this scaler cannot check who may change apps", ErrNotAuthorized)
+	}
+	return v.change(ctx, guid)
+}
 
 type viewerKey struct{}
 
@@ -63,7 +82,15 @@ type TokenChecker interface {
 	VisibleApps(ctx context.Context, token string) (Viewer, error)
 }
 
+// ChangeChecker is a TokenChecker that can also tell whether a token may
+// change an app (Cloud Foundry: the Space Developer's right to update it).
+type ChangeChecker interface {
+	MayChange(ctx context.Context, token, appGUID string) error
+}
+
 var (
+	// ErrNotAuthorized: the token may see the app but not change it (a read-only role).
+	ErrNotAuthorized = errors.New("not authorized: changing an app's events needs the Space Developer role in its space")
 	// ErrTokenRejected: Cloud Controller does not take the token (expired, revoked, not one of its tokens).
 	ErrTokenRejected = errors.New("Cloud Controller rejected the token (expired or invalid): get a fresh one with cf oauth-token")
 	// ErrTokenForbidden: the token is valid but may not read Cloud Controller (no cloud_controller.read scope).
@@ -176,6 +203,9 @@ func (a Access) viewer(r *http.Request) (Viewer, int, error) {
 	v, err := a.Tokens.VisibleApps(r.Context(), tok)
 	switch {
 	case err == nil:
+		if cc, ok := a.Tokens.(ChangeChecker); ok {
+			v.change = func(ctx context.Context, guid string) error { return cc.MayChange(ctx, tok, guid) }
+		}
 		return v, 0, nil
 	case errors.Is(err, ErrTokenRejected):
 		return Viewer{}, http.StatusUnauthorized, ErrTokenRejected

@@ -37,6 +37,7 @@ func apiHandler(s source) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
 	dashboardRoutes(mux, s)
+	opsRoutes(mux, s)
 	return mux
 }
 

@@ -21,6 +21,8 @@ type source interface {
 	dashboardAsked(at time.Time)
 	// deadLetterJS is the JetStream holding the app's dead letters.
 	deadLetterJS(appGUID string) (jetstream.JetStream, error)
+	// busOf is the bus (Scaler) serving the app (opsapi.go).
+	busOf(appGUID string) (*Scaler, error)
 }
 
 func (s *Scaler) gatherer() prometheus.Gatherer { return s.metrics.reg }

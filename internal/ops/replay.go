@@ -25,9 +25,10 @@ var ErrOutsideWindow = errors.New("is older than what is kept")
 
 // Replayed is what Replay sent.
 type Replayed struct {
-	Events      int       `json:"events"`
-	First, Last time.Time // publish times of the first and last event sent
-	KeptSince   time.Time // events from then on are kept (zero: all since the topic began)
+	Events    int       `json:"events"`
+	First     time.Time `json:"first,omitzero"`      // publish time of the first event sent
+	Last      time.Time `json:"last,omitzero"`       // and of the last
+	KeptSince time.Time `json:"kept_since,omitzero"` // events from then on are kept (zero: all since the topic began)
 }
 
 // Replay sends the events of topic t published in [since, until) (until zero:

@@ -183,20 +183,9 @@ func (t *Tokens) ask(ctx context.Context, token string) (scaler.Viewer, error) {
 }
 
 func (t *Tokens) get(ctx context.Context, u, token string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := t.send(ctx, http.MethodGet, u, token, "")
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "bearer "+token)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "hottopic-scaler")
-	resp, err := t.hc.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("Cloud Controller at %s unreachable: %v", t.api, err)
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -234,4 +223,54 @@ func jwtExpiry(token string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(*c.Exp), 0), true
+}
+
+var _ scaler.ChangeChecker = (*Tokens)(nil)
+
+// MayChange asks Cloud Controller, with the caller's token, for an empty
+// metadata update of the app: it changes nothing, Space Developers may,
+// read-only roles get 403. Not cached: writes are rare and a role taken away
+// must count at once.
+func (t *Tokens) MayChange(ctx context.Context, token, appGUID string) error {
+	t.sem <- struct{}{}
+	defer func() { <-t.sem }()
+	resp, err := t.send(ctx, http.MethodPatch, t.api+"/v3/apps/"+url.PathEscape(appGUID), token, `{"metadata":{}}`)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode/100 == 2:
+		return nil
+	case resp.StatusCode == http.StatusUnauthorized:
+		return scaler.ErrTokenRejected
+	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusNotFound:
+		return scaler.ErrNotAuthorized
+	}
+	return fmt.Errorf("Cloud Controller at %s answered %s to the permission check", t.api, resp.Status)
+}
+
+// send makes one call to Cloud Controller with the caller's token (a JSON
+// body unless empty).
+func (t *Tokens) send(ctx context.Context, method, u, token, body string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "hottopic-scaler")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := t.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("Cloud Controller at %s unreachable: %v", t.api, err)
+	}
+	return resp, nil
 }
