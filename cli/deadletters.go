@@ -1,11 +1,12 @@
 package cli
 
 // Operations on dead letters and past events: dead-letters, dead-letter,
-// redrive, purge-dead-letters (and replay, in replay.go). They read and write
-// JetStream directly: the `hottopic dev` runtime's NATS (as publish finds it),
-// or, against Cloud Foundry, the NATS given by --nats / HOTTOPIC_NATS_URL /
-// VCAP_SERVICES, with app names resolved in the targeted space through the
-// cf login.
+// redrive, purge-dead-letters (and replay, in replay.go). App names are
+// resolved in the targeted space through the cf login. The work is done
+// (opsbackend.go) against the `hottopic dev` runtime's NATS, or on Cloud
+// Foundry through the scaler's API given by --scaler / HOTTOPIC_SCALER_URL
+// (nothing but the cf login needed), else in the NATS given by --nats /
+// HOTTOPIC_NATS_URL / VCAP_SERVICES.
 
 import (
 	"bufio"
@@ -23,7 +24,6 @@ import (
 	"unicode/utf8"
 
 	"code.cloudfoundry.org/cli/v8/plugin"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
@@ -42,13 +42,16 @@ const (
 
 // opsFlags are the flags every operations command has.
 type opsFlags struct {
-	natsURL string
-	dataDir string
-	cf      bool
+	natsURL   string
+	scalerURL string
+	dataDir   string
+	cf        bool
 }
 
 func (f *opsFlags) add(cmd *cobra.Command, standalone bool) {
 	cmd.Flags().StringVar(&f.natsURL, "nats", "", "NATS server URL (default: the running hottopic dev; against Cloud Foundry HOTTOPIC_NATS_URL or VCAP_SERVICES)")
+	cmd.Flags().StringVar(&f.scalerURL, "scaler", "", "Cloud Foundry: URL of the scaler, which does the work with your cf token (default $"+EnvScalerURL+"; needs no NATS credentials)")
+	cmd.MarkFlagsMutuallyExclusive("nats", "scaler")
 	if standalone {
 		cmd.Flags().StringVar(&f.dataDir, "data-dir", state.DefaultDir, "data directory of the running hottopic dev")
 		cmd.Flags().BoolVar(&f.cf, "cf", false, "work on the targeted Cloud Foundry space even when a `hottopic dev` runs here")
@@ -57,15 +60,13 @@ func (f *opsFlags) add(cmd *cobra.Command, standalone bool) {
 
 // opsEnv is where an operations command works.
 type opsEnv struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	where   string            // for progress lines
-	names   map[string]string // app GUID → name, the apps the user may see
-	dev     bool
-	streams provision.StreamOptions
+	be    opsBackend
+	where string            // for progress lines
+	names map[string]string // app GUID → name, the apps the user may see
+	dev   bool
 }
 
-func (e *opsEnv) close() { e.nc.Close() }
+func (e *opsEnv) close() { e.be.close() }
 
 // name is an app GUID's name, or the GUID when unknown.
 func (e *opsEnv) name(guid string) string {
@@ -86,12 +87,14 @@ func (e *opsEnv) visible(guid string) bool {
 // to its GUID. A command that changes something (write: what it does, for
 // the error) needs, on Cloud Foundry, the rights of a Space Developer on the
 // app: Cloud Controller is asked with an empty metadata update, which changes
-// nothing and is refused to read-only roles.
+// nothing and is refused to read-only roles (through the scaler, the scaler
+// asks, with the user's token).
 func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags, appName, write string) (*opsEnv, string, error) {
 	env := &opsEnv{names: map[string]string{}}
 	var cfg cfenv.NATS
 	var hint, guid string
 	var err error
+	var api *apiOps
 	st, stErr := state.Read(orDefault(f.dataDir, state.DefaultDir))
 	if standalone && !f.cf && stErr == nil {
 		env.dev, env.where = true, "the `hottopic dev` runtime"
@@ -125,8 +128,23 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 		if err != nil {
 			return nil, "", ccFailure("list the apps with event mappings", err)
 		}
+		scalerURL := f.scalerURL
+		if scalerURL == "" && f.natsURL == "" {
+			scalerURL = os.Getenv(EnvScalerURL)
+		}
+		if scalerURL != "" {
+			if err := checkScalerURL(scalerURL); err != nil {
+				return nil, "", err
+			}
+			hc := newHTTPClient(false)
+			hc.Timeout = 0 // each call has its own deadline; a redrive waits for the app
+			api = &apiOps{base: strings.TrimRight(scalerURL, "/"), auth: t.cc.auth, hc: hc, write: write}
+		}
 		for _, a := range apps {
 			env.names[a.GUID] = a.Name
+			if api != nil {
+				api.apps = append(api.apps, a.GUID)
+			}
 		}
 		if appName != "" {
 			a, err := resolveApp(ctx, t, appName)
@@ -135,13 +153,16 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 			}
 			guid = a.GUID
 			env.names[guid] = a.Name
-			if write != "" {
+			if write != "" && api == nil {
 				if _, err := t.cc.patchMetadata(ctx, guid, metadataPatch{}); err != nil {
 					return nil, "", ccFailure(write, err)
 				}
 			}
 		}
 		switch {
+		case api != nil:
+			env.be = api
+			return env, guid, nil
 		case f.natsURL != "":
 			if cfg, err = cfenv.NATSFromURL(f.natsURL); err != nil {
 				return nil, "", fmt.Errorf("--nats: %v", err)
@@ -149,26 +170,28 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 		default:
 			cfg, err = cfenv.NATSFromEnv(os.Getenv)
 			if errors.Is(err, cfenv.ErrNoNATS) {
-				return nil, "", errors.New("dead letters and replay on Cloud Foundry are read from NATS: give --nats URL or set " + cfenv.EnvNATSURL + " (with the credentials of the Hot Topic NATS service)")
+				return nil, "", errors.New("dead letters and replay on Cloud Foundry go through the scaler (give --scaler URL or set " + EnvScalerURL + ") or NATS (give --nats URL or set " + cfenv.EnvNATSURL + ", with the credentials of the Hot Topic NATS service)")
 			}
 			if err != nil {
 				return nil, "", err
 			}
 		}
 	}
-	if env.streams, err = provision.DefaultStreamOptions(); err != nil {
+	n := &natsOps{}
+	if n.streams, err = provision.DefaultStreamOptions(); err != nil {
 		return nil, "", err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	env.nc, err = cfenv.Connect(cctx, cfg, "hottopic-ops")
+	n.nc, err = cfenv.Connect(cctx, cfg, "hottopic-ops")
 	cancel()
 	if err != nil {
 		return nil, "", fmt.Errorf("%v%s", err, hint)
 	}
-	if env.js, err = jetstream.New(env.nc); err != nil {
-		env.nc.Close()
+	if n.js, err = jetstream.New(n.nc); err != nil {
+		n.nc.Close()
 		return nil, "", err
 	}
+	env.be = n
 	return env, guid, nil
 }
 
@@ -223,7 +246,7 @@ func newDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			defer env.close()
-			all, err := ops.List(cmd.Context(), env.js, ops.Filter{App: guid, Topic: tp})
+			all, err := env.be.list(cmd.Context(), guid, tp)
 			if err != nil {
 				return err
 			}
@@ -294,10 +317,7 @@ func newDeadLetterCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			defer env.close()
-			l, err := ops.Get(cmd.Context(), env.js, id)
-			if errors.Is(err, ops.ErrNoLetter) || err == nil && l.App != guid {
-				return fmt.Errorf("app '%s' has no dead letter %d", args[0], id)
-			}
+			l, err := env.be.get(cmd.Context(), guid, args[0], id)
 			if err != nil {
 				return err
 			}
@@ -385,33 +405,17 @@ func newRedriveCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			defer env.close()
-			m, err := ops.AppMapping(ctx, env.js, guid)
-			if errors.Is(err, ops.ErrNotMapped) {
-				return fmt.Errorf("app '%s' has no event mapping: map it again before redriving (its dead letters stay)", args[0])
-			}
-			if err != nil {
-				return err
-			}
-			letters, err := ops.List(ctx, env.js, ops.Filter{App: guid, Topic: tp, IDs: want})
-			if err != nil {
-				return err
-			}
-			for _, id := range want {
-				if !slices.ContainsFunc(letters, func(l ops.Letter) bool { return l.ID == id }) {
-					return fmt.Errorf("app '%s' has no dead letter %d%s: nothing redriven", args[0], id, topicNote(tp))
-				}
-			}
-			slices.Reverse(letters) // oldest first
-			if limit > 0 && len(letters) > limit {
-				letters = letters[:limit]
-			}
+			// The progress line follows the selection (and, through the
+			// scaler, the redrive itself): the output is the same either way.
+			n, res, err := env.be.redrive(ctx, guid, args[0], tp, want, limit, wait)
 			out := cmd.OutOrStdout()
-			if len(letters) == 0 {
-				fmt.Fprintf(out, "App '%s' has no dead letters%s.\n", args[0], topicNote(tp))
+			if n == 0 && err == nil {
+				fmt.Fprintf(out, "App '%s' has no dead letters%s.\n", args[0], ops.TopicNote(tp))
 				return nil
 			}
-			fmt.Fprintf(out, "Redriving %d dead letter%s to app %s %s...\n", len(letters), plural(len(letters)), args[0], env.where)
-			res, err := ops.Redrive(ctx, env.js, m, letters, env.streams, wait)
+			if n > 0 {
+				fmt.Fprintf(out, "Redriving %d dead letter%s to app %s %s...\n", n, plural(n), args[0], env.where)
+			}
 			if err != nil {
 				return err
 			}
@@ -424,7 +428,7 @@ func newRedriveCmd(open targetOpener, standalone bool) *cobra.Command {
 			}
 			fmt.Fprintln(out, line)
 			if res.Failed > 0 {
-				return fmt.Errorf("%d of %d dead letters failed", res.Failed, len(letters))
+				return fmt.Errorf("%d of %d dead letters failed", res.Failed, n)
 			}
 			return nil
 		},
@@ -435,13 +439,6 @@ func newRedriveCmd(open targetOpener, standalone bool) *cobra.Command {
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many, oldest first (0: all)")
 	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "how long to wait for the app to take them")
 	return cmd
-}
-
-func topicNote(t string) string {
-	if t == "" {
-		return ""
-	}
-	return " on topic " + t
 }
 
 func parseIDs(ids []string) ([]uint64, error) {
@@ -483,15 +480,16 @@ func newPurgeDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			defer env.close()
-			filter := ops.Filter{App: guid, Topic: tp}
-			what := "dead letters of app " + args[0] + topicNote(tp)
-			if olderThan > 0 {
-				filter.OlderThan = time.Now().Add(-olderThan)
-				what += " older than " + olderThan.String()
-			}
-			letters, err := ops.List(ctx, env.js, filter)
+			what := "dead letters of app " + args[0] + ops.TopicNote(tp)
+			all, err := env.be.list(ctx, guid, tp)
 			if err != nil {
 				return err
+			}
+			letters := all
+			if olderThan > 0 {
+				what += " older than " + olderThan.String()
+				cut := time.Now().Add(-olderThan)
+				letters = slices.DeleteFunc(slices.Clone(all), func(l ops.Letter) bool { return !l.Time.Before(cut) })
 			}
 			out := cmd.OutOrStdout()
 			if len(letters) == 0 {
@@ -506,7 +504,7 @@ func newPurgeDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 					return nil
 				}
 			}
-			n, err := ops.Purge(ctx, env.js, letters)
+			n, err := env.be.purge(ctx, guid, tp, letters)
 			if err != nil {
 				return err
 			}
@@ -541,7 +539,10 @@ func byteSize(n int) string {
 
 // opsPluginCommands are the operations commands as cf lists them.
 func opsPluginCommands() []plugin.Command {
-	natsOpt := map[string]string{"nats": "NATS server URL (default $" + cfenv.EnvNATSURL + " or VCAP_SERVICES)"}
+	natsOpt := map[string]string{
+		"scaler": "URL of the scaler, which does the work with your cf token (default $" + EnvScalerURL + ")",
+		"nats":   "NATS server URL instead of the scaler (default $" + cfenv.EnvNATSURL + " or VCAP_SERVICES)",
+	}
 	with := func(extra map[string]string) map[string]string {
 		m := map[string]string{}
 		for k, v := range natsOpt {

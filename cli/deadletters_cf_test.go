@@ -63,7 +63,7 @@ func testDeadLettersCF(t *testing.T, when spec.G, it spec.S) {
 
 	it("needs NATS, and the Space Developer role to change anything", func() {
 		t.Setenv("HOTTOPIC_NATS_URL", "")
-		failsWith(t, run("dead-letters"), "dead letters and replay on Cloud Foundry are read from NATS: give --nats URL or set HOTTOPIC_NATS_URL")
+		failsWith(t, run("dead-letters"), "dead letters and replay on Cloud Foundry go through the scaler (give --scaler URL or set HOTTOPIC_SCALER_URL) or NATS (give --nats URL or set HOTTOPIC_NATS_URL")
 		r := run("dead-letters", "--nats", srv.URL())
 		Expect(r.code).To(Equal(0), r.stderr)
 

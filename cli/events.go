@@ -367,38 +367,7 @@ func redactedURL(s string) string {
 // scalerGet GETs a scaler API URL with the cf token (none when auth is
 // nil); after a 401 it refreshes the token once and asks again.
 func scalerGet(ctx context.Context, hc *http.Client, u string, auth authenticator) (*http.Response, error) {
-	send := func(tok string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Accept", "application/json")
-		if tok != "" {
-			req.Header.Set("Authorization", tok)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return nil, unwrapURLError(err)
-		}
-		return resp, nil
-	}
-	if auth == nil {
-		return send("")
-	}
-	tok, err := auth.token(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := send(tok)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
-	}
-	fresh, err := auth.refresh(ctx)
-	if err != nil || fresh == tok {
-		return resp, nil // the scaler's own answer says why
-	}
-	drain(resp)
-	return send(fresh)
+	return scalerDo(ctx, hc, http.MethodGet, u, nil, auth)
 }
 
 // scalerReason is ": " and the scaler's one-line JSON error, if it sent one.

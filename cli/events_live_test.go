@@ -2,8 +2,6 @@ package cli_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -55,16 +53,7 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 		t.Cleanup(nc.Close)
 		js, err = jetstream.New(nc)
 		Expect(err).NotTo(HaveOccurred())
-		p, err := cfplatform.New(cfplatform.Config{API: w.cc.URL(), ClientID: "scaler", ClientSecret: "scaler-secret"})
-		Expect(err).NotTo(HaveOccurred())
-		s := scaler.New(js, p,
-			scaler.WithPollInterval(50*time.Millisecond),
-			scaler.WithDiscoveryInterval(100*time.Millisecond),
-			scaler.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = s.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		s := runScaler(t, js, w.cc.URL(), "scaler", "scaler-secret")
 		// As on Cloud Foundry: the API takes the caller's cf token.
 		srv := httptest.NewServer(scaler.Access{Tokens: cfplatform.NewTokens(cfplatform.Config{API: w.cc.URL()})}.Protect(s.Handler()))
 		t.Cleanup(srv.Close)

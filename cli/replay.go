@@ -58,18 +58,15 @@ func newReplayCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			defer env.close()
-			m, err := ops.AppMapping(ctx, env.js, guid)
+			r, err := env.be.replay(ctx, guid, args[0], tp, from, to)
 			if errors.Is(err, ops.ErrNotMapped) {
-				return fmt.Errorf("app '%s' has no event mapping: nothing to replay to", args[0])
-			}
-			if err != nil {
 				return err
 			}
+			// Printed once the replay answered, the same either way.
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Replaying events of topic %s from %s to app %s %s...\n", tp, from.Local().Format(time.DateTime), args[0], env.where)
-			r, err := ops.Replay(ctx, env.js, m, tp, from, to, env.streams)
 			if err != nil {
-				return fmt.Errorf("replay to app '%s': %v", args[0], err)
+				return err
 			}
 			if r.Events == 0 {
 				fmt.Fprintln(out, "replayed 0 events: none was published in that window")
@@ -185,7 +182,8 @@ func replayPluginCommand() plugin.Command {
 			Usage: "cf replay APP_NAME --topic T --since TIME|DURATION [--until TIME|DURATION]",
 			Options: map[string]string{
 				"topic": "the topic whose events to replay", "since": "start of the window: TIME or DURATION ago",
-				"until": "end of the window (default now)", "nats": "NATS server URL (default $" + cfenv.EnvNATSURL + " or VCAP_SERVICES)",
+				"until": "end of the window (default now)", "nats": "NATS server URL instead of the scaler (default $" + cfenv.EnvNATSURL + " or VCAP_SERVICES)",
+				"scaler": "URL of the scaler, which does the work with your cf token (default $" + EnvScalerURL + ")",
 			},
 		},
 	}

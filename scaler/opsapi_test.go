@@ -20,7 +20,6 @@ import (
 	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/ops"
 	"github.com/hottopic-io/hottopic/internal/provision"
-	"github.com/hottopic-io/hottopic/internal/topic"
 	"github.com/hottopic-io/hottopic/scaler"
 	"github.com/hottopic-io/hottopic/scaler/cfplatform"
 )
@@ -178,11 +177,9 @@ func TestOperationsAPI(t *testing.T) {
 	Expect(v).To(HaveKeyWithValue("selected", 2.0))
 	Expect(v).To(HaveKeyWithValue("pending", 2.0))
 	queued := func(guid string) uint64 {
-		st, err := js.Stream(ctx, topic.RedriveStream)
+		n, err := ops.Queued(ctx, js, guid, "orders.created")
 		Expect(err).NotTo(HaveOccurred())
-		info, err := st.Info(ctx, jetstream.WithSubjectFilter(topic.RedriveSubject(guid, "orders.created")))
-		Expect(err).NotTo(HaveOccurred())
-		return info.State.Subjects[topic.RedriveSubject(guid, "orders.created")]
+		return n
 	}
 	Expect(queued(orders)).To(Equal(uint64(2)))
 	Expect(queued(billing)).To(BeZero())

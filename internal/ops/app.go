@@ -15,6 +15,7 @@ import (
 
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/internal/topic"
 )
 
 // LetterMissing says that an app has no dead letter with that ID (on that
@@ -92,4 +93,22 @@ func ReplayTo(ctx context.Context, js jetstream.JetStream, appGUID, name, t stri
 		return r, fmt.Errorf("replay to app '%s': %w", name, err)
 	}
 	return r, nil
+}
+
+// Queued counts the events on app appGUID's per-app path for topic t
+// (redriven or replayed, not yet taken by the app).
+func Queued(ctx context.Context, js jetstream.JetStream, appGUID, t string) (uint64, error) {
+	st, err := js.Stream(ctx, topic.RedriveStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil // nothing was ever redriven
+	}
+	if err != nil {
+		return 0, err
+	}
+	subj := topic.RedriveSubject(appGUID, t)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Subjects[subj], nil
 }
