@@ -26,6 +26,7 @@ import (
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
+	"github.com/hottopic-io/hottopic/internal/ops"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/scaler"
@@ -84,6 +85,27 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 			out = append(out, string(c.Body))
 		}
 		return out
+	}
+
+	// startScaler runs a real scaler on the CC double (embedded JetStream)
+	// behind the access layer of hottopic-scaler, until the test ends.
+	startScaler := func() (jetstream.JetStream, *httptest.Server) {
+		srv := natstest.Run(t)
+		js, err := jetstream.New(srv.Connect())
+		Expect(err).NotTo(HaveOccurred())
+		cc.AddClient("hottopic-scaler", "scaler-secret", ccdouble.SpaceDeveloper(spaceGUID))
+		cfg := cfplatform.Config{API: cc.URL(), ClientID: "hottopic-scaler", ClientSecret: "scaler-secret", HTTPClient: cc.HTTPClient()}
+		p, err := cfplatform.New(cfg)
+		Expect(err).NotTo(HaveOccurred())
+		sc := scaler.New(js, p, scaler.WithPollInterval(50*time.Millisecond), scaler.WithDiscoveryInterval(100*time.Millisecond),
+			scaler.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = sc.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		api := httptest.NewServer(scaler.Access{Tokens: cfplatform.NewTokens(cfg)}.Protect(sc.Handler()))
+		t.Cleanup(api.Close)
+		return js, api
 	}
 
 	it.Before(func() {
@@ -227,22 +249,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	it("reads the scaler's live columns with cf's token", func() {
-		// A real scaler on the CC double, behind the access layer of hottopic-scaler.
-		srv := natstest.Run(t)
-		js, err := jetstream.New(srv.Connect())
-		Expect(err).NotTo(HaveOccurred())
-		cc.AddClient("hottopic-scaler", "scaler-secret", ccdouble.SpaceDeveloper(spaceGUID))
-		cfg := cfplatform.Config{API: cc.URL(), ClientID: "hottopic-scaler", ClientSecret: "scaler-secret", HTTPClient: cc.HTTPClient()}
-		p, err := cfplatform.New(cfg)
-		Expect(err).NotTo(HaveOccurred())
-		sc := scaler.New(js, p, scaler.WithPollInterval(50*time.Millisecond), scaler.WithDiscoveryInterval(100*time.Millisecond),
-			scaler.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = sc.Run(ctx) }()
-		defer func() { cancel(); <-done }()
-		api := httptest.NewServer(scaler.Access{Tokens: cfplatform.NewTokens(cfg)}.Protect(sc.Handler()))
-		defer api.Close()
+		_, api := startScaler()
 
 		mustCF("map-event", "orders", "orders.created", "--max", "5")
 		Eventually(func() string {
@@ -328,6 +335,35 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		Expect(out).To(ContainSubstring("Error: app 'orders' has no event mapping: map it again before redriving (its dead letters stay)"))
 		out = mustCF("purge-dead-letters", "orders", "-f")
 		Expect(out).To(ContainSubstring("Deleted 1 dead letter."))
+		Expect(mustCF("dead-letters")).To(ContainSubstring("No dead letters."))
+	})
+
+	it("works on dead letters through the scaler with nothing but cf's token", func() {
+		js, api := startScaler()
+		mustCF("map-event", "orders", "orders.created")
+		ctx := context.Background()
+		Eventually(func() error { _, err := ops.AppMapping(ctx, js, orders); return err }, 20*time.Second, 100*time.Millisecond).Should(Succeed())
+		_, err := provision.PublishDeadLetter(ctx, js, provision.DeadLetter{
+			App: orders, Topic: "orders.created", Reason: "HTTP 400 Bad Request", Deliveries: 1, StreamSequence: 7, Data: []byte("payload-7"),
+		}, provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		// No NATS anywhere in cf's environment: the scaler's URL and cf's login.
+		env = append(env, "HOTTOPIC_SCALER_URL="+api.URL)
+
+		out := mustCF("dead-letters")
+		Expect(out).To(MatchRegexp(`(?m)^1 +orders +orders.created .* HTTP 400 Bad Request +9 B$`))
+		Expect(mustCF("dead-letter", "orders", "1", "--raw")).To(Equal("payload-7"))
+		out = mustCF("replay", "orders", "--topic", "orders.created", "--since", "1h")
+		Expect(out).To(ContainSubstring("replayed 0 events: none was published in that window"))
+		out = mustCF("purge-dead-letters", "orders", "-f", "--scaler", api.URL)
+		Expect(out).To(ContainSubstring("Deleted 1 dead letter."))
+		var checks int
+		for _, c := range cc.CallsTo(http.MethodPatch, "/v3/apps/"+orders) {
+			if string(c.Body) == `{"metadata":{}}` {
+				checks++ // the scaler's write check, with the token cf gave the plugin
+			}
+		}
+		Expect(checks).To(Equal(2), "replay and purge")
 		Expect(mustCF("dead-letters")).To(ContainSubstring("No dead letters."))
 	})
 
