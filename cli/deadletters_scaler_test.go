@@ -106,6 +106,11 @@ func testDeadLettersThroughScaler(t *testing.T, when spec.G, it spec.S) {
 		Expect(r.stdout).NotTo(ContainSubstring("stranger"))
 		failsWith(t, run("dead-letter", "orders", strconv.FormatUint(b1, 10)), "app 'orders' has no dead letter "+strconv.FormatUint(b1, 10))
 		failsWith(t, run("dead-letters", "stranger"), "App 'stranger' not found in org acme / space dev")
+		w.cc.AddApp(w.spaceGUID, "plain", nil, nil) // not mapped: nothing the scaler serves
+		r = run("dead-letters", "plain")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(HaveSuffix("No dead letters.\n"))
+		failsWith(t, run("redrive", "plain"), "is not a mapped app your token may see")
 	})
 
 	it("redrives to that app alone, replays, purges; a read-only role changes nothing", func() {
