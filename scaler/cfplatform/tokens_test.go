@@ -97,3 +97,35 @@ func TestTokens(t *testing.T) {
 	}
 	Expect(cfplatform.TokensCached(tokens)).To(BeNumerically("<=", 1024))
 }
+
+// MayChange asks CC, with the caller's token and each time, for an empty
+// metadata update: a Space Developer may, a read-only role or another
+// space's user may not, an expired token is rejected.
+func TestTokensMayChange(t *testing.T) {
+	Expect := NewWithT(t).Expect
+	ctx := context.Background()
+	cc := ccdouble.New(t)
+	org := cc.AddOrg("acme")
+	prod, other := cc.AddSpace(org, "prod"), cc.AddSpace(org, "other")
+	app := cc.AddApp(prod, "a", map[string]string{mapping.LabelMapped: "true"}, nil)
+	cc.AddUser("dev", "pw", ccdouble.SpaceDeveloper(prod))
+	cc.AddUser("auditor", "pw", ccdouble.SpaceAuditor(prod))
+	cc.AddUser("stranger", "pw", ccdouble.SpaceDeveloper(other))
+	tokens := cfplatform.NewTokens(cfplatform.Config{API: cc.URL()})
+	bare := func(tok string) string { return strings.TrimPrefix(tok, "bearer ") }
+
+	dev := bare(cc.IssueToken("dev", time.Hour))
+	Expect(tokens.MayChange(ctx, dev, app)).To(Succeed())
+	Expect(tokens.MayChange(ctx, dev, app)).To(Succeed())
+	patches := cc.CallsTo(http.MethodPatch, "/v3/apps/"+app)
+	Expect(patches).To(HaveLen(2), "never cached")
+	Expect(string(patches[0].Body)).To(Equal(`{"metadata":{}}`))
+	Expect(cc.App(app).Labels).To(Equal(map[string]string{mapping.LabelMapped: "true"}), "nothing changed")
+	Expect(tokens.MayChange(ctx, bare(cc.IssueToken("auditor", time.Hour)), app)).To(MatchError(scaler.ErrNotAuthorized))
+	Expect(tokens.MayChange(ctx, bare(cc.IssueToken("stranger", time.Hour)), app)).To(MatchError(scaler.ErrNotAuthorized))
+	Expect(tokens.MayChange(ctx, bare(cc.IssueToken("dev", -time.Minute)), app)).To(MatchError(scaler.ErrTokenRejected))
+	cc.SetUnavailable(true)
+	err := tokens.MayChange(ctx, dev, app)
+	Expect(err).To(MatchError(ContainSubstring("answered 503")))
+	Expect(err.Error()).NotTo(ContainSubstring(dev))
+}
