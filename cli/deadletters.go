@@ -405,18 +405,16 @@ func newRedriveCmd(open targetOpener, standalone bool) *cobra.Command {
 				return err
 			}
 			defer env.close()
-			// The progress line follows the selection (and, through the
-			// scaler, the redrive itself): the output is the same either way.
-			n, res, err := env.be.redrive(ctx, guid, args[0], tp, want, limit, wait)
 			out := cmd.OutOrStdout()
-			if n == 0 && err == nil {
-				fmt.Fprintf(out, "App '%s' has no dead letters%s.\n", args[0], ops.TopicNote(tp))
-				return nil
-			}
-			if n > 0 {
-				fmt.Fprintf(out, "Redriving %d dead letter%s to app %s %s...\n", n, plural(n), args[0], env.where)
-			}
-			if err != nil {
+			n := 0
+			res, err := env.be.redrive(ctx, guid, args[0], tp, want, limit, wait, func(selected int) {
+				if n = selected; n == 0 {
+					fmt.Fprintf(out, "App '%s' has no dead letters%s.\n", args[0], ops.TopicNote(tp))
+				} else {
+					fmt.Fprintf(out, "Redriving %d dead letter%s to app %s %s...\n", n, plural(n), args[0], env.where)
+				}
+			})
+			if err != nil || n == 0 {
 				return err
 			}
 			for _, fl := range res.Failures {

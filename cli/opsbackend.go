@@ -34,8 +34,10 @@ type opsBackend interface {
 	// newest first.
 	list(ctx context.Context, guid, t string) ([]ops.Letter, error)
 	get(ctx context.Context, guid, name string, id uint64) (ops.Letter, error)
-	// redrive selects (ops.SelectRedrive) and sends; it returns how many were selected.
-	redrive(ctx context.Context, guid, name, t string, ids []uint64, limit int, wait time.Duration) (int, ops.Outcome, error)
+	// redrive selects (ops.SelectRedrive) and sends, telling announce how
+	// many it selected as soon as it knows (over NATS before it waits for
+	// the app, through the scaler once it answered).
+	redrive(ctx context.Context, guid, name, t string, ids []uint64, limit int, wait time.Duration, announce func(n int)) (ops.Outcome, error)
 	replay(ctx context.Context, guid, name, t string, since, until time.Time) (ops.Replayed, error)
 	purge(ctx context.Context, guid, t string, letters []ops.Letter) (int, error)
 	close()
@@ -58,13 +60,15 @@ func (n *natsOps) get(ctx context.Context, guid, name string, id uint64) (ops.Le
 	return ops.GetOf(ctx, n.js, guid, name, id)
 }
 
-func (n *natsOps) redrive(ctx context.Context, guid, name, t string, ids []uint64, limit int, wait time.Duration) (int, ops.Outcome, error) {
+func (n *natsOps) redrive(ctx context.Context, guid, name, t string, ids []uint64, limit int, wait time.Duration, announce func(int)) (ops.Outcome, error) {
 	m, letters, err := ops.SelectRedrive(ctx, n.js, guid, name, t, ids, limit)
-	if err != nil || len(letters) == 0 {
-		return 0, ops.Outcome{}, err
+	if err != nil {
+		return ops.Outcome{}, err
 	}
-	res, err := ops.Redrive(ctx, n.js, m, letters, n.streams, wait)
-	return len(letters), res, err
+	if announce(len(letters)); len(letters) == 0 {
+		return ops.Outcome{}, nil
+	}
+	return ops.Redrive(ctx, n.js, m, letters, n.streams, wait)
 }
 
 func (n *natsOps) replay(ctx context.Context, guid, name, t string, since, until time.Time) (ops.Replayed, error) {
@@ -185,11 +189,14 @@ func (a *apiOps) get(ctx context.Context, guid, _ string, id uint64) (ops.Letter
 	return l.Letter, nil
 }
 
-func (a *apiOps) redrive(ctx context.Context, guid, _, t string, ids []uint64, limit int, wait time.Duration) (int, ops.Outcome, error) {
+func (a *apiOps) redrive(ctx context.Context, guid, _, t string, ids []uint64, limit int, wait time.Duration, announce func(int)) (ops.Outcome, error) {
 	var res scaler.RedriveResult
 	req := scaler.RedriveRequest{Topic: t, IDs: ids, Limit: limit, Wait: wait.String()}
-	err := a.call(ctx, http.MethodPost, a.appPath(guid, "/redrive"), req, &res, apiTimeout+wait)
-	return res.Selected, res.Outcome, err
+	if err := a.call(ctx, http.MethodPost, a.appPath(guid, "/redrive"), req, &res, apiTimeout+wait); err != nil {
+		return res.Outcome, err
+	}
+	announce(res.Selected)
+	return res.Outcome, nil
 }
 
 func (a *apiOps) replay(ctx context.Context, guid, _, t string, since, until time.Time) (ops.Replayed, error) {
