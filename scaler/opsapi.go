@@ -26,7 +26,7 @@ const (
 	opsTimeout     = 30 * time.Second // reading or writing letters, replaying
 	defaultWait    = time.Minute      // how long a redrive waits for the app, unless told
 	maxRedriveWait = 10 * time.Minute
-	maxOpsBody     = 1 << 20
+	maxOpsBody     = 8 << 20 // a purge names every letter it deletes
 )
 
 // Letter is one dead letter whole, as GET /v1/apps/{guid}/dead-letters/{id}

@@ -59,9 +59,17 @@ type Filter struct {
 	OlderThan time.Time // stored before this time
 }
 
-func (f Filter) match(l Letter) bool {
-	return (f.App == "" || l.App == f.App) && (f.Topic == "" || l.Topic == f.Topic) &&
-		(len(f.IDs) == 0 || slices.Contains(f.IDs, l.ID)) && (f.OlderThan.IsZero() || l.Time.Before(f.OlderThan))
+// matcher is f as a test of one letter; the IDs in a set, since a purge
+// through the scaler names every letter it deletes.
+func (f Filter) matcher() func(Letter) bool {
+	ids := make(map[uint64]bool, len(f.IDs))
+	for _, id := range f.IDs {
+		ids[id] = true
+	}
+	return func(l Letter) bool {
+		return (f.App == "" || l.App == f.App) && (f.Topic == "" || l.Topic == f.Topic) &&
+			(len(ids) == 0 || ids[l.ID]) && (f.OlderThan.IsZero() || l.Time.Before(f.OlderThan))
+	}
 }
 
 // ErrNoLetter is returned by Get for an ID that holds no dead letter.
@@ -98,6 +106,7 @@ func List(ctx context.Context, js jetstream.JetStream, f Filter) ([]Letter, erro
 	if total == 0 {
 		return out, nil
 	}
+	match := f.matcher()
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", topic.DLQStream, err)
@@ -117,7 +126,7 @@ func List(ctx context.Context, js jetstream.JetStream, f Filter) ([]Letter, erro
 				continue
 			}
 			l := letterOf(md.Sequence.Stream, md.Timestamp, m.Subject(), m.Headers(), m.Data())
-			if f.match(l) {
+			if match(l) {
 				out = append(out, l)
 			}
 			left = md.NumPending
