@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -324,8 +325,14 @@ func checkTopic(t string) error {
 }
 
 // readBody decodes a JSON body (an empty one is the zero request), naming
-// the field that is wrong.
+// the field that is wrong. The writes take only Content-Type
+// application/json: a browser cannot send that cross-site without asking
+// first, so a web page cannot drive the token-less API of a `hottopic dev`.
 func readBody(w http.ResponseWriter, r *http.Request, into any) bool {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		opsError(w, http.StatusUnsupportedMediaType, errors.New("Content-Type: want application/json"))
+		return false
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxOpsBody+1))
 	if err != nil {
 		opsError(w, http.StatusBadRequest, fmt.Errorf("body: %v", err))

@@ -80,6 +80,9 @@ func TestOperationsAPI(t *testing.T) {
 		if tok != "" {
 			req.Header.Set("Authorization", tok)
 		}
+		if method != "GET" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		Expect(err).NotTo(HaveOccurred())
 		defer resp.Body.Close()
@@ -132,6 +135,16 @@ func TestOperationsAPI(t *testing.T) {
 		Expect(code).To(Equal(http.StatusNotFound), r[1])
 		Expect(v["error"]).To(Equal("app " + orders + " is not a mapped app your token may see"))
 	}
+
+	// Writes take JSON only: a web page cannot post them cross-site.
+	req, err := http.NewRequest("POST", srv.URL+app(orders)+"/redrive", strings.NewReader(redrive))
+	Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("Authorization", alice)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := http.DefaultClient.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	Expect(resp.StatusCode).To(Equal(http.StatusUnsupportedMediaType))
 
 	// Writing: a read-only role is refused, and nothing changes.
 	for _, r := range [][3]string{{"POST", "/redrive", redrive}, {"POST", "/replay", replay}, {"DELETE", "/dead-letters", ""}} {
