@@ -46,6 +46,10 @@ type StreamOptions struct {
 	// ReplayWindow is how long new topics keep events for replay
 	// (archive.go): 0 means DefaultReplayWindow, negative means none.
 	ReplayWindow time.Duration
+	// Duplicates is the de-duplication window of new topic streams: how
+	// long the server keeps each Nats-Msg-Id (in memory, about 100 bytes
+	// each). 0 means the server's default (2 min).
+	Duplicates time.Duration
 }
 
 // StreamOptionsFromEnv reads HOTTOPIC_STREAM_REPLICAS and HOTTOPIC_STREAM_MAX_AGE.
@@ -103,6 +107,7 @@ func TopicStreamConfig(t string, o StreamOptions, nc *nats.Conn) jetstream.Strea
 		MaxAge:      o.maxAge(),
 		Replicas:    o.replicas(nc),
 		Discard:     jetstream.DiscardOld,
+		Duplicates:  o.Duplicates,
 		Metadata:    map[string]string{MetaTopic: t},
 	}
 }
