@@ -113,12 +113,17 @@ func TopicStreamConfig(t string, o StreamOptions, nc *nats.Conn) jetstream.Strea
 }
 
 // EnsureTopicStream returns topic t's stream, creating it if missing. An
-// existing stream is never reconfigured: an operator may have tuned it.
+// existing stream is never reconfigured (an operator may have tuned it),
+// except that one EnsureMapping left opening gets its topic's subject.
 func EnsureTopicStream(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
 	if err := topic.Validate(t); err != nil {
 		return nil, err
 	}
-	return ensureTopicStreamWithArchive(ctx, js, t, o)
+	s, err := ensureTopicStreamWithArchive(ctx, js, t, t, o)
+	if err != nil {
+		return nil, err
+	}
+	return s, openStream(ctx, js, s, t)
 }
 
 // DLQStreamConfig is the configuration of the dead-letter stream: limits
@@ -289,28 +294,29 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appNam
 		if err != nil {
 			return nil, wrap(err)
 		}
-		awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas)
+		_ = awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas, 5*time.Second)
 		return c, nil
 	}
 	return nil, wrap(errors.New("created and deleted concurrently; try again"))
 }
 
-// awaitPlaced waits, up to 5 s, until every replica of the new consumer is
-// running and current. An interest-retention stream's replica keeps an event
-// only if it knows a consumer that wants it; a replica that has not created
-// the consumer yet drops the event from its copy, and would lose it for the
-// consumer if it led the consumer later.
-func awaitPlaced(ctx context.Context, c jetstream.Consumer, replicas int) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// awaitPlaced waits, up to within, until every replica of the consumer is
+// running and current, and says so (false when it is not by then). An
+// interest-retention stream's replica keeps an event only if it knows a
+// consumer that wants it; a replica that has not created the consumer yet
+// drops the event from its copy, and would lose it for the consumer if it
+// led the consumer later.
+func awaitPlaced(ctx context.Context, c jetstream.Consumer, replicas int, within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
 		info, err := c.Info(ctx)
 		if err == nil && placed(info, replicas) {
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(wait):
 		}
 	}
