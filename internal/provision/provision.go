@@ -231,9 +231,18 @@ func ConsumerConfig(appGUID, appName, t string, s mapping.Settings) jetstream.Co
 		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
 		MaxDeliver:    s.MaxDeliver,
 		FilterSubject: t,
-		MaxAckPending: 1000,
+		MaxAckPending: MaxAckPending(s),
 		Metadata:      meta,
 	}
+}
+
+// MaxAckPending is what an app's consumer lets its instances hold unacked,
+// together: every instance its whole window (concurrency × batch-size) at
+// max-instances, and never less than 1000. A fixed 1000 let the first
+// instances of an app with big batches take it all and left the others
+// scaled out but starved.
+func MaxAckPending(s mapping.Settings) int {
+	return max(1000, max(1, s.Concurrency)*max(1, s.BatchSize)*max(1, s.MaxInstances))
 }
 
 // EnsureConsumer creates or updates app appGUID's consumer on topic t (the
