@@ -20,8 +20,9 @@ import (
 // deadline kept extended by its puller while the batch is out. An event
 // being redelivered goes alone (a batch of one), so an event that failed
 // cannot fail the events it would share a batch with again. One worker
-// fills a batch at a time; the others, each holding the first event of its
-// next batch, wait for it (so at most one partial batch waits to fill).
+// takes events for a batch at a time (the fill turn, taken before its first
+// event): so at most one partial batch waits to fill, and never for an event
+// another worker holds.
 
 // batchBodyLimit bounds the app's answer to a batch: batchItemFailures
 // naming 1000 ids fits many times over.
@@ -109,13 +110,17 @@ func (e *engine) collect(w *worker, first *pull.Msg, s *settings) []batchItem {
 }
 
 // handleBatch delivers a batch starting with first and settles every event.
-func (e *engine) handleBatch(w *worker, first *pull.Msg) {
+// turn: the worker took the fill turn before first; else (first was carried
+// over from its last batch) it takes it now.
+func (e *engine) handleBatch(w *worker, first *pull.Msg, turn bool) {
 	s := e.set.Load()
 	// One batch fills at a time: workers splitting the events between
 	// partial batches would each wait out batch-wait half full.
-	e.filling.Lock()
+	if !turn {
+		e.fillTurn <- struct{}{}
+	}
 	items := e.collect(w, first, s)
-	e.filling.Unlock()
+	<-e.fillTurn
 	if len(items) == 0 {
 		return
 	}

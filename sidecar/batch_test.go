@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -275,7 +276,10 @@ func testBatch(t *testing.T, when spec.G, it spec.S) {
 		info := consumerInfo(t, js, stream, guid)
 		Expect(info.NumPending).To(Equal(uint64(6)))
 		close(release)
-		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(4))
+		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(4), func() string {
+			ci := consumerInfo(t, js, stream, guid)
+			return fmt.Sprintf("batches %v pending %d ackpending %d waiting %d", batches(app)(), ci.NumPending, ci.NumAckPending, ci.NumWaiting)
+		})
 		got := map[string]int{}
 		for _, b := range batches(app)() {
 			Expect(b).To(HaveLen(3))

@@ -60,7 +60,7 @@ type engine struct {
 	releasing atomic.Bool // shutdown: nak instead of delivering
 	draining  atomic.Bool // shutdown began: a partial batch waits no more
 	drainCh   chan struct{}
-	filling   sync.Mutex // held by the one worker filling a batch
+	fillTurn  chan struct{} // holds a token while one worker takes events for a batch (batch.go)
 	// unknownIDSaid: a batchItemFailures id that named no event was logged
 	unknownIDSaid atomic.Bool
 
@@ -86,11 +86,12 @@ type worker struct {
 func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID string, appPort int, streams provision.StreamOptions) *engine {
 	return &engine{
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
-		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
-		outputs: provision.NewStreamCache(js),
-		jobs:    make(chan *pull.Msg, 4096),
-		drainCh: make(chan struct{}),
-		conns:   map[*appconn.Conn]struct{}{},
+		appAddr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
+		outputs:  provision.NewStreamCache(js),
+		jobs:     make(chan *pull.Msg, 4096),
+		drainCh:  make(chan struct{}),
+		fillTurn: make(chan struct{}, 1),
+		conns:    map[*appconn.Conn]struct{}{},
 	}
 }
 
@@ -144,7 +145,7 @@ func (e *engine) work(w *worker) {
 	for {
 		if m := w.carry; m != nil { // taken while filling the last batch, not part of it
 			w.carry = nil
-			e.dispatch(w, m)
+			e.dispatch(w, m, false)
 			continue
 		}
 		select {
@@ -152,10 +153,24 @@ func (e *engine) work(w *worker) {
 			return
 		default:
 		}
+		// In batch mode a worker takes its turn before its first event (see
+		// batch.go), so no event waits in a worker's hands while another
+		// worker's partial batch waits out batch-wait for it.
+		turn := e.set.Load().batchSize > 1
+		if turn {
+			select {
+			case e.fillTurn <- struct{}{}:
+			case <-w.quit:
+				return
+			}
+		}
 		select {
 		case m := <-e.jobs:
-			e.dispatch(w, m)
+			e.dispatch(w, m, turn)
 		case <-w.quit:
+			if turn {
+				<-e.fillTurn
+			}
 			return
 		}
 	}
@@ -169,13 +184,16 @@ func (e *engine) drain() {
 }
 
 // dispatch delivers m alone (batch-size 1: the path of one event per POST)
-// or as the first event of a batch.
-func (e *engine) dispatch(w *worker, m *pull.Msg) {
+// or as the first event of a batch. turn: the worker holds the fill turn.
+func (e *engine) dispatch(w *worker, m *pull.Msg, turn bool) {
 	if e.set.Load().batchSize > 1 {
-		e.handleBatch(w, m)
-	} else {
-		e.handle(w, m)
+		e.handleBatch(w, m, turn)
+		return
 	}
+	if turn { // batch-size went down to 1 meanwhile
+		<-e.fillTurn
+	}
+	e.handle(w, m)
 }
 
 // abort makes every delivery in progress, and any later one, fail at once:
