@@ -35,19 +35,9 @@ func testRedrive(t *testing.T, when spec.G, it spec.S) {
 	it("sends dead letters back to their app only, removes them once taken, and keeps the history of one that fails again", func() {
 		srv := natstest.Run(t)
 		js := jsFor(t, srv.Connect())
-		kv := putMapping(t, js, "", "")
 		settings := mapping.Defaults()
 		settings.MaxDeliver = 2
-		for _, g := range []string{guidA, guidB} {
-			_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
-			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, g, "", "orders", settings)
-			Expect(err).NotTo(HaveOccurred())
-			b, err := mapping.Mapping{AppGUID: g, Topics: []string{"orders"}, Settings: settings}.Encode()
-			Expect(err).NotTo(HaveOccurred())
-			_, err = kv.Put(ctx, g, b)
-			Expect(err).NotTo(HaveOccurred())
-		}
+		mapApps(t, js, "orders", settings, guidA, guidB)
 		// A rejects everything at first; later only "e2". B takes everything.
 		var fixed atomic.Bool
 		appA := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
