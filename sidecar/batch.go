@@ -240,12 +240,12 @@ func (e *engine) handleBatch(w *worker, first *pull.Msg) {
 		all(func(it batchItem) { e.retry(it.m, it.md, s, topic, out.err.Error(), 0); settle(it, false) })
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
 		all(func(it batchItem) {
-			e.retry(it.m, it.md, s, topic, statusText(out.status), out.retryAfter)
+			e.retry(it.m, it.md, s, topic, out.failure(), out.retryAfter)
 			settle(it, false)
 		})
 	default: // any other 4xx: the app says this batch can never succeed
 		all(func(it batchItem) {
-			e.deadLetter(it.m, it.md, s, topic, statusText(out.status), false)
+			e.deadLetter(it.m, it.md, s, topic, out.failure(), false)
 			settle(it, false)
 		})
 	}

@@ -258,11 +258,23 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	case out.err != nil:
 		e.retry(m, md, s, topic, out.err.Error(), 0)
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
-		e.retry(m, md, s, topic, statusText(out.status), out.retryAfter)
+		e.retry(m, md, s, topic, out.failure(), out.retryAfter)
 	default: // any other 4xx: the app says this event can never succeed
-		e.deadLetter(m, md, s, topic, statusText(out.status), false)
+		e.deadLetter(m, md, s, topic, out.failure(), false)
 	}
 	return false
+}
+
+// failure is the reason of a non-2xx answer: its status, and the start of
+// its body (what the app said went wrong), bounded and printable.
+func (o outcome) failure() string {
+	r := statusText(o.status)
+	if o.resp != nil {
+		if t := o.resp.ErrorText(); t != "" {
+			r += ": " + t
+		}
+	}
+	return r
 }
 
 func statusText(code int) string {
