@@ -24,6 +24,7 @@ type reconciler struct {
 	kv      jetstream.KeyValue
 	applied map[string]mapping.Mapping
 	encoded map[string][]byte
+	settled jetstream.Consumer // on provision.SettledStream (redrive.go); nil until made
 }
 
 // mappingsBucket opens the mappings bucket, creating it if missing.
@@ -118,6 +119,7 @@ func (s *Scaler) reconcile(ctx context.Context, r *reconciler) {
 			s.log.Warn("unmapping failed; will retry", "app_guid", guid, "error", err)
 		}
 	}
+	s.drainSettled(ctx, r)
 }
 
 func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, enc []byte) error {

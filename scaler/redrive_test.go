@@ -59,7 +59,7 @@ func TestRedriveAdvisory(t *testing.T) {
 
 	// A sidecar that takes the event and dies, twice; the next pull makes the
 	// server give up on it.
-	c, err := js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guid, "payments"))
+	c, err := js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guid))
 	Expect(err).NotTo(HaveOccurred())
 	for range 2 {
 		batch, err := c.Fetch(1, jetstream.FetchMaxWait(3*time.Second))

@@ -48,7 +48,7 @@ func (e *engine) meta(m *pull.Msg) (*nats.MsgMetadata, bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		p := m.Puller()
-		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
+		e.log.Error("dropping a message that is not a JetStream delivery", "topic", e.topicOf(m), "error", err)
 		_ = m.Term()
 		p.Done(m)
 		return nil, false
@@ -66,7 +66,7 @@ func (e *engine) collect(w *worker, first *pull.Msg, s *settings) []batchItem {
 		return nil
 	}
 	w.items = append(w.items, batchItem{m: first, md: md})
-	if md.NumDelivered > 1 {
+	if md.NumDelivered > 1 || first.Puller().Topic() == "" { // the per-app path mixes topics: alone
 		return w.items
 	}
 	var expired <-chan time.Time
@@ -120,7 +120,7 @@ func (e *engine) handleBatch(w *worker, first *pull.Msg) {
 		return
 	}
 	p := first.Puller()
-	topic := p.Topic()
+	topic := e.topicOf(first)
 	tm := e.m.topic(topic)
 	settle := func(it batchItem, acked bool) {
 		if !acked {

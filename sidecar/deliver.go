@@ -48,13 +48,16 @@ type settings struct {
 
 // engine delivers held events to the app with a fixed pool of workers.
 type engine struct {
-	log       *slog.Logger
-	m         *metrics
-	js        jetstream.JetStream
-	appGUID   string
-	appAddr   string // 127.0.0.1:$PORT
-	streams   provision.StreamOptions
-	outputs   *provision.StreamCache // topics known to have a stream
+	log     *slog.Logger
+	m       *metrics
+	js      jetstream.JetStream
+	appGUID string
+	appAddr string // 127.0.0.1:$PORT
+	streams provision.StreamOptions
+	outputs *provision.StreamCache // topics known to have a stream
+	// scoped: a broker binding's credentials (they carry an inbox prefix),
+	// which reach no stream's messages: the scaler deletes redriven letters.
+	scoped    bool
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
@@ -88,6 +91,7 @@ func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID str
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
 		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
 		outputs: provision.NewStreamCache(js),
+		scoped:  js.Conn().Opts.InboxPrefix != "",
 		jobs:    make(chan *pull.Msg, 4096),
 		drainCh: make(chan struct{}),
 		conns:   map[*appconn.Conn]struct{}{},
@@ -209,7 +213,7 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // attempt delivers m once and settles it; true when it was acked (and so
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
-	tm := e.m.topic(p.Topic())
+	tm := e.m.topic(e.topicOf(m))
 	if e.releasing.Load() { // the grace period is over
 		_ = m.Nak()
 		tm.released.Inc()
@@ -217,12 +221,12 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	}
 	md, err := m.Metadata()
 	if err != nil { // not a JetStream message: nothing to redeliver
-		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
+		e.log.Error("dropping a message that is not a JetStream delivery", "topic", e.topicOf(m), "error", err)
 		_ = m.Term()
 		return false
 	}
 	s := e.set.Load()
-	topic := p.Topic()
+	topic := e.topicOf(m)
 	if md.NumDelivered > 1 {
 		tm.redeliveries.Inc()
 	}

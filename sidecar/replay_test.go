@@ -85,7 +85,7 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 		// B got nothing again: its consumers saw no new event.
 		Expect(appB.bodies()).To(Equal(map[string]int{"e0": 1, "e1": 1, "e2": 1}))
 		Expect(consumerInfo(t, js, topic.StreamName("orders"), guidB).Delivered.Consumer).To(Equal(uint64(3)))
-		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB, "orders"))
+		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB))
 		Expect(err).To(MatchError(jetstream.ErrConsumerNotFound), "B has no consumer on the per-app path")
 
 		// --until bounds the window (exclusive).
@@ -125,7 +125,7 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 		}
 		Eventually(app.bodies, 10*time.Second).Should(Equal(want))
 		Eventually(func() uint64 {
-			return consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidA, "fast")).AckFloor.Stream
+			return consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidA)).AckFloor.Stream
 		}, 10*time.Second).Should(Equal(uint64(n)), "every replayed event was taken")
 		Expect(app.bodies()).To(Equal(want), "and none came a third time")
 	})

@@ -78,7 +78,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, t st
 	if st.Msgs == 0 {
 		return r, nil
 	}
-	if _, err := provision.EnsureRedriveConsumer(ctx, js, m.AppGUID, t, m.Settings, so); err != nil {
+	if _, err := provision.EnsureRedriveConsumer(ctx, js, m.AppGUID, m.Settings, so); err != nil {
 		return r, err
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since})
