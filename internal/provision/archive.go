@@ -147,10 +147,16 @@ func ensureArchiveConsumer(ctx context.Context, js jetstream.JetStream, t string
 	if err != nil {
 		return fmt.Errorf("look up stream %s: %w", stream, err)
 	}
-	_, err = js.CreatePushConsumer(ctx, stream, ArchiveConsumerConfig(t, st.CachedInfo().State.LastSeq+1))
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+	c, err := js.CreatePushConsumer(ctx, stream, ArchiveConsumerConfig(t, st.CachedInfo().State.LastSeq+1))
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("consumer %s on stream %s: %w", ArchiveConsumer, stream, err)
 	}
+	// As for an app's consumer: a replica that does not know it yet would
+	// drop events from its copy of the interest stream.
+	awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas)
 	return nil
 }
 

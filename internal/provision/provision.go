@@ -306,7 +306,9 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appNam
 // only if it knows a consumer that wants it; a replica that has not created
 // the consumer yet drops the event from its copy, and would lose it for the
 // consumer if it led the consumer later.
-func awaitPlaced(ctx context.Context, c jetstream.Consumer, replicas int) {
+func awaitPlaced(ctx context.Context, c interface {
+	Info(context.Context) (*jetstream.ConsumerInfo, error)
+}, replicas int) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
