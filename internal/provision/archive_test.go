@@ -8,18 +8,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/gomega"
 
-	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestArchive(t *testing.T) {
 	Expect := NewWithT(t).Expect
-	ctx := context.Background()
-	js, err := jetstream.New(natstest.Run(t).Connect())
-	Expect(err).NotTo(HaveOccurred())
+	ctx, js := context.Background(), embeddedJS(t)
 
 	// A new topic stream gets its archive: sourced, limits, the window as its age.
-	_, err = provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
+	_, err := provision.EnsureTopicStream(ctx, js, "orders.created", provision.StreamOptions{})
 	Expect(err).NotTo(HaveOccurred())
 	a, err := js.Stream(ctx, "HTA_orders_created")
 	Expect(err).NotTo(HaveOccurred())

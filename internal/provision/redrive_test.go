@@ -18,11 +18,9 @@ import (
 // RemoveRedrive takes a topic's events, then the app's consumer and all.
 func TestRedriveConsumer(t *testing.T) {
 	Expect := NewWithT(t).Expect
-	ctx := context.Background()
-	js, err := jetstream.New(natstest.Run(t).Connect())
-	Expect(err).NotTo(HaveOccurred())
+	ctx, js := context.Background(), embeddedJS(t)
 	const app = "6f1c2a4e-0000-4000-8000-0000000000aa"
-	_, err = provision.EnsureRedriveStream(ctx, js, provision.StreamOptions{})
+	_, err := provision.EnsureRedriveStream(ctx, js, provision.StreamOptions{})
 	Expect(err).NotTo(HaveOccurred())
 	old := app + "__" + topic.StreamName("orders")
 	_, err = js.CreateOrUpdateConsumer(ctx, topic.RedriveStream, jetstream.ConsumerConfig{Durable: old, FilterSubject: topic.RedriveSubject(app, "orders"), AckPolicy: jetstream.AckExplicitPolicy})
@@ -54,4 +52,14 @@ func TestRedriveConsumer(t *testing.T) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(st.CachedInfo().State.Msgs).To(BeZero())
 	Expect(provision.RemoveRedrive(ctx, js, app, "")).To(Succeed(), "nothing left is no error")
+}
+
+// embeddedJS is JetStream on an embedded server of the test's own.
+func embeddedJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(natstest.Run(t).Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
