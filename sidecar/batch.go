@@ -49,7 +49,7 @@ func (e *engine) meta(m *pull.Msg) (*nats.MsgMetadata, bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		p := m.Puller()
-		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
+		e.log.Error("dropping a message that is not a JetStream delivery", "topic", e.topicOf(m), "error", err)
 		_ = m.Term()
 		p.Done(m)
 		return nil, false
@@ -67,7 +67,7 @@ func (e *engine) collect(w *worker, first *pull.Msg, s *settings) []batchItem {
 		return nil
 	}
 	w.items = append(w.items, batchItem{m: first, md: md})
-	if md.NumDelivered > 1 {
+	if md.NumDelivered > 1 || first.Puller().Topic() == "" { // the per-app path mixes topics: alone
 		return w.items
 	}
 	var expired <-chan time.Time
@@ -125,7 +125,7 @@ func (e *engine) handleBatch(w *worker, first *pull.Msg, turn bool) {
 		return
 	}
 	p := first.Puller()
-	topic := p.Topic()
+	topic := e.topicOf(first)
 	tm := e.m.topic(topic)
 	settle := func(it batchItem, acked bool) {
 		if !acked {
@@ -245,12 +245,12 @@ func (e *engine) handleBatch(w *worker, first *pull.Msg, turn bool) {
 		all(func(it batchItem) { e.retry(it.m, it.md, s, topic, out.err.Error(), 0); settle(it, false) })
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
 		all(func(it batchItem) {
-			e.retry(it.m, it.md, s, topic, statusText(out.status), out.retryAfter)
+			e.retry(it.m, it.md, s, topic, out.failure(), out.retryAfter)
 			settle(it, false)
 		})
 	default: // any other 4xx: the app says this batch can never succeed
 		all(func(it batchItem) {
-			e.deadLetter(it.m, it.md, s, topic, statusText(out.status), false)
+			e.deadLetter(it.m, it.md, s, topic, out.failure(), false)
 			settle(it, false)
 		})
 	}

@@ -189,12 +189,15 @@ func testBatch(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	it("dead-letters every event of a batch answered with another 4xx, each with the reason", func() {
-		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) { w.WriteHeader(http.StatusUnprocessableEntity) }).start(t)
+		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = w.Write([]byte(`{"error":"no"}`))
+		}).start(t)
 		start(app, "HOTTOPIC_BATCH_SIZE", "2", "HOTTOPIC_BATCH_WAIT_MS", "60000")
 		publish("x", "y")
 		dlq := dlqMessages(t, js, 2)
 		for i, m := range dlq {
-			Expect(m.Header.Get(provision.HeaderReason)).To(Equal("HTTP 422 Unprocessable Entity"))
+			Expect(m.Header.Get(provision.HeaderReason)).To(Equal(`HTTP 422 Unprocessable Entity: {"error":"no"}`))
 			Expect(m.Header.Get(provision.HeaderDeliveries)).To(Equal("1"))
 			Expect(m.Header.Get(provision.HeaderStreamSequence)).To(Equal(strconv.Itoa(i + 1)))
 		}

@@ -48,13 +48,16 @@ type settings struct {
 
 // engine delivers held events to the app with a fixed pool of workers.
 type engine struct {
-	log       *slog.Logger
-	m         *metrics
-	js        jetstream.JetStream
-	appGUID   string
-	appAddr   string // 127.0.0.1:$PORT
-	streams   provision.StreamOptions
-	outputs   *provision.StreamCache // topics known to have a stream
+	log     *slog.Logger
+	m       *metrics
+	js      jetstream.JetStream
+	appGUID string
+	appAddr string // 127.0.0.1:$PORT
+	streams provision.StreamOptions
+	outputs *provision.StreamCache // topics known to have a stream
+	// scoped: a broker binding's credentials (they carry an inbox prefix),
+	// which reach no stream's messages: the scaler deletes redriven letters.
+	scoped    bool
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
@@ -88,6 +91,7 @@ func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID str
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
 		appAddr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
 		outputs:  provision.NewStreamCache(js),
+		scoped:   js.Conn().Opts.InboxPrefix != "",
 		jobs:     make(chan *pull.Msg, 4096),
 		drainCh:  make(chan struct{}),
 		fillTurn: make(chan struct{}, 1),
@@ -227,7 +231,7 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // attempt delivers m once and settles it; true when it was acked (and so
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
-	tm := e.m.topic(p.Topic())
+	tm := e.m.topic(e.topicOf(m))
 	if e.releasing.Load() { // the grace period is over
 		_ = m.Nak()
 		tm.released.Inc()
@@ -235,12 +239,12 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	}
 	md, err := m.Metadata()
 	if err != nil { // not a JetStream message: nothing to redeliver
-		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
+		e.log.Error("dropping a message that is not a JetStream delivery", "topic", e.topicOf(m), "error", err)
 		_ = m.Term()
 		return false
 	}
 	s := e.set.Load()
-	topic := p.Topic()
+	topic := e.topicOf(m)
 	if md.NumDelivered > 1 {
 		tm.redeliveries.Inc()
 	}
@@ -276,11 +280,23 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	case out.err != nil:
 		e.retry(m, md, s, topic, out.err.Error(), 0)
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
-		e.retry(m, md, s, topic, statusText(out.status), out.retryAfter)
+		e.retry(m, md, s, topic, out.failure(), out.retryAfter)
 	default: // any other 4xx: the app says this event can never succeed
-		e.deadLetter(m, md, s, topic, statusText(out.status), false)
+		e.deadLetter(m, md, s, topic, out.failure(), false)
 	}
 	return false
+}
+
+// failure is the reason of a non-2xx answer: its status, and the start of
+// its body (what the app said went wrong), bounded and printable.
+func (o outcome) failure() string {
+	r := statusText(o.status)
+	if o.resp != nil {
+		if t := o.resp.ErrorText(); t != "" {
+			r += ": " + t
+		}
+	}
+	return r
 }
 
 func statusText(code int) string {
