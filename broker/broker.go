@@ -24,6 +24,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/hottopic-io/hottopic/internal/buses"
 )
 
 // Catalog IDs: stable, since Cloud Controller stores them.
@@ -213,8 +215,16 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	if bus.Topics == nil {
 		bus.Topics = []string{}
 	}
-	bus.SigningSeed = b.st.seal(string(sseed), "bus/"+id+"/signing_seed")
-	bus.ScalerCreds = b.st.seal(scalerCreds, "bus/"+id+"/scaler_creds")
+	// Cloud Foundry names the instance in the context (OSB 2.15+); the
+	// scaler shows it in a mapping's "cf bind-service" hint.
+	var pc struct {
+		InstanceName string `json:"instance_name"`
+	}
+	if json.Unmarshal(d.RawContext, &pc) == nil {
+		bus.Name = pc.InstanceName
+	}
+	bus.SigningSeed = b.st.Seal(string(sseed), buses.SealedAt(id, buses.FieldSigningSeed))
+	bus.ScalerCreds = b.st.Seal(scalerCreds, buses.SealedAt(id, buses.FieldScalerCreds))
 	token, err := accountJWT(bus, b.cfg.OperatorSigner)
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, err
@@ -313,7 +323,7 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 		// The credentials are not kept, so they cannot be handed out again.
 		return domain.Binding{}, apiresponses.ErrBindingAlreadyExists
 	}
-	seed, err := b.st.open(bus.SigningSeed, "bus/"+bus.ID+"/signing_seed")
+	seed, err := b.st.Open(bus.SigningSeed, buses.SealedAt(bus.ID, buses.FieldSigningSeed))
 	if err != nil {
 		return domain.Binding{}, fmt.Errorf("bus %s: %w", bus.ID, err)
 	}
@@ -439,7 +449,7 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 
 // removeStreams deletes every stream of the bus account, as its scaler user.
 func (b *Broker) removeStreams(ctx context.Context, bus *Bus) error {
-	creds, err := b.st.open(bus.ScalerCreds, "bus/"+bus.ID+"/scaler_creds")
+	creds, err := b.st.Open(bus.ScalerCreds, buses.SealedAt(bus.ID, buses.FieldScalerCreds))
 	if err != nil {
 		return fmt.Errorf("bus %s: %w", bus.ID, err)
 	}

@@ -2,13 +2,13 @@ package broker
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/hottopic-io/hottopic/internal/buses"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 )
 
@@ -25,10 +25,10 @@ const (
 	EnvSystemAccount    = "HOTTOPIC_SYSTEM_ACCOUNT"
 	// EnvInternalAccountKey: a signing key seed (SA…) of the internal account
 	// HOTTOPIC, where the state is; EnvInternalAccount its public key.
-	EnvInternalAccountKey = "HOTTOPIC_INTERNAL_ACCOUNT_KEY"
-	EnvInternalAccount    = "HOTTOPIC_INTERNAL_ACCOUNT"
+	EnvInternalAccountKey = buses.EnvInternalAccountKey
+	EnvInternalAccount    = buses.EnvInternalAccount
 	// EnvStateKey: 32 bytes, base64; seals the secrets kept in the state.
-	EnvStateKey = "HOTTOPIC_STATE_KEY"
+	EnvStateKey = buses.EnvStateKey
 	// EnvBindingURLs: the NATS URLs handed to bound apps, when they reach
 	// NATS by another address than the broker (optional).
 	EnvBindingURLs = "HOTTOPIC_BINDING_URLS"
@@ -78,9 +78,8 @@ func ConfigFromEnv(getenv cfenv.Getenv) (Config, error) {
 	if c.InternalAccount, err = accountVar(getenv, EnvInternalAccount); err != nil {
 		return c, err
 	}
-	raw := strings.TrimSpace(getenv(EnvStateKey))
-	if c.StateKey, err = base64.StdEncoding.DecodeString(raw); err != nil || len(c.StateKey) != 32 {
-		return c, fmt.Errorf("%s must be 32 bytes in base64 (hottopic-broker init writes one), got %d characters", EnvStateKey, len(raw))
+	if c.StateKey, err = buses.StateKeyFromEnv(getenv); err != nil {
+		return c, err
 	}
 	if c.NATS, err = cfenv.NATSFromEnv(getenv); err != nil {
 		return c, err
@@ -97,31 +96,11 @@ func ConfigFromEnv(getenv cfenv.Getenv) (Config, error) {
 }
 
 func seedVar(getenv cfenv.Getenv, key string, prefix nkeys.PrefixByte) (nkeys.KeyPair, error) {
-	v := strings.TrimSpace(getenv(key))
-	if v == "" {
-		return nil, fmt.Errorf("%s is not set", key)
-	}
-	kp, err := nkeys.FromSeed([]byte(v))
-	if err != nil {
-		return nil, fmt.Errorf("%s is not an nkey seed", key)
-	}
-	pub, _ := kp.PublicKey()
-	if nkeys.Prefix(pub) != prefix {
-		kind := map[nkeys.PrefixByte]string{nkeys.PrefixByteOperator: "an operator key (SO…)", nkeys.PrefixByteAccount: "an account key (SA…)"}[prefix]
-		return nil, fmt.Errorf("%s must be the seed of %s, got the seed of an S%c… key", key, kind, pub[0])
-	}
-	return kp, nil
+	return buses.SeedVar(getenv, key, prefix)
 }
 
 func accountVar(getenv cfenv.Getenv, key string) (string, error) {
-	v := strings.TrimSpace(getenv(key))
-	if v == "" {
-		return "", fmt.Errorf("%s is not set", key)
-	}
-	if !nkeys.IsValidPublicAccountKey(v) {
-		return "", fmt.Errorf("%s must be an account public key (A…), got %q", key, v)
-	}
-	return v, nil
+	return buses.AccountVar(getenv, key)
 }
 
 // connect dials NATS as configured, with the user option given last.

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/hottopic-io/hottopic/internal/buses"
 )
 
 // JetStream limits of one bus account. Streams and consumers are not counted;
@@ -58,32 +60,9 @@ func internalAccountJWT(pub string, signingKeys []string, operatorSigner nkeys.K
 	return ac.Encode(operatorSigner)
 }
 
-// issueUser makes a user of the account whose key (identity or signing) is
-// accountKey, with the given permissions; it returns the .creds content and
-// the user's public key. account is the identity public key of the account.
+// issueUser makes a user of the account (buses.IssueUser).
 func issueUser(name, account string, accountKey nkeys.KeyPair, perms jwt.Permissions, tags ...string) (creds, userPub string, err error) {
-	ukp, err := nkeys.CreateUser()
-	if err != nil {
-		return "", "", err
-	}
-	userPub, _ = ukp.PublicKey()
-	seed, _ := ukp.Seed()
-	uc := jwt.NewUserClaims(userPub)
-	uc.Name = name
-	uc.Permissions = perms
-	uc.Tags.Add(tags...)
-	if signer, _ := accountKey.PublicKey(); signer != account {
-		uc.IssuerAccount = account
-	}
-	token, err := uc.Encode(accountKey)
-	if err != nil {
-		return "", "", err
-	}
-	c, err := jwt.FormatUserConfig(token, seed)
-	if err != nil {
-		return "", "", err
-	}
-	return string(c), userPub, nil
+	return buses.IssueUser(name, account, accountKey, perms, tags...)
 }
 
 // userOption connects as a new unrestricted user of the account that
@@ -96,18 +75,7 @@ func userOption(name, account string, signingKey nkeys.KeyPair) (nats.Option, er
 	return credsOption(creds)
 }
 
-func credsOption(creds string) (nats.Option, error) {
-	token, err := jwt.ParseDecoratedJWT([]byte(creds))
-	if err != nil {
-		return nil, err
-	}
-	kp, err := nkeys.ParseDecoratedNKey([]byte(creds))
-	if err != nil {
-		return nil, err
-	}
-	seed, _ := kp.Seed()
-	return nats.UserJWTAndSeed(token, string(seed)), nil
-}
+func credsOption(creds string) (nats.Option, error) { return buses.CredsOption(creds) }
 
 // claimsResponse is the resolver's answer ($SYS.REQ.CLAIMS.UPDATE/DELETE).
 type claimsResponse struct {

@@ -29,6 +29,7 @@ import (
 	"github.com/onsi/gomega/gbytes"
 
 	"github.com/hottopic-io/hottopic/broker"
+	"github.com/hottopic-io/hottopic/internal/buses"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 )
 
@@ -260,7 +261,7 @@ func (c *client) deniedSub(t *testing.T, subject string) {
 
 // state opens the broker's state as the scaler would: a user of the internal
 // account minted with scaler.env's signing key, and the state key.
-func (s *system) state() *broker.State {
+func (s *system) state() *buses.State {
 	s.t.Helper()
 	f, err := os.Open(filepath.Join(s.dir, broker.ScalerEnvFile))
 	if err != nil {
@@ -291,7 +292,7 @@ func (s *system) state() *broker.State {
 	s.t.Cleanup(inc.Close)
 	ijs, _ := jetstream.New(inc)
 	key, _ := base64.StdEncoding.DecodeString(env[broker.EnvStateKey])
-	st, err := broker.OpenState(context.Background(), ijs, key)
+	st, err := buses.OpenState(context.Background(), ijs, key)
 	if err != nil {
 		s.t.Fatal(err)
 	}

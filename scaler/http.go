@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,18 +15,40 @@ import (
 	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
-// Handler serves GET /v1/mappings, /healthz and /metrics.
-func (s *Scaler) Handler() http.Handler {
+// Handler serves GET /v1/mappings, /healthz, /metrics and the dashboard.
+// It checks no credentials: Service puts Access.Protect in front of it, and
+// the app data it renders is filtered by the request's Viewer.
+func (s *Scaler) Handler() http.Handler { return apiHandler(s) }
+
+// apiHandler serves one bus's Scaler or, in broker mode, the fleet of them.
+func apiHandler(s source) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.Path, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Status())
+		st := s.Status()
+		st.Mappings = visibleMappings(st.Mappings, ViewerFrom(r.Context()))
+		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Health())
+		h := s.Health()
+		if !ViewerFrom(r.Context()).all {
+			h = h.withoutDetails()
+		}
+		writeJSON(w, http.StatusOK, h)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	s.dashboardRoutes(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
+	dashboardRoutes(mux, s)
 	return mux
+}
+
+// visibleMappings keeps the mappings of the apps v may see.
+func visibleMappings(ms []api.Mapping, v Viewer) []api.Mapping {
+	out := make([]api.Mapping, 0, len(ms))
+	for _, m := range ms {
+		if v.Sees(m.AppGUID) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -52,6 +75,31 @@ type Health struct {
 	LagError      string    `json:"lag_error,omitempty"`
 	DiscoveryErr  string    `json:"discovery_error,omitempty"`
 	PlatformError string    `json:"platform_error,omitempty"`
+
+	// Buses is each bus served, in broker mode.
+	Buses []BusHealth `json:"buses,omitempty"`
+}
+
+// withoutDetails is the health anyone may read: what is wrong, not the
+// error texts, which may name apps, topics and streams of any tenant (the
+// scaler's log has them).
+func (h Health) withoutDetails() Health {
+	h.LeaderError, h.LagError, h.DiscoveryErr, h.PlatformError = "", "", "", ""
+	problems := make([]string, 0, len(h.Problems))
+	for _, p := range h.Problems {
+		kind, _, _ := strings.Cut(p, " (")
+		problems = append(problems, kind)
+	}
+	h.Problems = problems
+	if h.Buses != nil { // broker mode: each bus's problems alike
+		buses := make([]BusHealth, len(h.Buses))
+		for i, b := range h.Buses {
+			b.Problems = Health{Problems: b.Problems}.withoutDetails().Problems
+			buses[i] = b
+		}
+		h.Buses = buses
+	}
+	return h
 }
 
 // Health reports what /healthz serves.

@@ -28,10 +28,10 @@ type Service struct {
 	log     *slog.Logger
 }
 
-// Listen starts the API on addr ("host:port"; port 0 picks a free one).
-// Until Run reaches NATS it answers /healthz with "waiting for NATS" and
-// everything else with 503.
-func Listen(addr string, log *slog.Logger) (*Service, error) {
+// Listen starts the API on addr ("host:port"; port 0 picks a free one),
+// behind access. Until Run reaches NATS it answers /healthz with "waiting
+// for NATS" and everything else with 503.
+func Listen(addr string, log *slog.Logger, access Access) (*Service, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -39,10 +39,14 @@ func Listen(addr string, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scaler API: listen on %s: %w", addr, err)
 	}
+	if err := access.checkAddr(ln.Addr()); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	s := &Service{ln: ln, log: log}
 	s.setHandler(waitingHandler(""))
 	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.handler.Load()).ServeHTTP(w, r) }),
+		Handler:           access.Protect(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.handler.Load()).ServeHTTP(w, r) })),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() {
@@ -66,7 +70,9 @@ func (s *Service) setHandler(h http.Handler) { s.handler.Store(&h) }
 
 // Run connects to NATS (waiting as long as it takes), then runs a Scaler on
 // platform p with opts and serves its API until ctx ends; then the API shuts
-// down. A ctx that ends while NATS is still awaited is not an error.
+// down. A ctx that ends while NATS is still awaited is not an error. With
+// WithBuses, cfg reaches the broker's internal account and Run serves every
+// bus of the broker (fleet.go).
 func (s *Service) Run(ctx context.Context, cfg cfenv.NATS, p Platform, opts ...Option) error {
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -80,6 +86,11 @@ func (s *Service) Run(ctx context.Context, cfg cfenv.NATS, p Platform, opts ...O
 		return nil
 	}
 	defer nc.Close()
+	if o := newOptions(opts); o.stateKey != nil {
+		f := newFleet(nc, cfg, p, append([]Option{WithLogger(s.log)}, opts...))
+		s.setHandler(apiHandler(f))
+		return f.run(ctx)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
