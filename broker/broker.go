@@ -351,8 +351,7 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 // servers refuse new connections with it and close open ones.
 func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ domain.UnbindDetails, _ bool) (domain.UnbindSpec, error) {
 	defer b.lock(instanceID)()
-	bus, rev, err := b.mustBus(ctx, instanceID, apiresponses.ErrInstanceDoesNotExist)
-	if err != nil {
+	if _, _, err := b.mustBus(ctx, instanceID, apiresponses.ErrInstanceDoesNotExist); err != nil {
 		return domain.UnbindSpec{}, err
 	}
 	rec, ok, err := b.st.binding(ctx, instanceID, bindingID)
@@ -362,16 +361,7 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	if !ok {
 		return domain.UnbindSpec{}, apiresponses.ErrBindingDoesNotExist
 	}
-	// The revocation is recorded before it is pushed: a push that fails is
-	// retried by the next unbind (Cloud Controller retries), and no later
-	// push of this bus can forget it.
-	if _, done := bus.Revoked[rec.User]; !done {
-		bus.Revoked[rec.User] = time.Now().Unix()
-		if _, err := b.st.putBus(ctx, bus, rev); err != nil {
-			return domain.UnbindSpec{}, fmt.Errorf("record the revocation of binding %s: %w", bindingID, err)
-		}
-	}
-	if err := b.push(ctx, bus); err != nil {
+	if err := b.revoke(ctx, instanceID, rec.User); err != nil {
 		return domain.UnbindSpec{}, fmt.Errorf("revoke binding %s: %w", bindingID, err)
 	}
 	if err := b.st.bindings.Purge(ctx, bindingKey(instanceID, bindingID)); err != nil {
@@ -381,7 +371,55 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	return domain.UnbindSpec{}, nil
 }
 
+// revokeAttempts bounds how often revoke retries a bus record that another
+// broker instance changed meanwhile.
+const revokeAttempts = 10
+
+// revoke records the revocation of user in the bus record, then pushes the
+// account JWT. The record comes first: a push that fails is retried by the
+// next unbind (Cloud Controller retries), and no later push of this bus can
+// forget it. Another broker instance may unbind on the same bus at the same
+// time: a compare-and-swap that loses is retried on the newer record, and the
+// JWT is pushed again until the record pushed is still the newest afterwards,
+// so the JWT the servers keep last holds every revocation.
+func (b *Broker) revoke(ctx context.Context, busID, user string) error {
+	for range revokeAttempts {
+		bus, rev, err := b.mustBus(ctx, busID, apiresponses.ErrInstanceDoesNotExist)
+		if err != nil {
+			return err
+		}
+		if _, done := bus.Revoked[user]; !done {
+			bus.Revoked[user] = time.Now().Unix()
+			if rev, err = b.st.putBus(ctx, bus, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue
+			} else if err != nil {
+				return fmt.Errorf("record the revocation: %w", err)
+			}
+		}
+		if err := b.push(ctx, bus); err != nil {
+			return err
+		}
+		if _, now, ok, err := b.st.bus(ctx, busID); err != nil {
+			return err
+		} else if !ok || now == rev {
+			return nil
+		}
+	}
+	return fmt.Errorf("bus %s changed %d times while revoking: try again", busID, revokeAttempts)
+}
+
+// push signs and pushes the bus's account JWT. A node that missed an update
+// (down at the time) takes the JWT from the others when they compare, the
+// newer by issue time in whole seconds, and on a tie either one. So push
+// first waits for the next second: its JWT is newer than every JWT of the bus
+// pushed before it began, and no node can bring back an older one (which
+// would undo a revocation).
 func (b *Broker) push(ctx context.Context, bus *Bus) error {
+	select {
+	case <-time.After(time.Until(time.Now().Truncate(time.Second).Add(time.Second))):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	token, err := accountJWT(bus, b.cfg.OperatorSigner)
 	if err != nil {
 		return err
