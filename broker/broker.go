@@ -74,6 +74,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
+	b.st.buses, b.st.bindings = retryKV{b.st.buses}, retryKV{b.st.bindings}
 	return b, nil
 }
 
