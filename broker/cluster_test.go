@@ -200,9 +200,18 @@ func TestCluster(t *testing.T) {
 		onNode[i] = c
 	}
 
-	// One node down: the broker still provisions, binds and unbinds, and
-	// the revocation reaches the nodes that run.
-	down := 2
+	// One node down, the one that leads the buses bucket: the broker still
+	// provisions, binds and unbinds, and the revocation reaches the nodes
+	// that run.
+	leader, err := ijs.Stream(ctx, "KV_"+broker.BusesBucket)
+	Expect(err).NotTo(HaveOccurred())
+	down := -1
+	for i, n := range s.nodes {
+		if n.name == leader.CachedInfo().Cluster.Leader {
+			down = i
+		}
+	}
+	Expect(down).NotTo(Equal(-1), "the leader of the buses bucket: %q", leader.CachedInfo().Cluster.Leader)
 	s.kill(down)
 	s.provision("bus-2", orders)
 	key2 := s.bind("bus-2", "key-2", "")
@@ -258,6 +267,15 @@ func TestCluster(t *testing.T) {
 		awaitClosed(t, onNode[i], "bind-2's connection on "+n.name)
 		_, err := s.dial(at(app2, n))
 		Expect(err).To(MatchError(ContainSubstring("Authorization Violation")), n.name)
+	}
+
+	// Deprovision reaches every node: the bus's users can connect nowhere.
+	Expect(s.unbind("bus-2", "key-2")).To(Equal(http.StatusOK))
+	code, body := s.osb("DELETE", "/v2/service_instances/bus-2"+query, nil)
+	Expect(code).To(Equal(http.StatusOK), "%v", body)
+	for _, n := range s.nodes {
+		_, err := s.dial(at(key2, n))
+		Expect(err).To(HaveOccurred(), n.name)
 	}
 
 	// Two broker instances at once: each provisions buses, and both bind
