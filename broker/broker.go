@@ -70,7 +70,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.st, err = openStore(ctx, js, replicas(b.internal), cfg.StateKey); err != nil {
+	// Servers started with the broker may not have elected a JetStream meta
+	// leader yet, and do not answer until they have: each attempt is short.
+	b.st, err = retrying(ctx, func() (*store, error) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return openStore(actx, js, replicas(b.internal), cfg.StateKey)
+	})
+	if err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -95,13 +95,15 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 	for i := range s.nodes {
 		s.start(i)
 	}
-	s.awaitHealthy()
 	s.natsURL = strings.Join(urls, ",")
 	s.env = readEnv(t, filepath.Join(s.dir, broker.BrokerEnvFile))
 	if s.env["HOTTOPIC_NATS_URL"] != s.natsURL {
 		t.Fatalf("broker.env: HOTTOPIC_NATS_URL=%s, want every node: %s", s.env["HOTTOPIC_NATS_URL"], s.natsURL)
 	}
+	// The broker starts with the servers, likely before they have a
+	// JetStream leader: it waits for one.
 	s.brokerURL = s.startBroker()
+	s.awaitHealthy()
 	return s
 }
 

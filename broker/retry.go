@@ -21,10 +21,14 @@ const (
 	retryWait = 250 * time.Millisecond
 )
 
-// transient: no server took the request, or it went unanswered while the
-// caller still waits (the attempt's own timeout ran out).
+// transient: no server took the request, JetStream refused it as unavailable
+// (503: no meta leader yet, as right after the servers start), or it went
+// unanswered while the caller still waits (the attempt's own timeout ran out).
 func transient(ctx context.Context, err error) bool {
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code == 503 {
 		return true
 	}
 	return (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) && ctx.Err() == nil
