@@ -43,7 +43,7 @@ type ClusterNode struct {
 // URL is the node's client URL.
 func (n ClusterNode) URL() string { return "nats://" + net.JoinHostPort(n.Host, strconv.Itoa(n.Port)) }
 
-// Name is the node's server_name and directory under DIR: hottopic-<i+1>.
+// clusterNodeName is node i's server_name and directory under DIR: hottopic-<i+1>.
 func clusterNodeName(i int) string { return "hottopic-" + strconv.Itoa(i+1) }
 
 // ParseCluster reads --cluster: HOST[:PORT] entries (PORT default 4222),
