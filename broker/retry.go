@@ -21,14 +21,19 @@ const (
 	retryWait = 250 * time.Millisecond
 )
 
+// errNoSuitablePeers is JetStream's "no suitable peers for placement": a
+// replicated bucket made before the meta leader knows every server.
+const errNoSuitablePeers = 10005
+
 // transient: no server took the request, JetStream refused it as unavailable
-// (503: no meta leader yet, as right after the servers start), or it went
-// unanswered while the caller still waits (the attempt's own timeout ran out).
+// (503: no meta leader yet, as right after the servers start) or found too
+// few servers for the replicas (as then too), or it went unanswered while the
+// caller still waits (the attempt's own timeout ran out).
 func transient(ctx context.Context, err error) bool {
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return true
 	}
-	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code == 503 {
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errNoSuitablePeers) {
 		return true
 	}
 	return (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) && ctx.Err() == nil
@@ -88,7 +93,10 @@ func (kv retryKV) Purge(ctx context.Context, key string, opts ...jetstream.KVDel
 }
 
 func (kv retryKV) ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error) {
-	return retrying(ctx, func() (jetstream.KeyLister, error) { return kv.KeyValue.ListKeysFiltered(ctx, filters...) })
+	// A copy each time: nats.go prefixes the filters in the slice it is given.
+	return retrying(ctx, func() (jetstream.KeyLister, error) {
+		return kv.KeyValue.ListKeysFiltered(ctx, append([]string(nil), filters...)...)
+	})
 }
 
 func (kv retryKV) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyLister, error) {
