@@ -436,8 +436,8 @@ func (b *Broker) push(ctx context.Context, bus *Bus) error {
 }
 
 // Deprovision removes the bus's streams (topics, dead letters, the mapping
-// bucket and with them every consumer), revokes every user of the account and
-// deletes it. Refused with 422 while bindings exist.
+// bucket and with them every consumer) and revokes every user of the account
+// (which stays, unusable). Refused with 422 while bindings exist.
 func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.DeprovisionDetails, _ bool) (domain.DeprovisionServiceSpec, error) {
 	defer b.lock(id)()
 	bus, rev, err := b.mustBus(ctx, id, apiresponses.ErrInstanceDoesNotExist)
@@ -470,11 +470,12 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 			return domain.DeprovisionServiceSpec{}, fmt.Errorf("record the revocation of bus %s: %w", id, err)
 		}
 	}
+	// The account's JWT stays in the resolvers, every user revoked, rather
+	// than being deleted: a node that was down meanwhile takes this newer JWT
+	// from the others, whereas after a delete it would keep its old one (its
+	// users valid) and hand it back to the others.
 	if err := b.push(ctx, bus); err != nil {
 		return domain.DeprovisionServiceSpec{}, fmt.Errorf("revoke the users of bus %s: %w", id, err)
-	}
-	if err := deleteAccount(ctx, b.sys, bus.Account, b.cfg.OperatorSigner); err != nil {
-		return domain.DeprovisionServiceSpec{}, fmt.Errorf("delete the account of bus %s: %w", id, err)
 	}
 	if err := b.st.buses.Purge(ctx, id); err != nil {
 		return domain.DeprovisionServiceSpec{}, fmt.Errorf("remove bus %s: %w", id, err)

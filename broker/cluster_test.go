@@ -219,6 +219,13 @@ func TestCluster(t *testing.T) {
 		k.deniedSub(t, orders)
 	}
 
+	// A bus that will be deprovisioned while a node is down.
+	s.provision("bus-3", orders)
+	key3 := s.bind("bus-3", "key-3", "")
+	for _, n := range s.nodes {
+		s.mustDial(at(key3, n)).nc.Close()
+	}
+
 	// One node down, the one that leads the buses bucket: the broker still
 	// provisions, binds and unbinds, and the revocation reaches the nodes
 	// that run.
@@ -236,6 +243,9 @@ func TestCluster(t *testing.T) {
 	key2 := s.bind("bus-2", "key-2", "")
 	app2 := s.bind("bus-1", "bind-2", "app-2")
 	Expect(s.unbind("bus-1", "bind-1")).To(Equal(http.StatusOK))
+	Expect(s.unbind("bus-3", "key-3")).To(Equal(http.StatusOK))
+	code, body := s.osb("DELETE", "/v2/service_instances/bus-3"+query, nil)
+	Expect(code).To(Equal(http.StatusOK), "%v", body)
 	for i, n := range s.nodes {
 		if i == down {
 			continue
@@ -270,6 +280,20 @@ func TestCluster(t *testing.T) {
 		}
 		return err
 	}, time.Minute, 200*time.Millisecond).Should(MatchError(ContainSubstring("Authorization Violation")), "bind-1, revoked while the node was down")
+	// bus-3, deprovisioned while the node was down: its key is refused there
+	// once the node caught up, and the node brought no old JWT back to the
+	// others.
+	Eventually(func() error {
+		c, err := s.dial(at(key3, s.nodes[down]))
+		if err == nil {
+			c.nc.Close()
+		}
+		return err
+	}, time.Minute, 200*time.Millisecond).Should(HaveOccurred(), "key-3 of bus-3, deprovisioned while the node was down")
+	for _, n := range s.nodes {
+		_, err := s.dial(at(key3, n))
+		Expect(err).To(HaveOccurred(), "key-3 on %s", n.name)
+	}
 	for _, id := range []string{"bus-1", "bus-2"} {
 		_, ok, err := st.Bus(ctx, id)
 		Expect(err).NotTo(HaveOccurred())
@@ -290,7 +314,7 @@ func TestCluster(t *testing.T) {
 
 	// Deprovision reaches every node: the bus's users can connect nowhere.
 	Expect(s.unbind("bus-2", "key-2")).To(Equal(http.StatusOK))
-	code, body := s.osb("DELETE", "/v2/service_instances/bus-2"+query, nil)
+	code, body = s.osb("DELETE", "/v2/service_instances/bus-2"+query, nil)
 	Expect(code).To(Equal(http.StatusOK), "%v", body)
 	for _, n := range s.nodes {
 		_, err := s.dial(at(key2, n))
