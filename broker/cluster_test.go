@@ -153,6 +153,15 @@ func at(creds map[string]any, n *natsNode) map[string]any {
 	return c
 }
 
+// tryDial connects with creds and closes again: the server's verdict.
+func (s *clusterSystem) tryDial(creds map[string]any) error {
+	c, err := s.dial(creds)
+	if err == nil {
+		c.nc.Close()
+	}
+	return err
+}
+
 // awaitClosed waits for the server to close c (a revoked credential).
 func awaitClosed(t *testing.T, c *client, what string) {
 	t.Helper()
@@ -266,30 +275,12 @@ func TestCluster(t *testing.T) {
 	// account, and bind-1's revocation.
 	s.start(down)
 	s.awaitHealthy()
-	Eventually(func() error {
-		c, err := s.dial(at(key2, s.nodes[down]))
-		if err == nil {
-			c.nc.Close()
-		}
-		return err
-	}, time.Minute, 200*time.Millisecond).Should(Succeed(), "bus-2, made while the node was down, reaches it")
-	Eventually(func() error {
-		c, err := s.dial(at(app, s.nodes[down]))
-		if err == nil {
-			c.nc.Close()
-		}
-		return err
-	}, time.Minute, 200*time.Millisecond).Should(MatchError(ContainSubstring("Authorization Violation")), "bind-1, revoked while the node was down")
+	Eventually(func() error { return s.tryDial(at(key2, s.nodes[down])) }, time.Minute, 200*time.Millisecond).Should(Succeed(), "bus-2, made while the node was down, reaches it")
+	Eventually(func() error { return s.tryDial(at(app, s.nodes[down])) }, time.Minute, 200*time.Millisecond).Should(MatchError(ContainSubstring("Authorization Violation")), "bind-1, revoked while the node was down")
 	// bus-3, deprovisioned while the node was down: its key is refused there
 	// once the node caught up, and the node brought no old JWT back to the
 	// others.
-	Eventually(func() error {
-		c, err := s.dial(at(key3, s.nodes[down]))
-		if err == nil {
-			c.nc.Close()
-		}
-		return err
-	}, time.Minute, 200*time.Millisecond).Should(HaveOccurred(), "key-3 of bus-3, deprovisioned while the node was down")
+	Eventually(func() error { return s.tryDial(at(key3, s.nodes[down])) }, time.Minute, 200*time.Millisecond).Should(HaveOccurred(), "key-3 of bus-3, deprovisioned while the node was down")
 	for _, n := range s.nodes {
 		_, err := s.dial(at(key3, n))
 		Expect(err).To(HaveOccurred(), "key-3 on %s", n.name)
