@@ -60,7 +60,9 @@ func initCmd(args []string) error {
 	if fs.NArg() != 1 {
 		return errors.New("init takes one directory: hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR")
 	}
-	if *cluster != "" {
+	clusterSet := false
+	fs.Visit(func(f *flag.Flag) { clusterSet = clusterSet || f.Name == "cluster" })
+	if clusterSet {
 		return initClusterCmd(fs, *cluster)
 	}
 	if _, err := cfenv.ParsePort("--port", strconv.Itoa(*port), 1); err != nil {
