@@ -191,13 +191,19 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	defer b.lock(id)()
-	if old, _, ok, err := b.st.bus(ctx, id); err != nil {
-		return domain.ProvisionedServiceSpec{}, err
-	} else if ok {
+	// The same request again is answered 200, another one for the ID 409.
+	exists := func() (domain.ProvisionedServiceSpec, error) {
+		old, _, ok, err := b.st.bus(ctx, id)
+		if err != nil || !ok {
+			return domain.ProvisionedServiceSpec{}, err
+		}
 		if old.PlanID == d.PlanID && old.SpaceGUID == d.SpaceGUID && old.OrgGUID == d.OrganizationGUID && equalStrings(old.Topics, params.Topics) && !old.Deleting {
 			return domain.ProvisionedServiceSpec{AlreadyExists: true}, nil
 		}
 		return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+	}
+	if spec, err := exists(); err != nil || spec.AlreadyExists {
+		return spec, err
 	}
 	akp, err := nkeys.CreateAccount()
 	if err != nil {
@@ -231,6 +237,10 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	// the account; undo the record when the push fails.
 	if _, err := b.st.putBus(ctx, bus, 0); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Another broker instance took the ID meanwhile.
+			if spec, err := exists(); err != nil || spec.AlreadyExists {
+				return spec, err
+			}
 			return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
 		}
 		return domain.ProvisionedServiceSpec{}, fmt.Errorf("store bus %s: %w", id, err)

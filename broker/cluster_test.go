@@ -353,9 +353,23 @@ func TestCluster(t *testing.T) {
 			}()
 		}
 	}
+	// Both send the same provision at once: one makes the bus (201), the
+	// other finds it made as asked (200).
+	codes := make([]int, len(brokers))
+	for b, url := range brokers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[b], _, _ = osbRequest(url, user, password, "PUT", "/v2/service_instances/same", map[string]any{
+				"service_id": broker.ServiceID, "plan_id": broker.PlanID, "organization_guid": "org", "space_guid": "space",
+				"parameters": map[string]any{"topics": []string{orders}},
+			})
+		}()
+	}
 	wg.Wait()
 	Expect(fails).To(BeEmpty())
 	Expect(creds).To(HaveLen(2 * each))
+	Expect(codes).To(ConsistOf(http.StatusCreated, http.StatusOK))
 	for id := range creds {
 		wg.Add(1)
 		go func() {
