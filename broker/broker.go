@@ -482,6 +482,12 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 	// A retry after a failure further down finds "*" revoked: the streams are
 	// gone then, and the scaler's credentials may no longer connect.
 	if _, revokedAll := bus.Revoked[jwt.All]; !revokedAll {
+		// The scaler's user goes first: a scaler still serving the bus
+		// (it stops once it sees Deleting, a moment later) could otherwise
+		// make its buckets again while the streams are deleted.
+		if rev, err = b.revokeScaler(ctx, bus, rev); err != nil {
+			return domain.DeprovisionServiceSpec{}, err
+		}
 		if err := b.removeStreams(ctx, bus); err != nil {
 			return domain.DeprovisionServiceSpec{}, err
 		}
@@ -504,15 +510,51 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 	return domain.DeprovisionServiceSpec{}, nil
 }
 
-// removeStreams deletes every stream of the bus account, as its scaler user.
-func (b *Broker) removeStreams(ctx context.Context, bus *Bus) error {
+// revokeScaler revokes the bus's scaler user (its connections close) and
+// records it; it returns the bus record's new revision.
+func (b *Broker) revokeScaler(ctx context.Context, bus *Bus, rev uint64) (uint64, error) {
 	creds, err := b.st.Open(bus.ScalerCreds, buses.SealedAt(bus.ID, buses.FieldScalerCreds))
+	if err != nil {
+		return rev, fmt.Errorf("bus %s: %w", bus.ID, err)
+	}
+	raw, err := jwt.ParseDecoratedJWT([]byte(creds))
+	if err != nil {
+		return rev, fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+	}
+	uc, err := jwt.DecodeUserClaims(raw)
+	if err != nil {
+		return rev, fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+	}
+	if _, done := bus.Revoked[uc.Subject]; done {
+		return rev, nil
+	}
+	if bus.Revoked == nil {
+		bus.Revoked = map[string]int64{}
+	}
+	bus.Revoked[uc.Subject] = time.Now().Unix()
+	if rev, err = b.st.putBus(ctx, bus, rev); err != nil {
+		return rev, fmt.Errorf("record the revocation of bus %s's scaler: %w", bus.ID, err)
+	}
+	if err := b.push(ctx, bus); err != nil {
+		return rev, fmt.Errorf("revoke the scaler of bus %s: %w", bus.ID, err)
+	}
+	return rev, nil
+}
+
+// removeStreams deletes every stream of the bus account, as a new user
+// signed with the bus's signing key (the scaler's is revoked by now).
+func (b *Broker) removeStreams(ctx context.Context, bus *Bus) error {
+	seed, err := b.st.Open(bus.SigningSeed, buses.SealedAt(bus.ID, buses.FieldSigningSeed))
 	if err != nil {
 		return fmt.Errorf("bus %s: %w", bus.ID, err)
 	}
-	opt, err := credsOption(creds)
+	akp, err := nkeys.FromSeed([]byte(seed))
 	if err != nil {
-		return fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+		return fmt.Errorf("bus %s: signing key: %w", bus.ID, err)
+	}
+	opt, err := userOption("hottopic-broker-deprovision", bus.Account, akp)
+	if err != nil {
+		return fmt.Errorf("bus %s: %w", bus.ID, err)
 	}
 	nc, err := connect(ctx, b.cfg, "hottopic-broker/deprovision", opt)
 	if err != nil {

@@ -117,17 +117,22 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			_, err = kv.Put(ctx, "app-1", []byte("{}"))
 			Expect(err).NotTo(HaveOccurred())
-			// Kept in a channel: the connection is closed (revoked) right after.
+			// Heard by a user of its own: deprovisioning revokes the scaler's
+			// user before it deletes the streams (so a scaler still serving
+			// the bus cannot make them again), and every user right after;
+			// kept in a channel for that.
+			w := s.watcher("bus-1")
 			deleted := make(chan *nats.Msg, 10)
-			_, err = nc.ChanSubscribe("$JS.EVENT.ADVISORY.STREAM.DELETED.>", deleted)
+			_, err = w.ChanSubscribe("$JS.EVENT.ADVISORY.STREAM.DELETED.>", deleted)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(nc.Flush()).To(Succeed())
+			Expect(w.Flush()).To(Succeed())
 
 			Expect(s.unbind("bus-1", "bind-app")).To(Equal(http.StatusOK))
 			Expect(s.unbind("bus-1", "bind-app")).To(Equal(http.StatusGone))
 			Expect(s.unbind("bus-1", "key-1")).To(Equal(http.StatusOK))
 			code, body = s.osb("DELETE", "/v2/service_instances/bus-1"+query, nil)
 			Expect(code).To(Equal(http.StatusOK), "%v", body)
+			NewWithT(t).Eventually(nc.IsClosed, 10*time.Second).Should(BeTrue(), "the scaler's connection is closed (revoked)")
 
 			var gone []string
 			for len(gone) < 3 {

@@ -340,6 +340,37 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// watcher connects to a bus as a new unrestricted user signed with the
+// bus's signing key (read from the state): it outlives the revocation of
+// the bus's scaler user, which deprovisioning makes first.
+func (s *system) watcher(busID string) *nats.Conn {
+	s.t.Helper()
+	ctx := context.Background()
+	st := s.state()
+	bus, ok, err := st.Bus(ctx, busID)
+	if err != nil || !ok {
+		s.t.Fatalf("bus %s in the state: ok=%v err=%v", busID, ok, err)
+	}
+	seed, err := st.Open(bus.SigningSeed, buses.SealedAt(bus.ID, buses.FieldSigningSeed))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	akp, err := nkeys.FromSeed([]byte(seed))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	creds, _, err := buses.IssueUser("test-watcher", bus.Account, akp, jwt.Permissions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL, credsOpt(s.t, creds), nats.NoReconnect())
+	if err != nil {
+		s.t.Fatalf("connect to bus %s as a new user: %v", busID, err)
+	}
+	s.t.Cleanup(nc.Close)
+	return nc
+}
+
 // startSidecar runs hottopic-sidecar as Cloud Foundry would with this
 // binding: VCAP_SERVICES holds the binding's credentials, the app listens on
 // appPort.
