@@ -18,6 +18,7 @@ import (
 	"github.com/sclevine/spec/report"
 
 	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
@@ -76,7 +77,16 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(st.PID).To(Equal(os.Getpid()))
 		Expect(st.ScalerURL).To(HavePrefix("http://127.0.0.1:"))
 
-		nc, err := nats.Connect(st.NATSURL)
+		Expect(st.Buses).To(HaveLen(1), "one implicit bus: no app lists services")
+		Expect(st.Buses[0].Service).To(Equal(ImplicitService))
+		Expect(st.Buses[0].Apps).To(Equal([]string{"fn", "plain"}))
+		Expect(st.Buses[0].Topics).To(Equal([]string{"counts", "words"}))
+		// Through the broker, the bus is an account: reached with its credentials.
+		_, err = nats.Connect(st.NATSURL)
+		Expect(err).To(MatchError(ContainSubstring("Authorization Violation")))
+		cfg, err := st.OpsNATS("fn")
+		Expect(err).NotTo(HaveOccurred())
+		nc, err := cfenv.Connect(ctx, cfg, "dev-test")
 		Expect(err).NotTo(HaveOccurred())
 		defer nc.Close()
 		js, err := jetstream.New(nc)
