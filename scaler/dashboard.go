@@ -87,14 +87,14 @@ type dashboardState struct {
 	askedAt atomic.Int64 // unix nanos of the last GET /v1/dashboard
 }
 
-func (s *Scaler) dashboardRoutes(mux *http.ServeMux) {
+func dashboardRoutes(mux *http.ServeMux, s source) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:")
 		_, _ = w.Write(dashboardHTML)
 	})
 	mux.HandleFunc("GET /v1/dashboard", func(w http.ResponseWriter, r *http.Request) {
-		s.dash.askedAt.Store(time.Now().UnixNano())
+		s.dashboardAsked(time.Now())
 		writeJSON(w, http.StatusOK, s.Dashboard())
 	})
 	mux.HandleFunc("GET /v1/dead-letters", func(w http.ResponseWriter, r *http.Request) {
@@ -103,9 +103,14 @@ func (s *Scaler) dashboardRoutes(mux *http.ServeMux) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "app (the app's GUID) is required"})
 			return
 		}
+		js, err := s.deadLetterJS(guid)
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
-		letters, err := ops.List(ctx, s.js, ops.Filter{App: guid, Topic: r.URL.Query().Get("topic")})
+		letters, err := ops.List(ctx, js, ops.Filter{App: guid, Topic: r.URL.Query().Get("topic")})
 		if err != nil {
 			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
 			return

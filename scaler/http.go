@@ -15,7 +15,10 @@ import (
 )
 
 // Handler serves GET /v1/mappings, /healthz and /metrics.
-func (s *Scaler) Handler() http.Handler {
+func (s *Scaler) Handler() http.Handler { return apiHandler(s) }
+
+// apiHandler serves one bus's Scaler or, in broker mode, the fleet of them.
+func apiHandler(s source) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.Path, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
@@ -23,8 +26,8 @@ func (s *Scaler) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Health())
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	s.dashboardRoutes(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
+	dashboardRoutes(mux, s)
 	return mux
 }
 
@@ -52,6 +55,9 @@ type Health struct {
 	LagError      string    `json:"lag_error,omitempty"`
 	DiscoveryErr  string    `json:"discovery_error,omitempty"`
 	PlatformError string    `json:"platform_error,omitempty"`
+
+	// Buses is each bus served, in broker mode.
+	Buses []BusHealth `json:"buses,omitempty"`
 }
 
 // Health reports what /healthz serves.

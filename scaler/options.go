@@ -26,6 +26,22 @@ type options struct {
 	instanceID string
 	streams    provision.StreamOptions
 	now        func() time.Time
+	stateKey   []byte // WithBuses: serve every bus of the broker's state
+}
+
+func newOptions(opts []Option) options {
+	o := options{
+		poll:       DefaultPollInterval,
+		discovery:  DefaultDiscoveryInterval,
+		leaderTTL:  DefaultLeaderTTL,
+		logger:     slog.Default(),
+		instanceID: defaultInstanceID(),
+		now:        time.Now,
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
 }
 
 // WithPollInterval sets how often lag is read (default 1s).
@@ -77,6 +93,17 @@ func WithInstanceID(id string) Option {
 // WithStreamOptions shapes the streams the scaler creates.
 func WithStreamOptions(so provision.StreamOptions) Option {
 	return func(o *options) { o.streams = so }
+}
+
+// WithBuses serves every bus of the service broker (broker mode): the NATS
+// configuration given to Service.Run is then the internal account's, where
+// the broker keeps its state (internal/buses), and stateKey
+// (HOTTOPIC_STATE_KEY) opens each bus's scaler credentials there. Each bus
+// gets its own Scaler on its own connection (same URLs and TLS, the bus's
+// credentials), fed the apps bound to it. Without it one connection is one
+// bus, as without a broker.
+func WithBuses(stateKey []byte) Option {
+	return func(o *options) { o.stateKey = stateKey }
 }
 
 // WithClock replaces time.Now (tests).

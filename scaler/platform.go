@@ -7,6 +7,9 @@ type App struct {
 	GUID        string
 	Name        string
 	Annotations map[string]string
+	// SpaceGUID names the app's space, when the platform has spaces: in
+	// broker mode an app without a binding is told the buses of its space.
+	SpaceGUID string
 }
 
 // Platform is where apps run: Cloud Foundry, or the dev runtime's local supervisor.

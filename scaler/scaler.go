@@ -84,17 +84,7 @@ func (st *appState) inEffect() bool { return len(st.m.Topics) > 0 }
 
 // New makes a scaler on JetStream js and platform p.
 func New(js jetstream.JetStream, p Platform, opts ...Option) *Scaler {
-	o := options{
-		poll:       DefaultPollInterval,
-		discovery:  DefaultDiscoveryInterval,
-		leaderTTL:  DefaultLeaderTTL,
-		logger:     slog.Default(),
-		instanceID: defaultInstanceID(),
-		now:        time.Now,
-	}
-	for _, f := range opts {
-		f(&o)
-	}
+	o := newOptions(opts)
 	api := newJSAPI(js)
 	s := &Scaler{
 		js:           js,

@@ -66,7 +66,9 @@ func (s *Service) setHandler(h http.Handler) { s.handler.Store(&h) }
 
 // Run connects to NATS (waiting as long as it takes), then runs a Scaler on
 // platform p with opts and serves its API until ctx ends; then the API shuts
-// down. A ctx that ends while NATS is still awaited is not an error.
+// down. A ctx that ends while NATS is still awaited is not an error. With
+// WithBuses, cfg reaches the broker's internal account and Run serves every
+// bus of the broker (fleet.go).
 func (s *Service) Run(ctx context.Context, cfg cfenv.NATS, p Platform, opts ...Option) error {
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -80,6 +82,11 @@ func (s *Service) Run(ctx context.Context, cfg cfenv.NATS, p Platform, opts ...O
 		return nil
 	}
 	defer nc.Close()
+	if o := newOptions(opts); o.stateKey != nil {
+		f := newFleet(nc, cfg, p, append([]Option{WithLogger(s.log)}, opts...))
+		s.setHandler(apiHandler(f))
+		return f.run(ctx)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hottopic-io/hottopic/internal/buses"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/scaler"
 	"github.com/hottopic-io/hottopic/scaler/cfplatform"
@@ -34,10 +35,11 @@ func main() {
 }
 
 type settings struct {
-	port int
-	cf   cfplatform.Config
-	nats cfenv.NATS
-	opts []scaler.Option
+	port  int
+	cf    cfplatform.Config
+	nats  cfenv.NATS
+	opts  []scaler.Option
+	buses bool // broker mode
 }
 
 func load(getenv func(string) string) (settings, error) {
@@ -55,6 +57,19 @@ func load(getenv func(string) string) (settings, error) {
 	if s.nats, err = cfenv.NATSFromEnv(cfenv.Getenv(getenv)); err != nil {
 		return s, err
 	}
+	// Broker mode: scaler.env of hottopic-broker init reaches the broker's
+	// state; the scaler then serves every bus found there.
+	access, ok, err := buses.AccessFromEnv(getenv)
+	if err != nil || !ok {
+		return s, err
+	}
+	user, err := access.UserOption("hottopic-scaler")
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", buses.EnvInternalAccountKey, err)
+	}
+	s.nats.Options = append(s.nats.Options, user)
+	s.opts = append(s.opts, scaler.WithBuses(access.StateKey))
+	s.buses = true
 	return s, nil
 }
 
@@ -80,6 +95,6 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 		return err
 	}
 	log.Info("listening", "addr", svc.Addr().String())
-	log.Info("connecting to NATS", "nats", s.nats.String(), "cf", s.cf.String())
+	log.Info("connecting to NATS", "nats", s.nats.String(), "cf", s.cf.String(), "service_broker_buses", s.buses)
 	return svc.Run(ctx, s.nats, platform, append(s.opts, scaler.WithInstanceID(instanceID(getenv)))...)
 }

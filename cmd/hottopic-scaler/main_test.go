@@ -66,6 +66,11 @@ func testCommand(t *testing.T, when spec.G, it spec.S) {
 			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y")
 			Expect(p.ExitCode()).To(Equal(1))
 			Expect(string(stderr.Contents())).To(ContainSubstring("no NATS server configured"))
+
+			// Broker mode needs all of scaler.env, not part of it.
+			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y", "HOTTOPIC_NATS_URL=nats://127.0.0.1:1", "HOTTOPIC_STATE_KEY=c2VjcmV0")
+			Expect(p.ExitCode()).To(Equal(1))
+			Expect(string(stderr.Contents())).To(Equal("hottopic-scaler: HOTTOPIC_INTERNAL_ACCOUNT_KEY is not set (the service broker's state needs HOTTOPIC_STATE_KEY, HOTTOPIC_INTERNAL_ACCOUNT_KEY, HOTTOPIC_INTERNAL_ACCOUNT; hottopic-broker init writes them)\n"))
 		})
 	})
 

@@ -23,9 +23,12 @@ type Mappings struct {
 type Mapping struct {
 	// App is the app's name (docs/design.md's "app"); AppName says the same for
 	// clients of the first schema.
-	App      string            `json:"app"`
-	AppGUID  string            `json:"app_guid"`
-	AppName  string            `json:"app_name"`
+	App     string `json:"app"`
+	AppGUID string `json:"app_guid"`
+	AppName string `json:"app_name"`
+	// Bus is the event bus (service instance) the app is bound to, when the
+	// scaler serves a service broker's buses: its CF name, else its ID.
+	Bus      string            `json:"bus,omitempty"`
 	Topics   []string          `json:"topics"`
 	Streams  map[string]string `json:"streams"` // topic → JetStream stream name
 	Settings mapping.Settings  `json:"settings"`

@@ -342,7 +342,11 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 					}
 				}
 			}
-			out = append(out, scaler.App{GUID: a.GUID, Name: a.Name, Annotations: ann})
+			app := scaler.App{GUID: a.GUID, Name: a.Name, Annotations: ann}
+			if a.Relationships.Space.Data != nil {
+				app.SpaceGUID = a.Relationships.Space.Data.GUID
+			}
+			out = append(out, app)
 		}
 		return nil
 	})

@@ -1,0 +1,387 @@
+// Package tenancy_test runs the multi-tenant system end to end: a real
+// nats-server configured by `hottopic-broker init`, the broker, one
+// hottopic-scaler in broker mode against the Cloud Controller double, and
+// real sidecars bound through the broker, as Cloud Foundry would run them.
+package tenancy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-envparse"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+
+	"github.com/hottopic-io/hottopic/broker"
+	"github.com/hottopic-io/hottopic/integration/ccdouble"
+	"github.com/hottopic-io/hottopic/internal/buses"
+	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/proctest"
+	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/scaler/api"
+)
+
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
+
+const orders = "orders.created"
+
+// foundation is the system under test, all on loopback.
+type foundation struct {
+	t         *testing.T
+	dir       string
+	brokerURL string
+	brokerEnv map[string]string
+	scalerEnv map[string]string
+	cc        *ccdouble.CC
+	org       string
+	space     string
+}
+
+func envFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	env, err := envparse.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func environ(env map[string]string, extra ...string) []string {
+	out := []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return append(out, extra...)
+}
+
+func start(t *testing.T) *foundation {
+	t.Helper()
+	f := &foundation{t: t, dir: t.TempDir(), cc: ccdouble.New(t)}
+	natsPort := proctest.FreePort(t)
+	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), "init", "--port", strconv.Itoa(natsPort), f.dir), time.Minute)
+	if code != 0 {
+		t.Fatalf("hottopic-broker init: %s", out)
+	}
+	bin, err := exec.Command("../../scripts/tools.sh", "nats-server").Output()
+	if err != nil {
+		t.Fatalf("scripts/tools.sh nats-server: %v", err)
+	}
+	ns := proctest.Start(t, exec.Command(strings.TrimSpace(string(bin)), "-c", filepath.Join(f.dir, broker.ServerConfFile), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort)))
+	NewWithT(t).Eventually(ns.Out, time.Minute).Should(gbytes.Say("Server is ready"))
+
+	f.brokerEnv = envFile(t, filepath.Join(f.dir, broker.BrokerEnvFile))
+	f.scalerEnv = envFile(t, filepath.Join(f.dir, broker.ScalerEnvFile))
+	port := proctest.FreePort(t)
+	cmd := exec.Command(proctest.Build(t, "./cmd/hottopic-broker"))
+	cmd.Env = environ(f.brokerEnv, "PORT="+strconv.Itoa(port))
+	b := proctest.Start(t, cmd)
+	NewWithT(t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
+	f.brokerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	f.org = f.cc.AddOrg("acme")
+	f.space = f.cc.AddSpace(f.org, "prod")
+	f.cc.AddClient("hottopic-scaler", "s3cret", ccdouble.SpaceDeveloper(f.space))
+	return f
+}
+
+// osb sends one OSB request as Cloud Controller would; it fails the test
+// unless the broker answers want.
+func (f *foundation) osb(want int, method, path string, body any) map[string]any {
+	f.t.Helper()
+	var r io.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		r = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, f.brokerURL+path, r)
+	req.Header.Set("X-Broker-API-Version", "2.17")
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth(f.brokerEnv[broker.EnvUsername], f.brokerEnv[broker.EnvPassword])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(raw, &out)
+	if resp.StatusCode != want {
+		f.t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	return out
+}
+
+const ids = "?service_id=" + broker.ServiceID + "&plan_id=" + broker.PlanID
+
+// createService is cf create-service hottopic standard NAME: the instance
+// ID is NAME's "-id" twin.
+func (f *foundation) createService(name string) {
+	f.osb(http.StatusCreated, "PUT", "/v2/service_instances/"+name+"-id", map[string]any{
+		"service_id": broker.ServiceID, "plan_id": broker.PlanID,
+		"organization_guid": f.org, "space_guid": f.space,
+		"context":    map[string]any{"platform": "cloudfoundry", "instance_name": name, "space_guid": f.space, "organization_guid": f.org},
+		"parameters": map[string]any{"topics": []string{orders}},
+	})
+}
+
+func (f *foundation) deleteService(name string) {
+	f.osb(http.StatusOK, "DELETE", "/v2/service_instances/"+name+"-id"+ids, nil)
+}
+
+// bind is cf bind-service (appGUID) or cf create-service-key (""); it
+// returns the credentials.
+func (f *foundation) bind(service, binding, appGUID string) map[string]any {
+	req := map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID}
+	if appGUID != "" {
+		req["bind_resource"] = map[string]any{"app_guid": appGUID}
+	}
+	return f.osb(http.StatusCreated, "PUT", "/v2/service_instances/"+service+"-id/service_bindings/"+binding, req)["credentials"].(map[string]any)
+}
+
+func (f *foundation) unbind(service, binding string) {
+	f.osb(http.StatusOK, "DELETE", "/v2/service_instances/"+service+"-id/service_bindings/"+binding+ids, nil)
+}
+
+// mappedApp is an app mapped to topic orders.created with cf map-event, at
+// 0 instances.
+func (f *foundation) mappedApp(name string) string {
+	guid := f.cc.AddApp(f.space, name, map[string]string{mapping.LabelMapped: mapping.LabelMappedTrue}, map[string]string{mapping.AnnTopics: orders})
+	f.cc.SetInstances(guid, "web", 0)
+	return guid
+}
+
+// startScaler runs hottopic-scaler with scaler.env, as `cf push` of the
+// scaler with the broker would.
+func (f *foundation) startScaler() (*proctest.Proc, string) {
+	port := proctest.FreePort(f.t)
+	cmd := exec.Command(proctest.Build(f.t, "./cmd/hottopic-scaler"))
+	cmd.Env = environ(f.scalerEnv, "PORT="+strconv.Itoa(port), "HOME="+f.t.TempDir(),
+		"CF_API="+f.cc.URL(), "CF_CLIENT_ID=hottopic-scaler", "CF_CLIENT_SECRET=s3cret",
+		"HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms")
+	return proctest.Start(f.t, cmd), fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// app is an app's HTTP server: the events its sidecar POSTs, in order.
+type app struct {
+	mu     sync.Mutex
+	events []string
+	port   int
+}
+
+func (f *foundation) app() *app {
+	a := &app{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		a.mu.Lock()
+		a.events = append(a.events, string(body))
+		a.mu.Unlock()
+	}))
+	f.t.Cleanup(srv.Close)
+	a.port = srv.Listener.Addr().(*net.TCPAddr).Port
+	return a
+}
+
+func (a *app) received() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string{}, a.events...)
+}
+
+// startSidecar runs hottopic-sidecar beside a as Cloud Foundry would with
+// the binding's credentials in VCAP_SERVICES.
+func (f *foundation) startSidecar(service string, creds map[string]any, appGUID, appName string, a *app) *proctest.Proc {
+	services, _ := json.Marshal(map[string]any{"hottopic": []any{map[string]any{
+		"name": service, "label": "hottopic", "tags": []string{"hottopic", "nats", "events"}, "credentials": creds,
+	}}})
+	application, _ := json.Marshal(map[string]any{"application_id": appGUID, "application_name": appName, "instance_index": 0})
+	cmd := exec.Command(proctest.Build(f.t, "./cmd/hottopic-sidecar"))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"PORT=" + strconv.Itoa(a.port),
+		"HOTTOPIC_LISTEN=127.0.0.1:" + strconv.Itoa(proctest.FreePort(f.t)),
+		"VCAP_SERVICES=" + string(services),
+		"VCAP_APPLICATION=" + string(application),
+	}
+	return proctest.Start(f.t, cmd)
+}
+
+// publish publishes body to orders.created with a service key's
+// credentials, and waits for JetStream's acknowledgement.
+func publish(t *testing.T, key map[string]any, body string) {
+	t.Helper()
+	opts := []nats.Option{nats.CustomInboxPrefix(key["inbox_prefix"].(string))}
+	opt, err := buses.CredsOption(key["creds"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(key["uri"].(string), append(opts, opt)...)
+	if err != nil {
+		t.Fatalf("connect with the service key: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, orders, []byte(body)); err != nil {
+		t.Fatalf("publish %q: %v", body, err)
+	}
+}
+
+// getJSON decodes the answer of GET url.
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// byApp is GET /v1/mappings by app name; empty while the scaler does not
+// answer.
+func byApp(base string) map[string]api.Mapping {
+	var ms api.Mappings
+	out := map[string]api.Mapping{}
+	if getJSON(base+api.Path, &ms) != nil {
+		return out
+	}
+	for _, m := range ms.Mappings {
+		out[m.AppName] = m
+	}
+	return out
+}
+
+// metric reads one unlabelled series of GET /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /metrics:\n%s", name, raw)
+	return 0
+}
+
+func TestOneScalerServesEveryBus(t *testing.T) {
+	g := NewWithT(t)
+	f := start(t)
+	f.createService("orders-a")
+	f.createService("orders-b")
+	guidA, guidB := f.mappedApp("enrich-a"), f.mappedApp("enrich-b")
+	f.mappedApp("lonely") // mapped, never bound
+	credsA := f.bind("orders-a", "bind-a", guidA)
+	credsB := f.bind("orders-b", "bind-b", guidB)
+	keyA, keyB := f.bind("orders-a", "key-a", ""), f.bind("orders-b", "key-b", "")
+
+	sc, base := f.startScaler()
+	served := func(m api.Mapping) bool { return m.Valid && m.LagKnown }
+	g.Eventually(func() bool {
+		ms := byApp(base)
+		return served(ms["enrich-a"]) && served(ms["enrich-b"])
+	}, time.Minute, 100*time.Millisecond).Should(BeTrue(), sc.Output)
+	ms := byApp(base)
+	g.Expect(ms["enrich-a"].Bus).To(Equal("orders-a"))
+	g.Expect(ms["enrich-b"].Bus).To(Equal("orders-b"))
+	g.Expect(ms["lonely"].Valid).To(BeFalse())
+	g.Expect(ms["lonely"].Error).To(Equal(mapping.NoBinding("lonely", []string{"orders-a", "orders-b"}).Error()))
+
+	// Lag is read in each app's own bus: an event in A scales A's app only.
+	publish(t, keyA, "a1")
+	g.Eventually(func() int { return f.cc.Instances(guidA, "web") }, time.Minute).Should(Equal(1), sc.Output)
+	ms = byApp(base)
+	g.Expect(ms["enrich-a"].Lag).To(Equal(int64(1)))
+	g.Expect(ms["enrich-b"].Lag).To(Equal(int64(0)))
+	g.Expect(ms["enrich-b"].LagKnown).To(BeTrue())
+	g.Expect(f.cc.ScaleCalls(guidB)).To(BeEmpty())
+
+	// Each app's sidecar, bound to its bus, gets that bus's events only.
+	appA, appB := f.app(), f.app()
+	f.startSidecar("orders-a", credsA, guidA, "enrich-a", appA)
+	f.startSidecar("orders-b", credsB, guidB, "enrich-b", appB)
+	publish(t, keyB, "b1")
+	publish(t, keyA, "a2")
+	publish(t, keyB, "b2")
+	g.Eventually(appA.received, time.Minute).Should(HaveLen(2))
+	g.Eventually(appB.received, time.Minute).Should(HaveLen(2))
+	g.Expect(appA.received()).To(Equal([]string{"a1", "a2"}))
+	g.Expect(appB.received()).To(Equal([]string{"b1", "b2"}))
+
+	// Bound to two buses, an app is served by neither: a mapping reads from
+	// one bus. Unbound from one, it is served by the other.
+	guidL := ms["lonely"].AppGUID
+	f.bind("orders-a", "bind-l-a", guidL)
+	f.bind("orders-b", "bind-l-b", guidL)
+	g.Eventually(func() string { return byApp(base)["lonely"].Error }, time.Minute, 100*time.Millisecond).Should(
+		Equal("app lonely is bound to 2 hottopic services (orders-a, orders-b) and a mapping reads from one: run cf unbind-service lonely BUS for all but one"))
+	f.unbind("orders-a", "bind-l-a")
+	g.Eventually(func() api.Mapping { return byApp(base)["lonely"] }, time.Minute, 100*time.Millisecond).Should(
+		And(HaveField("Valid", true), HaveField("LagKnown", true), HaveField("Bus", "orders-b")), sc.Output)
+
+	// A bus created after the scaler started is served.
+	f.createService("orders-c")
+	guidC := f.mappedApp("late")
+	f.bind("orders-c", "bind-c", guidC)
+	g.Eventually(func() api.Mapping { return byApp(base)["late"] }, time.Minute, 100*time.Millisecond).Should(
+		And(HaveField("Valid", true), HaveField("LagKnown", true), HaveField("Bus", "orders-c")), sc.Output)
+
+	// One listing of the mapped apps per discovery interval serves every
+	// bus: Cloud Controller is not asked once per bus.
+	listings := metric(t, base, "hottopic_scaler_platform_listings_total")
+	g.Expect(listings).To(BeNumerically(">", 10))
+	lists := 0
+	for _, c := range f.cc.CallsTo("GET", "/v3/apps") {
+		if c.Path == "/v3/apps" {
+			lists++
+		}
+	}
+	g.Expect(lists).To(BeNumerically("~", listings, 1), "one in flight either way")
+
+	// Unbound, the app is served by no bus; the bus, deleted, is no longer
+	// served (and the scaler does not stand in the broker's way).
+	f.unbind("orders-c", "bind-c")
+	g.Eventually(func() string { return byApp(base)["late"].Error }, time.Minute, 100*time.Millisecond).Should(
+		Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b", "orders-c"}).Error()))
+	f.deleteService("orders-c")
+	g.Eventually(sc.Output, time.Minute).Should(ContainSubstring(`msg="no longer serving bus" bus=orders-c`))
+	var h scaler.Health
+	g.Expect(getJSON(base+"/healthz", &h)).To(Succeed())
+	g.Expect(h.Buses).To(HaveLen(2))
+	g.Expect(h.Buses).To(HaveEach(HaveField("Status", "ok")))
+	g.Expect(byApp(base)["late"].Error).To(Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b"}).Error()))
+	g.Expect(sc.Output()).NotTo(ContainSubstring("s3cret"))
+}
