@@ -302,10 +302,11 @@ func (r *runtime) scalerConfig() (cfenv.NATS, []scaler.Option, error) {
 		cfg, err := cfenv.NATSFromURL(r.natsURL)
 		return cfg, nil, err
 	}
-	cfg, _, err := r.setup.Scaler(r.natsURL)
-	// FLEET: the scaler serves the buses from the state with
-	// scaler.WithBuses(access.StateKey), branch fleet; not merged yet.
-	return cfg, nil, err
+	cfg, access, err := r.setup.Scaler(r.natsURL)
+	if err != nil {
+		return cfg, nil, err
+	}
+	return cfg, []scaler.Option{scaler.WithBuses(access.StateKey)}, nil
 }
 
 // stop stops the scaler first, so that nothing is rescaled while instances
