@@ -201,6 +201,7 @@ func (r *runtime) startBroker(ctx context.Context) error {
 	}
 
 	bindings := map[string]map[string]any{} // by service name, then app name
+	current := map[string]bool{}            // buses.BindingKey of this run's bindings
 	for _, bs := range r.buses {
 		id := busID(bs.service)
 		if err := c.provision(ctx, id, bs.service, bs.topics); err != nil {
@@ -217,6 +218,7 @@ func (r *runtime) startBroker(ctx context.Context) error {
 		for _, i := range bs.apps {
 			name := r.m.Apps[i].Name
 			bid := bindingID(bs.service, name)
+			current[buses.BindingKey(id, bid)] = true
 			creds, err := c.rebind(ctx, id, bid, AppGUID(name))
 			if err != nil {
 				return fmt.Errorf("bind app %s to event bus %s: %v", name, bs.service, err)
@@ -227,6 +229,7 @@ func (r *runtime) startBroker(ctx context.Context) error {
 			bindings[bs.service][name] = entry(bid, creds)
 		}
 		kid := serviceKeyID(bs.service)
+		current[buses.BindingKey(id, kid)] = true
 		creds, err := c.rebind(ctx, id, kid, "")
 		if err != nil {
 			return fmt.Errorf("service key of event bus %s: %v", bs.service, err)
@@ -255,6 +258,20 @@ func (r *runtime) startBroker(ctx context.Context) error {
 			return err
 		}
 		r.onCleanup(bs.nc.Close)
+	}
+	// An app the manifest moved to another bus (or dropped) keeps no
+	// binding from an earlier run: bound to two buses, it would be served
+	// by neither.
+	all, err := st.Bindings(ctx)
+	if err != nil {
+		return err
+	}
+	for _, old := range all {
+		if !current[buses.BindingKey(old.BusID, old.ID)] {
+			if err := c.unbind(ctx, old.BusID, old.ID); err != nil {
+				return fmt.Errorf("remove a binding of an earlier run: %v", err)
+			}
+		}
 	}
 	r.vcap = map[string]string{}
 	for _, a := range r.m.Apps {
@@ -404,25 +421,34 @@ func (c *osbClient) provision(ctx context.Context, id, name string, topics []str
 	return nil
 }
 
+// unbind removes a binding; one already gone is no error.
+func (c *osbClient) unbind(ctx context.Context, instanceID, bindingID string) error {
+	path := "/v2/service_instances/" + instanceID + "/service_bindings/" + bindingID
+	q := url.Values{"service_id": {broker.ServiceID}, "plan_id": {broker.PlanID}}
+	code, raw, err := c.do(ctx, http.MethodDelete, path+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK && code != http.StatusGone {
+		return fail(http.MethodDelete, path, code, raw)
+	}
+	return nil
+}
+
 // rebind unbinds bindingID if an earlier run left it, then binds it again
 // (an app when appGUID is set, else a service key) and returns the
 // credentials.
 func (c *osbClient) rebind(ctx context.Context, instanceID, bindingID, appGUID string) (map[string]any, error) {
 	path := "/v2/service_instances/" + instanceID + "/service_bindings/" + bindingID
-	q := url.Values{"service_id": {broker.ServiceID}, "plan_id": {broker.PlanID}}
-	code, raw, err := c.do(ctx, http.MethodDelete, path+"?"+q.Encode(), nil)
-	if err != nil {
+	if err := c.unbind(ctx, instanceID, bindingID); err != nil {
 		return nil, err
-	}
-	if code != http.StatusOK && code != http.StatusGone {
-		return nil, fail(http.MethodDelete, path, code, raw)
 	}
 	req := map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID}
 	if appGUID != "" {
 		req["app_guid"] = appGUID
 		req["bind_resource"] = map[string]any{"app_guid": appGUID}
 	}
-	code, raw, err = c.do(ctx, http.MethodPut, path, req)
+	code, raw, err := c.do(ctx, http.MethodPut, path, req)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ package dev
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,7 +18,10 @@ import (
 	"github.com/sclevine/spec"
 	"github.com/sclevine/spec/report"
 
+	"github.com/hottopic-io/hottopic/broker"
+	"github.com/hottopic-io/hottopic/dev/console"
 	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/buses"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/internal/topic"
@@ -115,6 +119,70 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(string(out.Contents())).To(ContainSubstring("[HOTTOPIC/DEV] NATS server stopped"))
 		_, err = state.Read(opts.DataDir)
 		Expect(err).To(MatchError(state.ErrNotRunning))
+	})
+
+	it("keeps its buses across restarts, follows the manifest's topics and moves an app's binding with its services", func() {
+		run := func() *state.State {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, opts, nil) }()
+			Eventually(out, 15*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: `))
+			st, err := state.Read(opts.DataDir)
+			Expect(err).NotTo(HaveOccurred())
+			cancel()
+			Eventually(done, 20*time.Second).Should(Receive(BeNil()))
+			return &st
+		}
+		first := run()
+		Expect(first.Buses).To(HaveLen(1))
+
+		// fn moves to a bus of its own, with another output topic.
+		Expect(os.WriteFile(opts.Manifest, []byte(`applications:
+- name: fn
+  command: exec sleep 300
+  instances: 0
+  services: [fn-bus]
+  metadata:
+    labels: {hottopic.io/mapped: "true"}
+    annotations: {hottopic.io/topics: "words", hottopic.io/output-topic: "totals"}
+- name: plain
+  command: exec sleep 300
+`), 0o644)).To(Succeed())
+		second := run()
+		Expect(second.Buses).To(HaveLen(2))
+		Expect(string(out.Contents())).To(ContainSubstring("event buses, each a NATS account made by the broker: fn-bus ← fn; hottopic-dev ← plain"))
+		fnBus, _ := second.Bus("fn-bus")
+		Expect(fnBus.Topics).To(Equal([]string{"totals", "words"}))
+		implicit, _ := second.Bus("")
+		Expect(implicit.Topics).To(BeEmpty(), "updated: no app of the implicit bus is mapped any more")
+
+		// The broker's state: each app bound once, to its own bus.
+		setup, err := broker.EnsureInit(brokerSetupDir(opts.DataDir), broker.InitOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		srv, err := startNATS(opts.DataDir, opts.NATSPort, setup.ServerConf, console.New(io.Discard))
+		Expect(err).NotTo(HaveOccurred())
+		defer srv.Shutdown()
+		cfg, access, err := setup.Scaler(srv.ClientURL())
+		Expect(err).NotTo(HaveOccurred())
+		ctx := context.Background()
+		nc, err := cfenv.Connect(ctx, cfg, "dev-test")
+		Expect(err).NotTo(HaveOccurred())
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		st, err := buses.OpenState(ctx, js, access.StateKey)
+		Expect(err).NotTo(HaveOccurred())
+		bindings, err := st.Bindings(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		byApp := map[string][]string{}
+		for _, b := range bindings {
+			if b.AppGUID != "" {
+				byApp[b.AppGUID] = append(byApp[b.AppGUID], b.BusID)
+			}
+		}
+		Expect(byApp).To(Equal(map[string][]string{
+			AppGUID("fn"):    {busID("fn-bus")},
+			AppGUID("plain"): {busID(ImplicitService)},
+		}))
 	})
 
 	it("says plainly when the NATS port is taken", func() {

@@ -148,7 +148,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	it("loses no queued event across a restart, and Ctrl-C stops running instances, sidecars and grandchildren", func() {
 		d := start("restart.yml")
 		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`keeper \[APP/PROC/WEB/1\] OUT wordcount listening`))
-		publish(d, 300)
+		publishTo(d, 300, "the quick brown fox jumps over the lazy dog", "--service", "words-bus")
 		stop(d) // right away: the events are still queued
 		first := processed(d)
 		Expect(len(first)).To(BeNumerically("<", 300), "some events were still queued at the restart")
