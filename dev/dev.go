@@ -191,7 +191,7 @@ func (r *runtime) startNATS(ctx context.Context) error {
 		if r.setup, err = broker.EnsureInit(brokerSetupDir(r.o.DataDir), broker.InitOptions{Port: r.o.NATSPort}); err != nil {
 			return fmt.Errorf("broker setup in %s: %v", brokerSetupDir(r.o.DataDir), err)
 		}
-		srv, err := startNATS(r.o.DataDir, r.o.NATSPort, r.setup.ServerConf, r.con)
+		srv, err := startNATSConf(r.o.DataDir, r.o.NATSPort, r.setup.ServerConf, r.con)
 		if err != nil {
 			return err
 		}

@@ -159,7 +159,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		// The broker's state: each app bound once, to its own bus.
 		setup, err := broker.EnsureInit(brokerSetupDir(opts.DataDir), broker.InitOptions{})
 		Expect(err).NotTo(HaveOccurred())
-		srv, err := startNATS(opts.DataDir, opts.NATSPort, setup.ServerConf, console.New(io.Discard))
+		srv, err := startNATSConf(opts.DataDir, opts.NATSPort, setup.ServerConf, console.New(io.Discard))
 		Expect(err).NotTo(HaveOccurred())
 		defer srv.Shutdown()
 		cfg, access, err := setup.Scaler(srv.ClientURL())

@@ -17,10 +17,15 @@ import (
 )
 
 // startNATS runs the embedded JetStream server on 127.0.0.1:port with file
-// storage under dataDir, so queued events survive a restart. With conf, the
-// server runs the configuration `hottopic-broker init` wrote (operator mode,
-// accounts in its resolver directory), on this address and storage.
-func startNATS(dataDir string, port int, conf string, con *console.Console) (*server.Server, error) {
+// storage under dataDir, so queued events survive a restart.
+func startNATS(dataDir string, port int, con *console.Console) (*server.Server, error) {
+	return startNATSConf(dataDir, port, "", con)
+}
+
+// startNATSConf is startNATS running the configuration file conf that
+// `hottopic-broker init` wrote (operator mode, accounts in its resolver
+// directory), on this address and storage.
+func startNATSConf(dataDir string, port int, conf string, con *console.Console) (*server.Server, error) {
 	// The server reports a busy port only in its log; say it plainly first.
 	l, err := net.Listen("tcp", net.JoinHostPort(state.NATSHost, strconv.Itoa(port)))
 	if err != nil {
