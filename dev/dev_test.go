@@ -4,6 +4,8 @@ package dev
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -122,11 +124,14 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	it("keeps its buses across restarts, follows the manifest's topics and moves an app's binding with its services", func() {
-		run := func() *state.State {
+		run := func(await ...string) *state.State {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- Run(ctx, opts, nil) }()
 			Eventually(out, 15*time.Second).Should(gbytes.Say(`\[HOTTOPIC/DEV\] ready: `))
+			for _, line := range await {
+				Eventually(out, 15*time.Second).Should(gbytes.Say(line))
+			}
 			st, err := state.Read(opts.DataDir)
 			Expect(err).NotTo(HaveOccurred())
 			cancel()
@@ -146,15 +151,34 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
     labels: {hottopic.io/mapped: "true"}
     annotations: {hottopic.io/topics: "words", hottopic.io/output-topic: "totals"}
 - name: plain
-  command: exec sleep 300
+  command: echo "$VCAP_SERVICES" > vcap_services.json; echo written; exec sleep 300
 `), 0o644)).To(Succeed())
-		second := run()
+		second := run(`plain \[APP/PROC/WEB/0\] OUT written`)
 		Expect(second.Buses).To(HaveLen(2))
 		Expect(string(out.Contents())).To(ContainSubstring("event buses, each a NATS account made by the broker: fn-bus ← fn; hottopic-dev ← plain"))
 		fnBus, _ := second.Bus("fn-bus")
 		Expect(fnBus.Topics).To(Equal([]string{"totals", "words"}))
 		implicit, _ := second.Bus("")
 		Expect(implicit.Topics).To(BeEmpty(), "updated: no app of the implicit bus is mapped any more")
+
+		// plain's binding, in VCAP_SERVICES as Cloud Foundry shapes it.
+		var vcap map[string][]map[string]any
+		raw, err := os.ReadFile(filepath.Join(dir, "vcap_services.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(raw, &vcap)).To(Succeed())
+		Expect(vcap).To(HaveKey("hottopic"))
+		Expect(vcap["hottopic"]).To(HaveLen(1))
+		b := vcap["hottopic"][0]
+		Expect(b).To(HaveKeyWithValue("label", "hottopic"))
+		Expect(b).To(HaveKeyWithValue("plan", "standard"))
+		Expect(b).To(HaveKeyWithValue("name", ImplicitService))
+		Expect(b).To(HaveKeyWithValue("instance_name", ImplicitService))
+		Expect(b).To(HaveKeyWithValue("instance_guid", busID(ImplicitService)))
+		Expect(b).To(HaveKeyWithValue("binding_guid", bindingID(ImplicitService, "plain")))
+		Expect(b["tags"]).To(ConsistOf("hottopic", "nats", "events"))
+		Expect(b["credentials"]).To(HaveKeyWithValue("uri", fmt.Sprintf("nats://127.0.0.1:%d", opts.NATSPort)))
+		Expect(b["credentials"]).To(HaveKeyWithValue("inbox_prefix", "_INBOX_"+bindingID(ImplicitService, "plain")))
+		Expect(b["credentials"]).To(HaveKeyWithValue("creds", ContainSubstring("BEGIN NATS USER JWT")))
 
 		// The broker's state: each app bound once, to its own bus.
 		setup, err := broker.EnsureInit(brokerSetupDir(opts.DataDir), broker.InitOptions{})
