@@ -114,34 +114,9 @@ func (c *ccClient) mappedApps(ctx context.Context, spaceGUID string) ([]ccApp, e
 
 // listApps follows pagination.next until the last page.
 func (c *ccClient) listApps(ctx context.Context, q url.Values) ([]ccApp, error) {
-	q.Set("per_page", "500")
-	next := c.api + "/v3/apps?" + q.Encode()
 	var all []ccApp
-	for next != "" {
-		var page struct {
-			Pagination struct {
-				Next *struct {
-					Href string `json:"href"`
-				} `json:"next"`
-			} `json:"pagination"`
-			Resources []ccApp `json:"resources"`
-		}
-		if err := c.do(ctx, http.MethodGet, next, nil, &page); err != nil {
-			return nil, err
-		}
-		all = append(all, page.Resources...)
-		next = ""
-		if page.Pagination.Next != nil && page.Pagination.Next.Href != "" {
-			u, err := url.Parse(page.Pagination.Next.Href)
-			if err != nil {
-				return nil, fmt.Errorf("Cloud Controller sent a bad next-page link: %v", err)
-			}
-			// Follow the link's path and query on the API we were given, so a
-			// token never goes to a host the user did not target.
-			next = c.api + u.EscapedPath() + "?" + u.RawQuery
-		}
-	}
-	return all, nil
+	err := listAll(ctx, c, "/v3/apps", q, func(p *ccPage[ccApp]) { all = append(all, p.Resources...) })
+	return all, err
 }
 
 // patchMetadata sends one PATCH of the app's metadata.

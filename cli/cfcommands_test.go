@@ -27,13 +27,15 @@ func TestCFCommands(t *testing.T) {
 
 // cfWorld is a CC double with org acme / space dev, a logged-in cf CLI
 // config in a temporary CF_HOME, and an empty working directory (so no
-// `hottopic dev` runtime is found).
+// `hottopic dev` runtime is found). The space has the user-provided NATS
+// service hottopic-nats (tag hottopic) apps are bound to before map-event.
 type cfWorld struct {
 	t         *testing.T
 	cc        *ccdouble.CC
 	orgGUID   string
 	spaceGUID string
 	home      string
+	bus       string
 }
 
 const (
@@ -46,6 +48,7 @@ func newCFWorld(t *testing.T) *cfWorld {
 	w := &cfWorld{t: t, cc: cc, home: t.TempDir()}
 	w.orgGUID = cc.AddOrg("acme")
 	w.spaceGUID = cc.AddSpace(w.orgGUID, "dev")
+	w.bus = cc.AddUserProvidedService(w.spaceGUID, "hottopic-nats", "hottopic")
 	cc.AddUser(devUser, devPass, ccdouble.SpaceDeveloper(w.spaceGUID))
 	t.Setenv("CF_HOME", w.home)
 	t.Setenv(cli.EnvScalerURL, "")
@@ -174,6 +177,42 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 	it.Before(func() {
 		w = newCFWorld(t)
 		orders = w.cc.AddApp(w.spaceGUID, "orders", nil, nil)
+		w.cc.BindService(orders, w.bus)
+	})
+
+	when("the app has no hottopic service binding", func() {
+		it("refuses it in one line naming the space's buses, and changes nothing", func() {
+			lonely := w.cc.AddApp(w.spaceGUID, "lonely", nil, nil)
+			failsWith(t, run("map-event", "lonely", "orders.created"), "Error: "+mapping.NoBinding("lonely", []string{"hottopic-nats"}).Error()+"\n")
+
+			// Bound to another kind of service, with a broker's bus in the space.
+			db := w.cc.AddServiceInstance(w.spaceGUID, "orders-db", w.cc.AddServicePlan("p-mysql", "small", "mysql"))
+			w.cc.BindService(lonely, db)
+			w.cc.AddServiceInstance(w.spaceGUID, "orders-bus", w.cc.AddServicePlan("hottopic", "standard", "hottopic", "nats"))
+			w.cc.AddUserProvidedService(w.spaceGUID, "logs", "syslog")
+			r := run("map-event", "lonely", "orders.created", "--max", "3")
+			failsWith(t, r, "Error: app lonely has no hottopic service binding: run cf bind-service lonely BUS, BUS one of hottopic-nats, orders-bus\n")
+			Expect(w.patches(lonely)).To(BeEmpty())
+			Expect(w.cc.App(lonely).Annotations).To(BeEmpty())
+			Expect(w.cc.App(lonely).Labels).To(BeEmpty())
+		})
+
+		it("accepts an app bound to a broker's bus, or to a user-provided service tagged nats", func() {
+			enrich := w.cc.AddApp(w.spaceGUID, "enrich", nil, nil)
+			w.cc.BindService(enrich, w.cc.AddServiceInstance(w.spaceGUID, "orders-bus", w.cc.AddServicePlan("hottopic", "standard", "hottopic", "nats")))
+			r := run("map-event", "enrich", "orders.created")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(w.patches(enrich)).To(HaveLen(1))
+
+			legacy := w.cc.AddApp(w.spaceGUID, "legacy", nil, nil)
+			w.cc.BindService(legacy, w.cc.AddUserProvidedService(w.spaceGUID, "old-nats", "NATS"))
+			r = run("map-event", "legacy", "orders.created")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(w.cc.App(legacy).Labels).To(HaveKeyWithValue(mapping.LabelMapped, "true"))
+			for _, c := range w.cc.CallsTo(http.MethodGet, "/v3/service_") {
+				Expect(c.Status).To(Equal(http.StatusOK), c.Path+"?"+c.RawQuery)
+			}
+		})
 	})
 
 	when("mapping and unmapping", func() {
@@ -504,6 +543,8 @@ func testCFCommands(t *testing.T, when spec.G, it spec.S) {
 				"GET /v3/apps Unauthorized",
 				"POST /uaa/oauth/token OK",
 				"GET /v3/apps OK",
+				"GET /v3/service_instances OK",
+				"GET /v3/service_credential_bindings OK",
 				"PATCH /v3/apps/" + orders + " OK",
 			}))
 		})

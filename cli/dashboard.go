@@ -102,25 +102,17 @@ func dashboardProxy(base string, auth authenticator, hc *http.Client) http.Handl
 		_, _ = w.Write(scaler.DashboardPage())
 	})
 	forward := func(w http.ResponseWriter, r *http.Request) {
-		tok, err := auth.token(r.Context())
-		if err != nil {
-			writeProxyError(w, http.StatusUnauthorized, err)
-			return
-		}
 		u := base + r.URL.Path
 		if r.URL.RawQuery != "" {
 			u += "?" + url.Values(r.URL.Query()).Encode()
 		}
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
+		resp, err := scalerGet(r.Context(), hc, u, auth)
 		if err != nil {
-			writeProxyError(w, http.StatusBadGateway, err)
-			return
-		}
-		req.Header.Set("Authorization", tok)
-		req.Header.Set("Accept", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			writeProxyError(w, http.StatusBadGateway, fmt.Errorf("scaler %s unreachable: %v", redactedURL(base), unwrapURLError(err)))
+			if errors.Is(err, errNotLoggedIn) || strings.HasPrefix(err.Error(), "not logged in") {
+				writeProxyError(w, http.StatusUnauthorized, err)
+				return
+			}
+			writeProxyError(w, http.StatusBadGateway, fmt.Errorf("scaler %s unreachable: %v", redactedURL(base), err))
 			return
 		}
 		defer resp.Body.Close()

@@ -35,10 +35,18 @@ func TestDashboardCF(t *testing.T) {
 	w := newCFWorld(t)
 	var auth []string
 	var mu sync.Mutex
+	reject := "" // a token this scaler answers 401 to, as to an expired one
 	sc := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		auth = append(auth, r.Header.Get("Authorization"))
+		refused := r.Header.Get("Authorization") == reject
 		mu.Unlock()
+		if refused {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(rw, `{"error":"Cloud Controller rejected the token"}`)
+			return
+		}
 		rw.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(rw, `{"path":"`+r.URL.Path+`","app":"`+r.URL.Query().Get("app")+`"}`)
 	}))
@@ -81,6 +89,17 @@ func TestDashboardCF(t *testing.T) {
 	Expect(auth).To(HaveLen(2))
 	Expect(auth[0]).To(HavePrefix("bearer "))
 	Expect(auth[0]).To(Equal(w.config()["AccessToken"]))
+	// Refused: the token is refreshed once (and saved for cf) and the call repeated.
+	old := auth[0]
+	reject = old
+	mu.Unlock()
+	code, body = get("v1/dashboard")
+	Expect(code).To(Equal(200), body)
+	mu.Lock()
+	Expect(auth).To(HaveLen(4))
+	Expect(auth[2]).To(Equal(old))
+	Expect(auth[3]).NotTo(Equal(old))
+	Expect(auth[3]).To(Equal(w.config()["AccessToken"]))
 	mu.Unlock()
 
 	cancel()

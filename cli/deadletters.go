@@ -103,7 +103,7 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 			return nil, "", err
 		}
 		hint = " (is `hottopic dev` still running?)"
-		if live, err := fetchScaler(ctx, st.ScalerURL); err == nil {
+		if live, err := fetchScaler(ctx, st.ScalerURL, nil); err == nil {
 			for _, m := range live.Mappings {
 				env.names[m.AppGUID] = m.AppName
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -59,7 +60,8 @@ func newEventsCmd(open targetOpener, standalone bool) *cobra.Command {
 		Short: "List the event mappings of the targeted space, with live lag and instances from the scaler",
 		Long: "List the apps of the targeted space that have event mappings: topics, their JetStream\n" +
 			"streams, min/max instances and lag per instance. With a reachable scaler (--scaler URL or\n" +
-			EnvScalerURL + ") it adds the live lag and instances (current/desired).",
+			EnvScalerURL + ") it adds the live lag and instances (current/desired); the scaler gets your\n" +
+			"cf token and shows the apps that token may see.",
 		Aliases: []string{"event-mappings"},
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -140,7 +142,7 @@ func cfEvents(ctx context.Context, out io.Writer, open targetOpener, scalerURL, 
 	res := eventsJSON{Source: "cf", Org: t.org, Space: t.space, ScalerURL: redactedURL(scalerURL), Mappings: rows}
 	var liveErr error
 	if scalerURL != "" {
-		live, err := fetchScaler(ctx, scalerURL)
+		live, err := fetchScaler(ctx, scalerURL, t.cc.auth)
 		if err != nil {
 			liveErr = fmt.Errorf("scaler at %s unreachable (%v): no live lag and instances shown", redactedURL(scalerURL), err)
 			res.LiveError = liveErr.Error()
@@ -171,7 +173,7 @@ func cfEvents(ctx context.Context, out io.Writer, open targetOpener, scalerURL, 
 
 // devEvents shows the mappings of the `hottopic dev` runtime, all live.
 func devEvents(ctx context.Context, out io.Writer, scalerURL, appName string, asJSON bool) error {
-	live, err := fetchScaler(ctx, scalerURL)
+	live, err := fetchScaler(ctx, scalerURL, nil)
 	if err != nil {
 		return fmt.Errorf("the `hottopic dev` scaler at %s is unreachable: %v", scalerURL, err)
 	}
@@ -231,6 +233,12 @@ func mergeLive(rows []api.Mapping, live *api.Mappings) {
 			rows[i].Errors = append(rows[i].Errors, notSeen)
 			continue
 		}
+		rows[i].Bus = m.Bus
+		if !m.Valid && rows[i].Valid {
+			// The scaler knows more than the annotations: with a service
+			// broker, a mapped app bound to no bus is invalid.
+			rows[i].Valid, rows[i].Error = false, m.Error
+		}
 		rows[i].Lag, rows[i].LagKnown = m.Lag, m.LagKnown
 		rows[i].CurrentInstances, rows[i].DesiredInstances = m.CurrentInstances, m.DesiredInstances
 		rows[i].LastScaleTime, rows[i].LastScaleReason = m.LastScaleTime, m.LastScaleReason
@@ -238,21 +246,19 @@ func mergeLive(rows []api.Mapping, live *api.Mappings) {
 	}
 }
 
-func fetchScaler(ctx context.Context, base string) (*api.Mappings, error) {
+// fetchScaler reads the scaler's mappings. On Cloud Foundry auth gives the
+// cf CLI's token (refreshed once after a 401); the `hottopic dev` scaler
+// takes none (auth nil).
+func fetchScaler(ctx context.Context, base string, auth authenticator) (*api.Mappings, error) {
 	ctx, cancel := context.WithTimeout(ctx, scalerTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+api.Path, nil)
+	resp, err := scalerGet(ctx, http.DefaultClient, strings.TrimRight(base, "/")+api.Path, auth)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, unwrapURLError(err)
-	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s answered %s", api.Path, resp.Status)
+		return nil, fmt.Errorf("GET %s answered %s%s", api.Path, resp.Status, scalerReason(resp))
 	}
 	var m api.Mappings
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
@@ -265,6 +271,11 @@ func fetchScaler(ctx context.Context, base string) (*api.Mappings, error) {
 func writeTable(out io.Writer, rows []api.Mapping, live bool) {
 	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
 	head := []string{"name", "topics", "streams"}
+	// With a service broker each app's bus, as the scaler found it.
+	buses := slices.ContainsFunc(rows, func(m api.Mapping) bool { return m.Bus != "" })
+	if buses {
+		head = append(head, "bus")
+	}
 	if live {
 		head = append(head, "lag", "instances")
 	}
@@ -278,6 +289,9 @@ func writeTable(out io.Writer, rows []api.Mapping, live bool) {
 			}
 		}
 		cols := []string{m.AppName, orDash(strings.Join(m.Topics, ",")), orDash(strings.Join(streams, ","))}
+		if buses {
+			cols = append(cols, orDash(m.Bus))
+		}
 		if live {
 			lag, inst := "-", "-"
 			if seenByScaler(m) {
@@ -348,4 +362,52 @@ func redactedURL(s string) string {
 		return u.Redacted()
 	}
 	return s
+}
+
+// scalerGet GETs a scaler API URL with the cf token (none when auth is
+// nil); after a 401 it refreshes the token once and asks again.
+func scalerGet(ctx context.Context, hc *http.Client, u string, auth authenticator) (*http.Response, error) {
+	send := func(tok string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", tok)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, unwrapURLError(err)
+		}
+		return resp, nil
+	}
+	if auth == nil {
+		return send("")
+	}
+	tok, err := auth.token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := send(tok)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	fresh, err := auth.refresh(ctx)
+	if err != nil || fresh == tok {
+		return resp, nil // the scaler's own answer says why
+	}
+	drain(resp)
+	return send(fresh)
+}
+
+// scalerReason is ": " and the scaler's one-line JSON error, if it sent one.
+func scalerReason(resp *http.Response) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) != nil || e.Error == "" {
+		return ""
+	}
+	return ": " + e.Error
 }

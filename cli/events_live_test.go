@@ -33,18 +33,20 @@ func TestEventsLive(t *testing.T) {
 // its platform) and reads its /v1/mappings through `events`.
 func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 	var (
-		Expect     = NewWithT(t).Expect
-		Eventually = NewWithT(t).Eventually
-		w          *cfWorld
-		orders     string
-		scalerURL  string
-		js         jetstream.JetStream
+		Expect       = NewWithT(t).Expect
+		Eventually   = NewWithT(t).Eventually
+		w            *cfWorld
+		orders       string
+		scalerURL    string
+		devScalerURL string
+		js           jetstream.JetStream
 	)
 
 	it.Before(func() {
 		w = newCFWorld(t)
 		orders = w.cc.AddApp(w.spaceGUID, "orders", nil, nil)
-		w.cc.AddApp(w.spaceGUID, "billing", nil, nil)
+		w.cc.BindService(orders, w.bus)
+		w.cc.BindService(w.cc.AddApp(w.spaceGUID, "billing", nil, nil), w.bus)
 		w.cc.AddClient("scaler", "scaler-secret", ccdouble.SpaceDeveloper(w.spaceGUID))
 
 		ns := natstest.Run(t)
@@ -63,9 +65,14 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 		done := make(chan struct{})
 		go func() { defer close(done); _ = s.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
-		srv := httptest.NewServer(s.Handler())
+		// As on Cloud Foundry: the API takes the caller's cf token.
+		srv := httptest.NewServer(scaler.Access{Tokens: cfplatform.NewTokens(cfplatform.Config{API: w.cc.URL()})}.Protect(s.Handler()))
 		t.Cleanup(srv.Close)
 		scalerURL = srv.URL
+		// As under `hottopic dev`: the same scaler, no token.
+		devSrv := httptest.NewServer(scaler.OwnerAccess().Protect(s.Handler()))
+		t.Cleanup(devSrv.Close)
+		devScalerURL = devSrv.URL
 
 		Expect(run("map-event", "orders", "orders.created", "--max", "5", "--lag-per-instance", "2").code).To(Equal(0))
 		Expect(run("map-event", "billing", "invoices.due").code).To(Equal(0))
@@ -108,7 +115,7 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 
 		// A runtime started with another --data-dir is found through the same flag.
 		Expect(os.MkdirAll("elsewhere", 0o755)).To(Succeed())
-		Expect(state.Write("elsewhere", state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
+		Expect(state.Write("elsewhere", state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: devScalerURL})).To(Succeed())
 		r := run("events", "orders", "--data-dir", "elsewhere")
 		Expect(r.code).To(Equal(0), r.stderr)
 		Expect(r.stdout).To(ContainSubstring("Getting event mappings of the `hottopic dev` runtime"))
@@ -116,11 +123,11 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 		Expect(os.RemoveAll("elsewhere")).To(Succeed())
 
 		Expect(os.MkdirAll(state.DefaultDir, 0o755)).To(Succeed())
-		Expect(state.Write(state.DefaultDir, state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: scalerURL})).To(Succeed())
+		Expect(state.Write(state.DefaultDir, state.State{PID: os.Getpid(), NATSURL: "nats://127.0.0.1:1", ScalerURL: devScalerURL})).To(Succeed())
 		w.cc.ResetCalls()
 		r = run("events")
 		Expect(r.code).To(Equal(0), r.stderr)
-		Expect(r.stdout).To(ContainSubstring("Getting event mappings of the `hottopic dev` runtime (scaler " + scalerURL + ")..."))
+		Expect(r.stdout).To(ContainSubstring("Getting event mappings of the `hottopic dev` runtime (scaler " + devScalerURL + ")..."))
 		Expect(r.stdout).To(MatchRegexp(`(?m)^orders\s+orders.created\s+HT_orders_created\s+6\s+3/3\s+0/5\s+2\s+ok$`))
 		Expect(w.cc.CallsTo("", "/v3")).To(BeEmpty(), "the dev runtime needs no Cloud Foundry")
 

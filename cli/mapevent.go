@@ -52,7 +52,9 @@ func newMapEventCmd(open targetOpener) *cobra.Command {
 		Short: "Map a topic to an app: its events are delivered to the app, which is scaled by queue length",
 		Long: "Map a topic to an app in the targeted space: adds TOPIC to the app's hottopic.io/topics\n" +
 			"annotation, sets the given settings and the hottopic.io/mapped label, in one update of\n" +
-			"the app's metadata. Running instances pick the change up without a restart.",
+			"the app's metadata. Running instances pick the change up without a restart. The app must\n" +
+			"be bound to a hottopic service (cf bind-service APP BUS) or a user-provided NATS service\n" +
+			"tagged hottopic or nats: without one it has no credentials to take its events with.",
 		Example: "  hottopic map-event orders orders.created --max 20 --path /events",
 		Args:    exactArgs("APP", "TOPIC"),
 	}
@@ -88,6 +90,9 @@ func newMapEventCmd(open targetOpener) *cobra.Command {
 		}
 		patch, already, err := planMap(app, t, set)
 		if err != nil {
+			return err
+		}
+		if err := checkBinding(ctx, target, app); err != nil {
 			return err
 		}
 		for _, w := range mapping.UnknownAnnotations(app.Metadata.Annotations) {

@@ -244,9 +244,10 @@ func (r *runtime) startApps(ctx context.Context) error {
 	if r.sup, err = supervisor.New(supervisor.Config{Console: r.con, NATSURL: r.natsURL, GracePeriod: r.o.GracePeriod}, r.apps); err != nil {
 		return err
 	}
-	// The scaler API on a free loopback port, for `hottopic events`.
+	// The scaler API on a free loopback port, for `hottopic events`: the
+	// person at the keyboard owns it, so it takes no token.
 	logger := slog.New(r.con.Handler("[HOTTOPIC/SCALER]", console.Verbatim("scaled "), console.Hide("app_guid", "instance")))
-	if r.scaler, err = scaler.Listen("127.0.0.1:0", logger); err != nil {
+	if r.scaler, err = scaler.Listen("127.0.0.1:0", logger, scaler.OwnerAccess()); err != nil {
 		return err
 	}
 	r.onCleanup(r.scaler.Close)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/internal/topic"
+	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
 func TestDev(t *testing.T) {
@@ -82,6 +84,18 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.PID).To(Equal(os.Getpid()))
 		Expect(st.ScalerURL).To(HavePrefix("http://127.0.0.1:"))
+		// The person at the keyboard owns the local scaler: no token, every app.
+		get := func(path string) string {
+			resp, err := http.Get(st.ScalerURL + path)
+			Expect(err).NotTo(HaveOccurred())
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			Expect(resp.StatusCode).To(Equal(http.StatusOK), path)
+			return string(body)
+		}
+		Eventually(func() string { return get(api.Path) }, 10*time.Second).Should(ContainSubstring(`"app_name": "fn"`))
+		Expect(get("/v1/dashboard")).To(ContainSubstring(`"app_name": "fn"`))
+		Expect(get("/metrics")).To(ContainSubstring("hottopic_scaler_leader"))
 
 		Expect(st.Buses).To(HaveLen(1), "one implicit bus: no app lists services")
 		Expect(st.Buses[0].Service).To(Equal(ImplicitService))

@@ -95,12 +95,24 @@ func dashboardRoutes(mux *http.ServeMux, s source) {
 	})
 	mux.HandleFunc("GET /v1/dashboard", func(w http.ResponseWriter, r *http.Request) {
 		s.dashboardAsked(time.Now())
-		writeJSON(w, http.StatusOK, s.Dashboard())
+		d, v := s.Dashboard(), ViewerFrom(r.Context())
+		apps := make([]DashboardApp, 0, len(d.Apps))
+		for _, a := range d.Apps {
+			if v.Sees(a.AppGUID) {
+				apps = append(apps, a)
+			}
+		}
+		d.Apps = apps
+		writeJSON(w, http.StatusOK, d)
 	})
 	mux.HandleFunc("GET /v1/dead-letters", func(w http.ResponseWriter, r *http.Request) {
 		guid := r.URL.Query().Get("app")
 		if guid == "" {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "app (the app's GUID) is required"})
+			return
+		}
+		if !ViewerFrom(r.Context()).Sees(guid) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "app " + guid + " is not a mapped app your token may see"})
 			return
 		}
 		js, err := s.deadLetterJS(guid)

@@ -76,10 +76,10 @@ type busRun struct {
 	err    string  // why it does not run (f.mu)
 }
 
-// BusHealth is one bus in /healthz (broker mode).
+// BusHealth is one bus in /healthz (broker mode), by instance ID only:
+// /healthz takes no token, so it names no bus (a tenant's name) and no app.
 type BusHealth struct {
 	ID       string   `json:"id"`
-	Name     string   `json:"name,omitempty"`
 	Status   string   `json:"status"`
 	Leader   bool     `json:"leader"`
 	Problems []string `json:"problems"`
@@ -475,7 +475,7 @@ func (f *fleet) Health() Health {
 		health[s.bus.ID] = s.sc.Health()
 	}
 	for _, r := range runs {
-		b := BusHealth{ID: r.bus.ID, Name: r.bus.Name, Status: "ok", Problems: []string{}}
+		b := BusHealth{ID: r.bus.ID, Status: "ok", Problems: []string{}}
 		if sh, ok := health[r.bus.ID]; ok {
 			b.Leader = sh.Leader
 			h.Leader = h.Leader || sh.Leader
@@ -493,7 +493,7 @@ func (f *fleet) Health() Health {
 			b.Problems = append(b.Problems, "connecting")
 		}
 		for _, p := range b.Problems {
-			add("bus " + r.bus.DisplayName() + ": " + p)
+			add("bus " + r.bus.ID + ": " + p)
 		}
 		if len(b.Problems) > 0 {
 			b.Status = "degraded"

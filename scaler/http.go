@@ -14,14 +14,18 @@ import (
 	"github.com/hottopic-io/hottopic/scaler/api"
 )
 
-// Handler serves GET /v1/mappings, /healthz and /metrics.
+// Handler serves GET /v1/mappings, /healthz, /metrics and the dashboard.
+// It checks no credentials: Service puts Access.Protect in front of it, and
+// the app data it renders is filtered by the request's Viewer.
 func (s *Scaler) Handler() http.Handler { return apiHandler(s) }
 
 // apiHandler serves one bus's Scaler or, in broker mode, the fleet of them.
 func apiHandler(s source) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.Path, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Status())
+		st := s.Status()
+		st.Mappings = visibleMappings(st.Mappings, ViewerFrom(r.Context()))
+		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Health())
@@ -29,6 +33,17 @@ func apiHandler(s source) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
 	dashboardRoutes(mux, s)
 	return mux
+}
+
+// visibleMappings keeps the mappings of the apps v may see.
+func visibleMappings(ms []api.Mapping, v Viewer) []api.Mapping {
+	out := make([]api.Mapping, 0, len(ms))
+	for _, m := range ms {
+		if v.Sees(m.AppGUID) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

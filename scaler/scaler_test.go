@@ -709,3 +709,15 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 		})
 	})
 }
+
+func TestOwnerAccessListensOnLoopbackOnly(t *testing.T) {
+	_, err := scaler.Listen("0.0.0.0:0", nil, scaler.OwnerAccess())
+	if err == nil || !strings.Contains(err.Error(), "without authentication it listens on a loopback address only") {
+		t.Fatalf("Listen on 0.0.0.0 without authentication: got %v", err)
+	}
+	svc, err := scaler.Listen("127.0.0.1:0", nil, scaler.OwnerAccess())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Close()
+}

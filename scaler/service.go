@@ -28,10 +28,10 @@ type Service struct {
 	log     *slog.Logger
 }
 
-// Listen starts the API on addr ("host:port"; port 0 picks a free one).
-// Until Run reaches NATS it answers /healthz with "waiting for NATS" and
-// everything else with 503.
-func Listen(addr string, log *slog.Logger) (*Service, error) {
+// Listen starts the API on addr ("host:port"; port 0 picks a free one),
+// behind access. Until Run reaches NATS it answers /healthz with "waiting
+// for NATS" and everything else with 503.
+func Listen(addr string, log *slog.Logger, access Access) (*Service, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -39,10 +39,14 @@ func Listen(addr string, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scaler API: listen on %s: %w", addr, err)
 	}
+	if err := access.checkAddr(ln.Addr()); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	s := &Service{ln: ln, log: log}
 	s.setHandler(waitingHandler(""))
 	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.handler.Load()).ServeHTTP(w, r) }),
+		Handler:           access.Protect(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.handler.Load()).ServeHTTP(w, r) })),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() {

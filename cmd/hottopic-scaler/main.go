@@ -35,11 +35,12 @@ func main() {
 }
 
 type settings struct {
-	port  int
-	cf    cfplatform.Config
-	nats  cfenv.NATS
-	opts  []scaler.Option
-	buses bool // broker mode
+	port                     int
+	cf                       cfplatform.Config
+	nats                     cfenv.NATS
+	opts                     []scaler.Option
+	scrapeUser, scrapeSecret string
+	buses                    bool // broker mode
 }
 
 func load(getenv func(string) string) (settings, error) {
@@ -55,6 +56,9 @@ func load(getenv func(string) string) (settings, error) {
 		return s, err
 	}
 	if s.nats, err = cfenv.NATSFromEnv(cfenv.Getenv(getenv)); err != nil {
+		return s, err
+	}
+	if s.scrapeUser, s.scrapeSecret, err = scaler.ScrapeFromEnv(getenv); err != nil {
 		return s, err
 	}
 	// Broker mode: scaler.env of hottopic-broker init reaches the broker's
@@ -81,6 +85,13 @@ func instanceID(getenv func(string) string) string {
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
+func metricsNote(user string) string {
+	if user == "" {
+		return "off (no " + scaler.EnvMetricsUser + ")"
+	}
+	return "HTTP basic auth as " + user
+}
+
 func run(ctx context.Context, getenv func(string) string, log *slog.Logger) error {
 	s, err := load(getenv)
 	if err != nil {
@@ -90,11 +101,14 @@ func run(ctx context.Context, getenv func(string) string, log *slog.Logger) erro
 	if err != nil {
 		return err
 	}
-	svc, err := scaler.Listen(":"+strconv.Itoa(s.port), log)
+	// Callers prove who they are with their Cloud Foundry token; Prometheus
+	// with the scrape credential.
+	access := scaler.Access{Tokens: cfplatform.NewTokens(s.cf), ScrapeUser: s.scrapeUser, ScrapePassword: s.scrapeSecret}
+	svc, err := scaler.Listen(":"+strconv.Itoa(s.port), log, access)
 	if err != nil {
 		return err
 	}
-	log.Info("listening", "addr", svc.Addr().String())
+	log.Info("listening", "addr", svc.Addr().String(), "metrics", metricsNote(s.scrapeUser))
 	log.Info("connecting to NATS", "nats", s.nats.String(), "cf", s.cf.String(), "service_broker_buses", s.buses)
 	return svc.Run(ctx, s.nats, platform, append(s.opts, scaler.WithInstanceID(instanceID(getenv)))...)
 }

@@ -116,6 +116,14 @@ func (c *CC) serveV3(w http.ResponseWriter, r *http.Request, p string) {
 		err = c.withProcess(k, parts[1], func(p *process) { c.writeStats(w, p) })
 	case post && len(parts) == 4 && parts[0] == "processes" && parts[2] == "actions" && parts[3] == "scale":
 		err = c.scaleProcess(w, r, k, parts[1])
+	case get && len(parts) == 1 && parts[0] == "service_instances":
+		err = c.listServiceInstances(w, r, k)
+	case get && len(parts) == 2 && parts[0] == "service_instances":
+		err = c.getServiceInstance(w, r, k, parts[1])
+	case get && len(parts) == 1 && parts[0] == "service_credential_bindings":
+		err = c.listServiceBindings(w, r, k)
+	case get && len(parts) == 2 && parts[0] == "service_credential_bindings":
+		err = c.getServiceBinding(w, k, parts[1])
 	case get && len(parts) == 1 && parts[0] == "routes":
 		// the double has no routes; cf apps lists them for every app
 		err = c.listEmpty(w, r, "app_guids", "domain_guids", "hosts", "organization_guids", "paths", "ports",

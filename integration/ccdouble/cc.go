@@ -49,6 +49,13 @@ type CC struct {
 	spaceOrder      []string
 	appOrder        []string
 	featureFlags    map[string]bool
+	offerings       map[string]*serviceOffering
+	plans           map[string]*servicePlan
+	instances       map[string]*serviceInstance
+	bindings        map[string]*serviceBinding
+	offeringOrder   []string
+	instanceOrder   []string
+	bindingOrder    []string
 	clients         map[string]*uaaClient
 	users           map[string]*uaaUser
 	roles           map[string][]Role
@@ -97,6 +104,10 @@ func New(t testing.TB, opts ...Option) *CC {
 		apps:            map[string]*app{},
 		processes:       map[string]*process{},
 		featureFlags:    map[string]bool{"app_scaling": true},
+		offerings:       map[string]*serviceOffering{},
+		plans:           map[string]*servicePlan{},
+		instances:       map[string]*serviceInstance{},
+		bindings:        map[string]*serviceBinding{},
 		clients:         map[string]*uaaClient{},
 		users:           map[string]*uaaUser{},
 		roles:           map[string][]Role{},

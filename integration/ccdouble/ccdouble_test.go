@@ -501,4 +501,77 @@ func testCCDouble(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).To(MatchError(ContainSubstring("certificate")))
 		})
 	})
+
+	when("it holds services", func() {
+		it("lists instances and app bindings in the v3 shapes go-cfclient reads, only where the caller has a role", func() {
+			plan := cc.AddServicePlan("hottopic", "standard", "hottopic", "nats")
+			bus := cc.AddServiceInstance(space, "orders-bus", plan)
+			ups := cc.AddUserProvidedService(space, "legacy-nats", "nats")
+			cc.AddServiceInstance(other, "secret-bus", plan)
+			app := cc.AddApp(space, "orders", nil, nil)
+			binding := cc.BindService(app, bus)
+			cc.BindService(app, ups)
+			cf := cfClient("scaler", "s3cret")
+
+			sis, err := cf.ServiceInstances.ListAll(ctx, nil)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sis).To(HaveLen(2), "the instance in the other space is not listed")
+			Expect(sis[0].Name).To(Equal("orders-bus"))
+			Expect(sis[0].Type).To(Equal("managed"))
+			Expect(sis[0].Relationships.ServicePlan.Data.GUID).To(Equal(plan))
+			Expect(sis[1].Type).To(Equal("user-provided"))
+			Expect(sis[1].Tags).To(Equal([]string{"nats"}))
+
+			bs, insts, err := cf.ServiceCredentialBindings.ListIncludeServiceInstancesAll(ctx, &client.ServiceCredentialBindingListOptions{
+				ListOptions: client.NewListOptions(), AppGUIDs: client.Filter{Values: []string{app}}})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(bs).To(HaveLen(2))
+			Expect(bs[0].GUID).To(Equal(binding))
+			Expect(bs[0].Type).To(Equal("app"))
+			Expect(bs[0].Relationships.ServiceInstance.Data.GUID).To(Equal(bus))
+			Expect(insts).To(HaveLen(2))
+
+			// fields[] brings the plan and its offering's name along
+			code, _, raw := do(http.MethodGet, "/v3/service_instances?space_guids="+space+
+				"&fields[service_plan]=guid,relationships.service_offering&fields[service_plan.service_offering]=guid,name", token("scaler", "s3cret"), "")
+			Expect(code).To(Equal(http.StatusOK), string(raw))
+			var page struct {
+				Included struct {
+					Plans []struct {
+						GUID          string `json:"guid"`
+						Relationships struct {
+							ServiceOffering struct {
+								Data struct{ GUID string } `json:"data"`
+							} `json:"service_offering"`
+						} `json:"relationships"`
+					} `json:"service_plans"`
+					Offerings []map[string]any `json:"service_offerings"`
+				} `json:"included"`
+			}
+			Expect(json.Unmarshal(raw, &page)).To(Succeed())
+			Expect(page.Included.Plans).To(HaveLen(1))
+			Expect(page.Included.Plans[0].GUID).To(Equal(plan))
+			Expect(page.Included.Offerings).To(HaveLen(1))
+			Expect(page.Included.Offerings[0]).To(HaveKeyWithValue("name", "hottopic"))
+			Expect(page.Included.Plans[0].Relationships.ServiceOffering.Data.GUID).To(Equal(page.Included.Offerings[0]["guid"]))
+			Expect(page.Included.Offerings[0]).NotTo(HaveKey("tags"), "only the fields asked for")
+
+			other := cfClient("auditor", "audit-secret")
+			_, err = other.ServiceCredentialBindings.Get(ctx, binding)
+			Expect(err).NotTo(HaveOccurred(), "an auditor of the space reads it")
+			cc.AddClient("stranger", "x")
+			_, err = cfClient("stranger", "x").ServiceCredentialBindings.Get(ctx, binding)
+			Expect(err).To(HaveOccurred())
+		})
+
+		it("issues tokens directly, expired ones too", func() {
+			tok := cc.IssueToken("scaler", time.Hour)
+			Expect(tok).To(HavePrefix("bearer "))
+			code, _, raw := do(http.MethodGet, "/v3/apps", strings.TrimPrefix(tok, "bearer "), "")
+			Expect(code).To(Equal(http.StatusOK), string(raw))
+			code, e, _ := do(http.MethodGet, "/v3/apps", strings.TrimPrefix(cc.IssueToken("scaler", -time.Minute), "bearer "), "")
+			Expect(code).To(Equal(http.StatusUnauthorized))
+			Expect(e.Title).To(Equal("CF-InvalidAuthToken"))
+		})
+	})
 }

@@ -162,6 +162,30 @@ func (c *CC) ExpireRefreshTokens() {
 	}
 }
 
+// IssueToken mints an access token for a registered client or user, as UAA
+// issues one (scopes from the roles, or SetScopes), valid for lifetime
+// (<= 0: already expired). It returns "bearer JWT", what cf oauth-token
+// prints.
+func (c *CC) IssueToken(subject string, lifetime time.Duration) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	user, grant := c.users[subject], "password"
+	clientID := "cf"
+	if user == nil {
+		if c.clients[subject] == nil {
+			panic("ccdouble: IssueToken: unknown client or user " + subject)
+		}
+		grant, clientID = "client_credentials", subject
+	}
+	scopes := c.scopes[subject]
+	if scopes == nil {
+		scopes = scopesFor(c.roles[subject], user != nil)
+	}
+	access := c.claimsLocked(clientID, grant, user, scopes, lifetime)
+	c.tokens[access.JTI] = &issuedToken{subject: subject}
+	return "bearer " + c.signLocked(access)
+}
+
 // TokensIssued counts the access tokens UAA has issued.
 func (c *CC) TokensIssued() int {
 	c.mu.Lock()

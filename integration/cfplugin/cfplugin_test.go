@@ -50,6 +50,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		env        []string
 		spaceGUID  string
 		orders     string
+		web        string
 	)
 
 	// cf runs the cf CLI with the isolated CF_HOME and returns its output.
@@ -91,7 +92,9 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		spaceGUID = cc.AddSpace(org, "dev")
 		cc.AddClient(clientID, clientSecret, ccdouble.SpaceDeveloper(spaceGUID))
 		orders = cc.AddApp(spaceGUID, "orders", nil, nil)
-		cc.AddApp(spaceGUID, "web", nil, nil)
+		web = cc.AddApp(spaceGUID, "web", nil, nil)
+		// The one-bus setup without a broker: a user-provided NATS service.
+		cc.BindService(orders, cc.AddUserProvidedService(spaceGUID, "hottopic-nats", "hottopic"))
 
 		home := filepath.Join(tmp, "home")
 		Expect(os.MkdirAll(home, 0o700)).To(Succeed())
@@ -201,6 +204,23 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		Expect(out).To(ContainSubstring("Error: not logged in: use 'cf login' first"))
 	})
 
+	it("refuses an app without a hottopic binding and accepts one bound to the broker's bus", func() {
+		out, code := cf("map-event", "web", "orders.created")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: " + mapping.NoBinding("web", []string{"hottopic-nats"}).Error() + "\n"))
+		Expect(cc.CallsTo(http.MethodPatch, "/v3/apps")).To(BeEmpty(), "nothing changed")
+
+		bus := cc.AddServiceInstance(spaceGUID, "orders-bus", cc.AddServicePlan("hottopic", "standard", "hottopic", "nats", "events"))
+		out, code = cf("map-event", "web", "orders.created")
+		Expect(code).To(Equal(1), out)
+		Expect(out).To(ContainSubstring("Error: app web has no hottopic service binding: run cf bind-service web BUS, BUS one of hottopic-nats, orders-bus\n"))
+
+		cc.BindService(web, bus)
+		out = mustCF("map-event", "web", "orders.created")
+		Expect(out).To(ContainSubstring("OK"))
+		Expect(cc.App(web).Labels).To(HaveKeyWithValue(mapping.LabelMapped, "true"))
+	})
+
 	it("uses the token cf refreshed for it", func() {
 		// A user login has a refresh token (cf v8 keeps no client secret after
 		// cf auth --client-credentials, so those tokens cannot be refreshed).
@@ -223,7 +243,7 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		for _, c := range cc.CallsTo("", "/v3") {
 			seq = append(seq, c.Method+" "+c.Path+" "+http.StatusText(c.Status))
 		}
-		Expect(seq).To(Equal([]string{"GET /v3/apps OK", "PATCH /v3/apps/" + orders + " OK"}))
+		Expect(seq).To(Equal([]string{"GET /v3/apps OK", "GET /v3/service_instances OK", "GET /v3/service_credential_bindings OK", "PATCH /v3/apps/" + orders + " OK"}))
 
 		// standalone: refresh, write the token back, and cf still reads its config
 		cc.SetTokenLifetime(30 * time.Second)

@@ -7,6 +7,7 @@ package tenancy_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,17 +94,21 @@ func start(t *testing.T) *foundation {
 
 	f.brokerEnv = envFile(t, filepath.Join(f.dir, broker.BrokerEnvFile))
 	f.scalerEnv = envFile(t, filepath.Join(f.dir, broker.ScalerEnvFile))
-	port := proctest.FreePort(t)
-	cmd := exec.Command(proctest.Build(t, "./cmd/hottopic-broker"))
-	cmd.Env = environ(f.brokerEnv, "PORT="+strconv.Itoa(port))
-	b := proctest.Start(t, cmd)
-	NewWithT(t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
-	f.brokerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-
 	f.org = f.cc.AddOrg("acme")
 	f.space = f.cc.AddSpace(f.org, "prod")
 	f.cc.AddClient("hottopic-scaler", "s3cret", ccdouble.SpaceDeveloper(f.space))
 	return f
+}
+
+// startBroker runs hottopic-broker with broker.env; it makes the state's
+// buckets when it starts.
+func (f *foundation) startBroker() {
+	port := proctest.FreePort(f.t)
+	cmd := exec.Command(proctest.Build(f.t, "./cmd/hottopic-broker"))
+	cmd.Env = environ(f.brokerEnv, "PORT="+strconv.Itoa(port))
+	b := proctest.Start(f.t, cmd)
+	NewWithT(f.t).Eventually(b.Out, time.Minute).Should(gbytes.Say("hottopic-broker ready"))
+	f.brokerURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
 // osb sends one OSB request as Cloud Controller would; it fails the test
@@ -173,12 +179,13 @@ func (f *foundation) mappedApp(name string) string {
 
 // startScaler runs hottopic-scaler with scaler.env, as `cf push` of the
 // scaler with the broker would.
-func (f *foundation) startScaler() (*proctest.Proc, string) {
+func (f *foundation) startScaler(override ...string) (*proctest.Proc, string) {
 	port := proctest.FreePort(f.t)
 	cmd := exec.Command(proctest.Build(f.t, "./cmd/hottopic-scaler"))
-	cmd.Env = environ(f.scalerEnv, "PORT="+strconv.Itoa(port), "HOME="+f.t.TempDir(),
+	cmd.Env = environ(f.scalerEnv, append(override, "PORT="+strconv.Itoa(port), "HOME="+f.t.TempDir(),
 		"CF_API="+f.cc.URL(), "CF_CLIENT_ID=hottopic-scaler", "CF_CLIENT_SECRET=s3cret",
-		"HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms")
+		"HOTTOPIC_POLL_INTERVAL=100ms", "HOTTOPIC_DISCOVERY_INTERVAL=200ms",
+		"HOTTOPIC_METRICS_USERNAME=prometheus", "HOTTOPIC_METRICS_PASSWORD=scrape-s3cret")...)
 	return proctest.Start(f.t, cmd), fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
@@ -248,25 +255,42 @@ func publish(t *testing.T, key map[string]any, body string) {
 	}
 }
 
+// call GETs url with an Authorization header (none when auth is "").
+func call(url, auth string) ([]byte, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, raw)
+	}
+	return raw, err
+}
+
 // getJSON decodes the answer of GET url.
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
+func getJSON(url, auth string, v any) error {
+	raw, err := call(url, auth)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return json.Unmarshal(raw, v)
 }
 
-// byApp is GET /v1/mappings by app name; empty while the scaler does not
-// answer.
-func byApp(base string) map[string]api.Mapping {
+// byApp is GET /v1/mappings with a Cloud Foundry token, by app name; empty
+// while the scaler does not answer.
+func byApp(base, token string) map[string]api.Mapping {
 	var ms api.Mappings
 	out := map[string]api.Mapping{}
-	if getJSON(base+api.Path, &ms) != nil {
+	if getJSON(base+api.Path, token, &ms) != nil {
 		return out
 	}
 	for _, m := range ms.Mappings {
@@ -275,16 +299,24 @@ func byApp(base string) map[string]api.Mapping {
 	return out
 }
 
-// metric reads one unlabelled series of GET /metrics.
-func metric(t *testing.T, base, name string) float64 {
+// The scrape credential the scaler is started with.
+var scrape = "Basic " + base64.StdEncoding.EncodeToString([]byte("prometheus:scrape-s3cret"))
+
+// metrics is GET /metrics.
+func metrics(t *testing.T, base string) string {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
+	raw, err := call(base+"/metrics", scrape)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
+	return string(raw)
+}
+
+// metric reads one unlabelled series of GET /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	raw := metrics(t, base)
+	for _, line := range strings.Split(raw, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {
@@ -300,6 +332,24 @@ func metric(t *testing.T, base, name string) float64 {
 func TestOneScalerServesEveryBus(t *testing.T) {
 	g := NewWithT(t)
 	f := start(t)
+	// alice develops in the space of the buses; bob in another, whose one
+	// mapped app is bound to nothing.
+	other := f.cc.AddSpace(f.org, "elsewhere")
+	f.cc.Grant("hottopic-scaler", ccdouble.SpaceDeveloper(other))
+	f.cc.AddUser("alice", "pw", ccdouble.SpaceDeveloper(f.space))
+	f.cc.AddUser("bob", "pw", ccdouble.SpaceDeveloper(other))
+	alice, bob := f.cc.IssueToken("alice", time.Hour), f.cc.IssueToken("bob", time.Hour)
+	f.cc.AddApp(other, "stray", map[string]string{mapping.LabelMapped: mapping.LabelMappedTrue}, map[string]string{mapping.AnnTopics: orders})
+	// Started before the broker ever ran, the scaler waits for its state.
+	sc, base := f.startScaler()
+	health := func() scaler.Health {
+		var h scaler.Health
+		_ = getJSON(base+"/healthz", "", &h)
+		return h
+	}
+	g.Eventually(health, time.Minute, 100*time.Millisecond).Should(HaveField("Problems",
+		ContainElement(ContainSubstring("the service broker's state is unreadable (open KV bucket hottopic_buses: nats: bucket not found (has the service broker run yet?))"))), sc.Output)
+	f.startBroker()
 	f.createService("orders-a")
 	f.createService("orders-b")
 	guidA, guidB := f.mappedApp("enrich-a"), f.mappedApp("enrich-b")
@@ -308,22 +358,41 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	credsB := f.bind("orders-b", "bind-b", guidB)
 	keyA, keyB := f.bind("orders-a", "key-a", ""), f.bind("orders-b", "key-b", "")
 
-	sc, base := f.startScaler()
 	served := func(m api.Mapping) bool { return m.Valid && m.LagKnown }
 	g.Eventually(func() bool {
-		ms := byApp(base)
+		ms := byApp(base, alice)
 		return served(ms["enrich-a"]) && served(ms["enrich-b"])
 	}, time.Minute, 100*time.Millisecond).Should(BeTrue(), sc.Output)
-	ms := byApp(base)
+	ms := byApp(base, alice)
 	g.Expect(ms["enrich-a"].Bus).To(Equal("orders-a"))
 	g.Expect(ms["enrich-b"].Bus).To(Equal("orders-b"))
 	g.Expect(ms["lonely"].Valid).To(BeFalse())
 	g.Expect(ms["lonely"].Error).To(Equal(mapping.NoBinding("lonely", []string{"orders-a", "orders-b"}).Error()))
+	// Each token sees the apps of every bus it may see in Cloud Controller,
+	// and no other; an app whose space has no bus is told to create one.
+	g.Expect(ms).NotTo(HaveKey("stray"))
+	g.Expect(byApp(base, bob)).To(HaveLen(1))
+	g.Expect(byApp(base, bob)["stray"].Error).To(Equal(mapping.NoBinding("stray", nil).Error()))
+	g.Expect(byApp(base, "")).To(BeEmpty(), "no token, no mappings")
+
+	// A scaler whose state key is not the broker's serves no bus, and says
+	// why.
+	wrong, wrongBase := f.startScaler(buses.EnvStateKey + "=" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	g.Eventually(func() []scaler.BusHealth {
+		var h scaler.Health
+		_ = getJSON(wrongBase+"/healthz", "", &h)
+		return h.Buses
+	}, time.Minute, 100*time.Millisecond).Should(
+		ContainElement(HaveField("Problems", ConsistOf("not served: scaler credentials: sealed value does not open with HOTTOPIC_STATE_KEY"))))
+	g.Expect(wrong.Signal(syscall.SIGTERM)).To(Succeed())
+	g.Expect(wrong.Wait()).To(Succeed())
+	listings0 := metric(t, base, "hottopic_scaler_platform_listings_total")
+	f.cc.ResetCalls()
 
 	// Lag is read in each app's own bus: an event in A scales A's app only.
 	publish(t, keyA, "a1")
 	g.Eventually(func() int { return f.cc.Instances(guidA, "web") }, time.Minute).Should(Equal(1), sc.Output)
-	ms = byApp(base)
+	ms = byApp(base, alice)
 	g.Expect(ms["enrich-a"].Lag).To(Equal(int64(1)))
 	g.Expect(ms["enrich-b"].Lag).To(Equal(int64(0)))
 	g.Expect(ms["enrich-b"].LagKnown).To(BeTrue())
@@ -341,47 +410,59 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	g.Expect(appA.received()).To(Equal([]string{"a1", "a2"}))
 	g.Expect(appB.received()).To(Equal([]string{"b1", "b2"}))
 
+	// The API answers for every bus: metrics labelled with the bus, dead
+	// letters read in the app's own bus.
+	raw := metrics(t, base)
+	g.Expect(raw).To(MatchRegexp(`\nhottopic_scaler_app_lag\{app="enrich-b",app_guid=%q,bus="orders-b-id"\} \d`, guidB))
+	g.Expect(strings.Count(raw, "\ngo_goroutines ")).To(Equal(1))
+	var letters struct {
+		AppGUID     string `json:"app_guid"`
+		DeadLetters []any  `json:"dead_letters"`
+	}
+	g.Expect(getJSON(base+"/v1/dead-letters?app="+guidA, alice, &letters)).To(Succeed())
+	g.Expect(letters.AppGUID).To(Equal(guidA))
+	g.Expect(getJSON(base+"/v1/dead-letters?app=unknown", alice, &letters)).To(MatchError(ContainSubstring(": 404")))
+
 	// Bound to two buses, an app is served by neither: a mapping reads from
 	// one bus. Unbound from one, it is served by the other.
 	guidL := ms["lonely"].AppGUID
 	f.bind("orders-a", "bind-l-a", guidL)
 	f.bind("orders-b", "bind-l-b", guidL)
-	g.Eventually(func() string { return byApp(base)["lonely"].Error }, time.Minute, 100*time.Millisecond).Should(
+	g.Eventually(func() string { return byApp(base, alice)["lonely"].Error }, time.Minute, 100*time.Millisecond).Should(
 		Equal("app lonely is bound to 2 hottopic services (orders-a, orders-b) and a mapping reads from one: run cf unbind-service lonely BUS for all but one"))
 	f.unbind("orders-a", "bind-l-a")
-	g.Eventually(func() api.Mapping { return byApp(base)["lonely"] }, time.Minute, 100*time.Millisecond).Should(
+	g.Eventually(func() api.Mapping { return byApp(base, alice)["lonely"] }, time.Minute, 100*time.Millisecond).Should(
 		And(HaveField("Valid", true), HaveField("LagKnown", true), HaveField("Bus", "orders-b")), sc.Output)
 
 	// A bus created after the scaler started is served.
 	f.createService("orders-c")
 	guidC := f.mappedApp("late")
 	f.bind("orders-c", "bind-c", guidC)
-	g.Eventually(func() api.Mapping { return byApp(base)["late"] }, time.Minute, 100*time.Millisecond).Should(
+	g.Eventually(func() api.Mapping { return byApp(base, alice)["late"] }, time.Minute, 100*time.Millisecond).Should(
 		And(HaveField("Valid", true), HaveField("LagKnown", true), HaveField("Bus", "orders-c")), sc.Output)
 
 	// One listing of the mapped apps per discovery interval serves every
 	// bus: Cloud Controller is not asked once per bus.
-	listings := metric(t, base, "hottopic_scaler_platform_listings_total")
-	g.Expect(listings).To(BeNumerically(">", 10))
+	g.Eventually(func() float64 { return metric(t, base, "hottopic_scaler_platform_listings_total") - listings0 }, time.Minute).Should(BeNumerically(">=", 10))
+	listings := metric(t, base, "hottopic_scaler_platform_listings_total") - listings0
 	lists := 0
 	for _, c := range f.cc.CallsTo("GET", "/v3/apps") {
-		if c.Path == "/v3/apps" {
+		if c.Path == "/v3/apps" && c.Subject == "hottopic-scaler" { // not the token checks
 			lists++
 		}
 	}
-	g.Expect(lists).To(BeNumerically("~", listings, 1), "one in flight either way")
+	g.Expect(lists).To(BeNumerically("~", listings, 2), "one listing in flight at either end")
 
 	// Unbound, the app is served by no bus; the bus, deleted, is no longer
 	// served (and the scaler does not stand in the broker's way).
 	f.unbind("orders-c", "bind-c")
-	g.Eventually(func() string { return byApp(base)["late"].Error }, time.Minute, 100*time.Millisecond).Should(
+	g.Eventually(func() string { return byApp(base, alice)["late"].Error }, time.Minute, 100*time.Millisecond).Should(
 		Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b", "orders-c"}).Error()))
 	f.deleteService("orders-c")
 	g.Eventually(sc.Output, time.Minute).Should(ContainSubstring(`msg="no longer serving bus" bus=orders-c`))
-	var h scaler.Health
-	g.Expect(getJSON(base+"/healthz", &h)).To(Succeed())
+	h := health()
 	g.Expect(h.Buses).To(HaveLen(2))
 	g.Expect(h.Buses).To(HaveEach(HaveField("Status", "ok")))
-	g.Expect(byApp(base)["late"].Error).To(Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b"}).Error()))
+	g.Expect(byApp(base, alice)["late"].Error).To(Equal(mapping.NoBinding("late", []string{"orders-a", "orders-b"}).Error()))
 	g.Expect(sc.Output()).NotTo(ContainSubstring("s3cret"))
 }

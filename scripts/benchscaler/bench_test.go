@@ -70,10 +70,18 @@ func cpu(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
+// The scrape credential the benchmarked scaler is started with.
+const scrapeUser, scrapePassword = "bench", "bench-scrape-secret"
+
 // scrape reads the named counters/histogram parts from /metrics.
 func scrape(url string, names ...string) map[string]float64 {
 	out := map[string]float64{}
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return out
+	}
+	req.SetBasicAuth(scrapeUser, scrapePassword)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return out
 	}
@@ -226,12 +234,19 @@ func TestBenchScaler(t *testing.T) {
 	scaler := startProc(t, filepath.Join(dir, "scaler.log"), []string{
 		"CF_API=" + cc.URL(), "CF_CLIENT_ID=hottopic-scaler", "CF_CLIENT_SECRET=s3cret",
 		"HOTTOPIC_NATS_URL=" + natsURL, fmt.Sprintf("PORT=%d", port),
+		"HOTTOPIC_METRICS_USERNAME=" + scrapeUser, "HOTTOPIC_METRICS_PASSWORD=" + scrapePassword,
 	}, scalerBin)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	ready := time.Now()
+	// The API shows a token the apps it may see: the scaler's own client sees them all.
+	mappingsReq, err := http.NewRequest(http.MethodGet, base+api.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mappingsReq.Header.Set("Authorization", cc.IssueToken("hottopic-scaler", 24*time.Hour))
 	for {
 		var body api.Mappings
-		if resp, err := http.Get(base + api.Path); err == nil {
+		if resp, err := http.DefaultClient.Do(mappingsReq); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&body)
 			resp.Body.Close()
 		}
