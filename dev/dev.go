@@ -202,6 +202,11 @@ func (r *runtime) startNATS(ctx context.Context) error {
 		})
 		r.natsURL = srv.ClientURL()
 		r.con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", r.natsURL, filepath.Join(r.o.DataDir, "jetstream"))
+		// An earlier hottopic dev kept one bus in the server's global account,
+		// which a server in operator mode does not serve.
+		if old := filepath.Join(r.o.DataDir, "jetstream", "$G"); dirExists(old) {
+			r.con.Printf(devSource, "%s holds the streams of an earlier hottopic dev without event buses: events still queued there are not delivered (remove it when you no longer need them)", old)
+		}
 	}
 	cfg, err := cfenv.NATSFromURL(r.natsURL)
 	if err != nil {
@@ -503,6 +508,11 @@ func serviceHint(buses []*bus) string {
 		return ""
 	}
 	return fmt.Sprintf(" (add `--service NAME` for %s)", strings.Join(named, ", "))
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }
 
 func redacted(urls []string) []string {

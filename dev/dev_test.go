@@ -152,8 +152,11 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 			Eventually(done, 20*time.Second).Should(Receive(BeNil()))
 			return &st
 		}
+		// What an earlier hottopic dev (one bus, the global account) left.
+		Expect(os.MkdirAll(filepath.Join(opts.DataDir, "jetstream", "$G", "streams"), 0o755)).To(Succeed())
 		first := run()
 		Expect(first.Buses).To(HaveLen(1))
+		Expect(string(out.Contents())).To(ContainSubstring("jetstream/$G holds the streams of an earlier hottopic dev without event buses"))
 
 		// fn moves to a bus of its own, with another output topic.
 		Expect(os.WriteFile(opts.Manifest, []byte(`applications:
