@@ -191,6 +191,11 @@ func (r *runtime) startNATS(ctx context.Context) error {
 		if r.setup, err = broker.EnsureInit(brokerSetupDir(r.o.DataDir), broker.InitOptions{Port: r.o.NATSPort}); err != nil {
 			return fmt.Errorf("broker setup in %s: %v", brokerSetupDir(r.o.DataDir), err)
 		}
+		// An earlier hottopic dev kept one bus in the server's global account,
+		// which a server in operator mode does not serve (looked at before
+		// the server starts: it may tidy the directory).
+		legacyDir := filepath.Join(r.o.DataDir, "jetstream", "$G")
+		legacy := dirExists(legacyDir)
 		srv, err := startNATSConf(r.o.DataDir, r.o.NATSPort, r.setup.ServerConf, r.con)
 		if err != nil {
 			return err
@@ -202,10 +207,8 @@ func (r *runtime) startNATS(ctx context.Context) error {
 		})
 		r.natsURL = srv.ClientURL()
 		r.con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", r.natsURL, filepath.Join(r.o.DataDir, "jetstream"))
-		// An earlier hottopic dev kept one bus in the server's global account,
-		// which a server in operator mode does not serve.
-		if old := filepath.Join(r.o.DataDir, "jetstream", "$G"); dirExists(old) {
-			r.con.Printf(devSource, "%s holds the streams of an earlier hottopic dev without event buses: events still queued there are not delivered (remove it when you no longer need them)", old)
+		if legacy {
+			r.con.Printf(devSource, "%s holds the streams of an earlier hottopic dev without event buses: events still queued there are not delivered (remove it when you no longer need them)", legacyDir)
 		}
 	}
 	cfg, err := cfenv.NATSFromURL(r.natsURL)
