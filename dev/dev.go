@@ -422,9 +422,10 @@ func supervisorApps(m *manifest.Manifest, fileEnv map[string]string, exe string,
 }
 
 // provisionApps creates the streams and consumers of the mapped apps of a
-// bus (onBus: indexes of m.Apps) before the dev runtime says it is ready: an event published right after
-// must not find a topic without a stream or a consumer (the scaler, which
-// also keeps them, may not have run its first discovery yet).
+// bus (onBus: indexes of m.Apps) before the dev runtime says it is ready:
+// an event published right after must not find a topic without a stream or
+// a consumer (the scaler, which also keeps them, may not have run its first
+// discovery yet).
 func provisionApps(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, m *manifest.Manifest, onBus []int, so provision.StreamOptions) error {
 	if _, err := provision.EnsureDLQStream(ctx, js, so); err != nil {
 		return err
