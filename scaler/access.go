@@ -125,8 +125,8 @@ func (a Access) Protect(h http.Handler) http.Handler {
 		case a.owner:
 			h.ServeHTTP(w, r.WithContext(WithViewer(r.Context(), AllApps())))
 		case r.URL.Path == "/healthz" || r.URL.Path == "/":
-			// Health says nothing about apps; the page holds no data.
-			h.ServeHTTP(w, r)
+			// Health without details says nothing about apps; the page holds no data.
+			h.ServeHTTP(w, r.WithContext(WithViewer(r.Context(), Viewer{})))
 		case r.URL.Path == "/metrics":
 			if err := a.scrape(r); err != nil {
 				w.Header().Set("WWW-Authenticate", `Basic realm="hottopic-scaler metrics"`)

@@ -488,7 +488,7 @@ func (f *fleet) Health() Health {
 				}
 			}
 		} else if errs[r.bus.ID] != "" {
-			b.Problems = append(b.Problems, "not served: "+errs[r.bus.ID])
+			b.Problems = append(b.Problems, "not served ("+errs[r.bus.ID]+")")
 		} else {
 			b.Problems = append(b.Problems, "connecting")
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +29,11 @@ func apiHandler(s source) http.Handler {
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Health())
+		h := s.Health()
+		if !ViewerFrom(r.Context()).all {
+			h = h.withoutDetails()
+		}
+		writeJSON(w, http.StatusOK, h)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
 	dashboardRoutes(mux, s)
@@ -73,6 +78,28 @@ type Health struct {
 
 	// Buses is each bus served, in broker mode.
 	Buses []BusHealth `json:"buses,omitempty"`
+}
+
+// withoutDetails is the health anyone may read: what is wrong, not the
+// error texts, which may name apps, topics and streams of any tenant (the
+// scaler's log has them).
+func (h Health) withoutDetails() Health {
+	h.LeaderError, h.LagError, h.DiscoveryErr, h.PlatformError = "", "", "", ""
+	problems := make([]string, 0, len(h.Problems))
+	for _, p := range h.Problems {
+		kind, _, _ := strings.Cut(p, " (")
+		problems = append(problems, kind)
+	}
+	h.Problems = problems
+	if h.Buses != nil { // broker mode: each bus's problems alike
+		buses := make([]BusHealth, len(h.Buses))
+		for i, b := range h.Buses {
+			b.Problems = Health{Problems: b.Problems}.withoutDetails().Problems
+			buses[i] = b
+		}
+		h.Buses = buses
+	}
+	return h
 }
 
 // Health reports what /healthz serves.

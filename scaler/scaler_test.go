@@ -417,6 +417,18 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			Expect(h["leader"]).To(BeFalse())
 			Expect(fmt.Sprint(h["problems"])).To(ContainSubstring("cannot take part in leader election"))
 			Expect(s.Leader()).To(BeFalse())
+			// Behind the Access layer anyone may ask, and learns what is wrong but no error text.
+			open := httptest.NewServer(scaler.Access{}.Protect(s.Handler()))
+			defer open.Close()
+			resp, err = http.Get(open.URL + "/healthz")
+			Expect(err).NotTo(HaveOccurred())
+			h = map[string]any{}
+			Expect(json.NewDecoder(resp.Body).Decode(&h)).To(Succeed())
+			resp.Body.Close()
+			Expect(h["status"]).To(Equal("degraded"))
+			Expect(h["problems"]).To(ContainElement("cannot take part in leader election"))
+			Expect(h["problems"]).NotTo(ContainElement(ContainSubstring("(")), "no error text")
+			Expect(h).NotTo(HaveKey("leader_error"))
 
 			Expect(js.DeleteStream(context.Background(), blocker.CachedInfo().Config.Name)).To(Succeed())
 			waitLeader(s)

@@ -71,6 +71,10 @@ func testCommand(t *testing.T, when spec.G, it spec.S) {
 			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y", "HOTTOPIC_NATS_URL=nats://127.0.0.1:1", "HOTTOPIC_STATE_KEY=c2VjcmV0")
 			Expect(p.ExitCode()).To(Equal(1))
 			Expect(string(stderr.Contents())).To(Equal("hottopic-scaler: HOTTOPIC_INTERNAL_ACCOUNT_KEY is not set (the service broker's state needs HOTTOPIC_STATE_KEY, HOTTOPIC_INTERNAL_ACCOUNT_KEY, HOTTOPIC_INTERNAL_ACCOUNT; hottopic-broker init writes them)\n"))
+
+			p, stderr = start("CF_API=http://127.0.0.1:1", "CF_CLIENT_ID=x", "CF_CLIENT_SECRET=y", "HOTTOPIC_NATS_URL=nats://127.0.0.1:1", "HOTTOPIC_METRICS_USERNAME=prometheus")
+			Expect(p.ExitCode()).To(Equal(1))
+			Expect(string(stderr.Contents())).To(Equal("hottopic-scaler: HOTTOPIC_METRICS_USERNAME is set but HOTTOPIC_METRICS_PASSWORD is not: /metrics takes both (HTTP basic auth)\n"))
 		})
 	})
 

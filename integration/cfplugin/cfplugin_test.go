@@ -6,7 +6,10 @@ package cfplugin_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +28,8 @@ import (
 	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/internal/provision"
+	"github.com/hottopic-io/hottopic/scaler"
+	"github.com/hottopic-io/hottopic/scaler/cfplatform"
 )
 
 func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
@@ -42,7 +47,7 @@ const (
 )
 
 func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
-	Expect := NewWithT(t).Expect
+	Expect, Eventually := NewWithT(t).Expect, NewWithT(t).Eventually
 
 	var (
 		cc         *ccdouble.CC
@@ -219,6 +224,44 @@ func testCFPlugin(t *testing.T, when spec.G, it spec.S) {
 		out = mustCF("map-event", "web", "orders.created")
 		Expect(out).To(ContainSubstring("OK"))
 		Expect(cc.App(web).Labels).To(HaveKeyWithValue(mapping.LabelMapped, "true"))
+	})
+
+	it("reads the scaler's live columns with cf's token", func() {
+		// A real scaler on the CC double, behind the access layer of hottopic-scaler.
+		srv := natstest.Run(t)
+		js, err := jetstream.New(srv.Connect())
+		Expect(err).NotTo(HaveOccurred())
+		cc.AddClient("hottopic-scaler", "scaler-secret", ccdouble.SpaceDeveloper(spaceGUID))
+		cfg := cfplatform.Config{API: cc.URL(), ClientID: "hottopic-scaler", ClientSecret: "scaler-secret", HTTPClient: cc.HTTPClient()}
+		p, err := cfplatform.New(cfg)
+		Expect(err).NotTo(HaveOccurred())
+		sc := scaler.New(js, p, scaler.WithPollInterval(50*time.Millisecond), scaler.WithDiscoveryInterval(100*time.Millisecond),
+			scaler.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = sc.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		api := httptest.NewServer(scaler.Access{Tokens: cfplatform.NewTokens(cfg)}.Protect(sc.Handler()))
+		defer api.Close()
+
+		mustCF("map-event", "orders", "orders.created", "--max", "5")
+		Eventually(func() string {
+			out, _ := cf("event-mappings", "--scaler", api.URL)
+			return out
+		}, 20*time.Second, 200*time.Millisecond).Should(MatchRegexp(`(?m)^orders\s+orders.created\s+HT_orders_created\s+0\s+1/1\s+0/5\s+10\s+ok$`))
+		var asCF int
+		for _, c := range cc.CallsTo(http.MethodGet, "/v3/apps") {
+			if c.Subject == clientID && c.Query().Get("space_guids") == "" {
+				asCF++ // the scaler's check of the token cf gave the plugin
+			}
+		}
+		Expect(asCF).To(BeNumerically(">=", 1))
+
+		// Without cf's token the scaler shows nothing.
+		resp, err := http.Get(api.URL + "/v1/mappings")
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
 	})
 
 	it("uses the token cf refreshed for it", func() {

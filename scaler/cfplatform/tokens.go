@@ -99,11 +99,10 @@ func (t *Tokens) VisibleApps(ctx context.Context, token string) (scaler.Viewer, 
 	if c == nil {
 		c = &tokenCall{done: make(chan struct{})}
 		t.inflight[key] = c
-		t.mu.Unlock()
-		t.check(ctx, key, token, c)
-	} else {
-		t.mu.Unlock()
+		// Not bound to this request: others may wait for the same answer.
+		go t.check(context.WithoutCancel(ctx), key, token, c)
 	}
+	t.mu.Unlock()
 	select {
 	case <-c.done:
 		return c.v, c.err
@@ -115,17 +114,13 @@ func (t *Tokens) VisibleApps(ctx context.Context, token string) (scaler.Viewer, 
 // check asks CC once for every concurrent request with the same token.
 func (t *Tokens) check(ctx context.Context, key [32]byte, token string, c *tokenCall) {
 	defer close(c.done)
-	select {
-	case t.sem <- struct{}{}:
-		c.v, c.err = t.ask(ctx, token)
-		<-t.sem
-	case <-ctx.Done():
-		c.err = ctx.Err()
-	}
+	t.sem <- struct{}{}
+	c.v, c.err = t.ask(ctx, token) // bounded by the client's timeout
+	<-t.sem
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.inflight, key)
-	// A refusal stays a refusal; an outage or a cancelled request is asked again.
+	// A refusal stays a refusal; an outage is asked again.
 	if c.err != nil && !errors.Is(c.err, scaler.ErrTokenRejected) && !errors.Is(c.err, scaler.ErrTokenForbidden) {
 		return
 	}
