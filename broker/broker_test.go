@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/ops"
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
@@ -431,6 +433,88 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 				return info.AckFloor.Stream
 			}, time.Minute).Should(Equal(uint64(1)), "the event is acked")
 			Expect(sidecar.Output()).NotTo(ContainSubstring("ermission"))
+		})
+	})
+
+	when("a bound app's dead letters are redriven and its topic replayed", func() {
+		it("delivers them to that app's sidecar alone; another binding can neither pull nor inspect them", func() {
+			s.provision("bus-1", orders)
+			_, js := s.admin("bus-1")
+			_, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = provision.EnsureDLQStream(ctx, js, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			settledNotes, err := provision.EnsureSettledConsumer(ctx, js, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mapping.Bucket})
+			Expect(err).NotTo(HaveOccurred())
+			settings := mapping.Defaults()
+			var m mapping.Mapping
+			for _, g := range []string{"app-1", "app-2"} {
+				_, err = provision.EnsureConsumer(ctx, js, g, g, orders, settings)
+				Expect(err).NotTo(HaveOccurred())
+				m = mapping.Mapping{AppGUID: g, AppName: g, Topics: []string{orders}, Settings: settings}
+				enc, err := m.Encode()
+				Expect(err).NotTo(HaveOccurred())
+				_, err = kv.Put(ctx, g, enc)
+				Expect(err).NotTo(HaveOccurred())
+			}
+			m.AppGUID, m.AppName = "app-1", "app-1"
+
+			var fixed atomic.Bool
+			received := make(chan string, 10)
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if !fixed.Load() {
+					w.WriteHeader(http.StatusUnprocessableEntity)
+					_, _ = w.Write([]byte("cannot parse " + string(body)))
+					return
+				}
+				received <- string(body)
+			}))
+			t.Cleanup(app.Close)
+			sidecar := s.startSidecar(s.bind("bus-1", "bind-1", "app-1"), "app-1", app.Listener.Addr().(*net.TCPAddr).Port)
+			other := s.mustDial(s.bind("bus-1", "bind-2", "app-2"))
+			key := s.mustDial(s.bind("bus-1", "key-1", ""))
+			since := time.Now()
+			for _, e := range []string{"e1", "e2"} {
+				_, err = key.js.Publish(ctx, orders, []byte(e))
+				Expect(err).NotTo(HaveOccurred())
+			}
+			var letters []ops.Letter
+			NewWithT(t).Eventually(func() []ops.Letter {
+				letters, err = ops.List(ctx, js, ops.Filter{App: "app-1"})
+				Expect(err).NotTo(HaveOccurred())
+				return letters
+			}, time.Minute).Should(HaveLen(2), "the sidecar dead-lettered both; sidecar:\n%s", sidecar.Output())
+			Expect(letters[0].Reason).To(HavePrefix("HTTP 422 Unprocessable Entity: cannot parse e"))
+
+			fixed.Store(true)
+			out, err := ops.Redrive(ctx, js, m, letters, provision.StreamOptions{}, time.Minute)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(out).To(MatchFields(IgnoreExtras, Fields{"Redriven": Equal(2), "Failed": BeZero(), "Pending": BeZero()}), "sidecar:\n%s", sidecar.Output())
+			got := []string{<-received, <-received}
+			Expect(got).To(ConsistOf("e1", "e2"))
+			info, err := settledNotes.Info(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(info.NumPending).To(Equal(uint64(2)), "the settlements wait for the scaler, which deletes the letters")
+
+			r, err := ops.Replay(ctx, js, m, orders, since, time.Time{}, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(r.Events).To(Equal(2))
+			got = []string{<-received, <-received}
+			Expect(got).To(ConsistOf("e1", "e2"))
+			Expect(sidecar.Output()).NotTo(ContainSubstring("ermission"))
+
+			// The other app's binding: not app-1's per-app consumer, nor its settlements.
+			other.deniedPub(t, "$JS.API.CONSUMER.MSG.NEXT."+topic.RedriveStream+".app-1")
+			other.deniedPub(t, "$JS.API.CONSUMER.INFO."+topic.RedriveStream+".app-1")
+			other.deniedPub(t, "$JS.API.CONSUMER.DELETE."+topic.RedriveStream+".app-1")
+			other.deniedPub(t, "$JS.API.STREAM.MSG.GET."+topic.RedriveStream)
+			other.deniedPub(t, "$JS.API.STREAM.MSG.GET."+topic.DLQStream)
+			other.deniedPub(t, topic.SettledSubject("app-1"))
+			other.deniedPub(t, topic.RedriveSubject("app-1", orders))
+			other.deniedSub(t, topic.RedriveReadySubject("app-1"))
 		})
 	})
 

@@ -253,7 +253,7 @@ func newDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 			fmt.Fprintln(tw, "id\tapp\ttopic\ttime\tdeliveries\treason\tsize")
 			for _, l := range letters {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", l.ID, l.AppName, l.Topic, l.Time.Local().Format(time.DateTime),
-					l.Deliveries, shorten(l.Reason, 60), byteSize(l.Size))
+					l.Deliveries, shorten(l.Reason, 100), byteSize(l.Size))
 			}
 			_ = tw.Flush()
 			fmt.Fprintln(out)

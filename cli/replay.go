@@ -158,6 +158,12 @@ func newMigrateStreamsCmd() *cobra.Command {
 				case m.Created:
 					created++
 					fmt.Fprintf(out, "%s: archive %s created (replay window %s)\n", m.Topic, m.Archive, so.Window())
+				case m.Upgraded && dryRun:
+					kept++
+					fmt.Fprintf(out, "%s: archive %s would get a consumer of its own on %s (so it misses no event)\n", m.Topic, m.Archive, m.Stream)
+				case m.Upgraded:
+					kept++
+					fmt.Fprintf(out, "%s: archive %s now copies through a consumer of its own on %s (it misses no event from now on)\n", m.Topic, m.Archive, m.Stream)
 				case m.Had:
 					kept++
 				default:

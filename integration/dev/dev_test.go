@@ -67,7 +67,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	it.Before(func() {
 		RegisterTestingT(t)
 		dataDir = filepath.Join(t.TempDir(), "data")
-		natsPort = proctest.FreePort(t)
+		natsPort = proctest.FreePortRun(t, 3) // --cluster takes the two after it too
 		b := make([]byte, 8)
 		_, _ = rand.Read(b)
 		marker = hex.EncodeToString(b)

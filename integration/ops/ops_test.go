@@ -62,7 +62,7 @@ func TestOperations(t *testing.T) {
 
 	Eventually(count(`audit \[APP/PROC/WEB/\d+\] OUT event \S+ \S+ -> 200`), 30*time.Second).Should(Equal(3))
 	Eventually(func() string { out, _ := cli("dead-letters", "picky"); return out }, 30*time.Second).
-		Should(MatchRegexp(`picky +orders .* 1 +HTTP 422 Unprocessable Entity`))
+		Should(MatchRegexp(`picky +orders .* 1 +HTTP 422 Unprocessable Entity: cannot parse bad-\d`), "the reason carries the start of the app's answer")
 	out, _ := cli("dead-letters")
 	Expect(out).To(ContainSubstring("picky: 2 dead letters"))
 	Expect(out).NotTo(ContainSubstring("audit:"))

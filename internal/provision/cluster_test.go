@@ -171,4 +171,47 @@ func TestClusterMappingStartIsExact(t *testing.T) {
 	if len(lost) > 0 {
 		t.Fatalf("events published after EnsureConsumer returned never reached the consumer: %v", lost)
 	}
+
+	t.Run("the archive keeps every event, even those its app acked at once", func(t *testing.T) {
+		const events = 20
+		tp := "archived.fast"
+		if _, err := provision.EnsureTopicStream(ctx, jss[0], tp, provision.StreamOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cons, err := provision.EnsureConsumer(ctx, jss[1], "app", "", tp, mapping.Defaults())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range events {
+			if _, err := jss[2].Publish(ctx, tp, []byte("e")); err != nil {
+				t.Fatal(err)
+			}
+			m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		archive, err := jss[0].Stream(ctx, provision.ArchiveStreamName(tp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The archive's source reaches the topic's last event (its consumer
+		// holds each until copied); then it must hold all of them.
+		for deadline := time.Now().Add(time.Minute); ; {
+			info, err := archive.Info(ctx)
+			if err == nil && len(info.Sources) == 1 && info.Sources[0].Seq >= events {
+				if info.State.Msgs != events {
+					t.Fatalf("archive holds %d of %d events", info.State.Msgs, events)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the archive did not copy the topic's events: %+v %v", info, err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling server state: no event to await
+		}
+	})
 }

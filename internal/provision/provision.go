@@ -147,10 +147,15 @@ const (
 // AdvisoryStreamConfig is the configuration of the advisory stream: a work
 // queue the scaler's one durable consumer drains.
 func AdvisoryStreamConfig(o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	return scalerQueueConfig(AdvisoryStream, "Hot Topic: max-deliveries advisories awaiting dead-lettering by the scaler", AdvisorySubject, o, nc)
+}
+
+// scalerQueueConfig is a work-queue stream of subject that the scaler drains.
+func scalerQueueConfig(name, desc, subject string, o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        AdvisoryStream,
-		Description: "Hot Topic: max-deliveries advisories awaiting dead-lettering by the scaler",
-		Subjects:    []string{AdvisorySubject},
+		Name:        name,
+		Description: desc,
+		Subjects:    []string{subject},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      o.maxAge(),
@@ -170,15 +175,21 @@ const AdvisoryConsumer = "hottopic-scaler"
 
 // EnsureAdvisoryConsumer creates or updates the scaler's advisory consumer.
 func EnsureAdvisoryConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, AdvisoryStream, jetstream.ConsumerConfig{
-		Durable:     AdvisoryConsumer,
-		Description: "Hot Topic scaler: dead-letters events whose deliveries ran out",
+	return scalerConsumer(ctx, js, AdvisoryStream, AdvisoryConsumer, "Hot Topic scaler: dead-letters events whose deliveries ran out")
+}
+
+// scalerConsumer creates or updates the scaler's durable consumer on stream
+// (shared by all scaler instances; only the leader pulls).
+func scalerConsumer(ctx context.Context, js jetstream.JetStream, stream, name, desc string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:     name,
+		Description: desc,
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		AckWait:     30 * time.Second,
 		MaxDeliver:  -1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s on stream %s: %w", AdvisoryConsumer, AdvisoryStream, err)
+		return nil, fmt.Errorf("consumer %s on stream %s: %w", name, stream, err)
 	}
 	return c, nil
 }
@@ -231,9 +242,18 @@ func ConsumerConfig(appGUID, appName, t string, s mapping.Settings) jetstream.Co
 		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
 		MaxDeliver:    s.MaxDeliver,
 		FilterSubject: t,
-		MaxAckPending: 1000,
+		MaxAckPending: MaxAckPending(s),
 		Metadata:      meta,
 	}
+}
+
+// MaxAckPending is what an app's consumer lets its instances hold unacked,
+// together: every instance its whole window (concurrency × batch-size) at
+// max-instances, and never less than 1000. A fixed 1000 let the first
+// instances of an app with big batches take it all and left the others
+// scaled out but starved.
+func MaxAckPending(s mapping.Settings) int {
+	return max(1000, max(1, s.Concurrency)*max(1, s.BatchSize)*max(1, s.MaxInstances))
 }
 
 // EnsureConsumer creates or updates app appGUID's consumer on topic t (the
@@ -295,7 +315,9 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appNam
 // only if it knows a consumer that wants it; a replica that has not created
 // the consumer yet drops the event from its copy, and would lose it for the
 // consumer if it led the consumer later.
-func awaitPlaced(ctx context.Context, c jetstream.Consumer, replicas int) {
+func awaitPlaced(ctx context.Context, c interface {
+	Info(context.Context) (*jetstream.ConsumerInfo, error)
+}, replicas int) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {

@@ -106,6 +106,46 @@ func testProvision(t *testing.T, when spec.G, it spec.S) {
 		Expect(info.Config.AckWait).To(Equal(5 * time.Second))
 	})
 
+	it("lets every instance hold its whole window at once (concurrency × batch-size × max-instances)", func() {
+		_, err := provision.EnsureTopicStream(ctx, js, "readings", provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		s := mapping.Defaults()
+		s.Concurrency, s.BatchSize, s.MaxInstances = 1, 1000, 2
+		_, err = provision.EnsureConsumer(ctx, js, "app-guid-2", "sensors", "readings", s)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i < 2000; i++ {
+			_, err := js.PublishAsync("readings", []byte("r"))
+			Expect(err).NotTo(HaveOccurred())
+			if i%200 == 199 {
+				<-js.PublishAsyncComplete()
+			}
+		}
+		<-js.PublishAsyncComplete()
+
+		// Two instances, each asking for its window and acking nothing yet:
+		// both are served in full.
+		for instance := range 2 {
+			c, err := js.Consumer(ctx, "HT_readings", "app-guid-2")
+			Expect(err).NotTo(HaveOccurred())
+			got := 0
+			for got < 1000 {
+				batch, err := c.FetchNoWait(1000 - got)
+				Expect(err).NotTo(HaveOccurred())
+				n := 0
+				for range batch.Messages() {
+					n++
+				}
+				Expect(batch.Error()).NotTo(HaveOccurred())
+				Expect(n).NotTo(BeZero(), "instance %d got %d of its 1000 events, then none", instance, got)
+				got += n
+			}
+		}
+		c, err := js.Consumer(ctx, "HT_readings", "app-guid-2")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.CachedInfo().Config.MaxAckPending).To(Equal(2000))
+		Expect(c.CachedInfo().NumAckPending).To(Equal(2000))
+	})
+
 	it("reads operator overrides from the environment and names bad ones", func() {
 		o, err := provision.StreamOptionsFromEnv(func(k string) string {
 			return map[string]string{provision.EnvReplicas: "3", provision.EnvMaxAge: "24h"}[k]
