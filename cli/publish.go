@@ -177,17 +177,22 @@ func parseHeaders(kvs []string) (nats.Header, error) {
 	return h, nil
 }
 
-// publish stores count copies of the event, with up to 256 acks pending at
-// once. A Nats-Msg-Id given for several copies gets "-<n>" appended, so that
-// de-duplication does not fold them into one.
+// publishWindow is how many acknowledgements --count N keeps pending: the
+// next event waits for the oldest acknowledgement once it is full, so the
+// client never stalls with too many pending, however slow the server is.
+const publishWindow = 256
+
 // publishAckWait bounds the wait for each acknowledgement of --count N.
 const publishAckWait = 30 * time.Second
 
+// publish stores count copies of the event, with at most publishWindow
+// acknowledgements pending at once. A Nats-Msg-Id given for several copies
+// gets "-<n>" appended, so that de-duplication does not fold them into one.
 func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats.Header, count int) (int, uint64, error) {
 	// An acknowledgement that never comes (the stream's replicas cannot
 	// form, a node died holding it) ends the command with an error instead
 	// of waiting forever.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256), jetstream.WithPublishAsyncTimeout(publishAckWait))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(publishWindow), jetstream.WithPublishAsyncTimeout(publishAckWait))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -209,23 +214,45 @@ func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats
 		}
 		return 1, ack.Sequence, nil
 	}
-	futures := make([]jetstream.PubAckFuture, 0, count)
-	for i := range count {
-		f, err := js.PublishMsgAsync(mk(i))
-		if err != nil {
-			return 0, 0, publishError(t, err)
-		}
-		futures = append(futures, f)
-	}
-	var last uint64
-	for i, f := range futures {
+	// A ring of the pending futures, oldest first. A future is off the
+	// client's pending list before its result is delivered, so awaiting
+	// the oldest always makes room for the next publish.
+	var (
+		ring   [publishWindow]jetstream.PubAckFuture
+		head   int // index of the oldest pending future
+		n      int // pending
+		stored int
+		last   uint64
+	)
+	await := func() error {
+		f := ring[head]
+		ring[head], head, n = nil, (head+1)%publishWindow, n-1
 		select {
 		case ack := <-f.Ok():
+			stored++
 			last = max(last, ack.Sequence)
+			return nil
 		case err := <-f.Err():
-			return i, last, fmt.Errorf("%d of %d events stored, then: %v", i, count, publishError(t, err))
+			return fmt.Errorf("%d of %d events stored, then: %v", stored, count, publishError(t, err))
 		case <-ctx.Done():
-			return i, last, ctx.Err()
+			return ctx.Err()
+		}
+	}
+	for i := range count {
+		if n == publishWindow {
+			if err := await(); err != nil {
+				return stored, last, err
+			}
+		}
+		f, err := js.PublishMsgAsync(mk(i))
+		if err != nil {
+			return stored, last, fmt.Errorf("%d of %d events stored, then: %v", stored, count, publishError(t, err))
+		}
+		ring[(head+n)%publishWindow], n = f, n+1
+	}
+	for n > 0 {
+		if err := await(); err != nil {
+			return stored, last, err
 		}
 	}
 	return count, last, nil

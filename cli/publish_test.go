@@ -104,6 +104,21 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 		Expect(ids).To(Equal([]string{"upload-1", "upload-2", "upload-3", "upload-4", "upload-5"}))
 	})
 
+	it("publishes --count 100000 with a bounded window of pending acks: every event stored exactly once", func() {
+		mapped("load")
+		const n = 100000
+		r := publishRun("", "load", "a hundred-byte event, more or less, as a load test would publish it, over and over", "--nats", srv.URL(), "--count", "100000")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(Equal("published 100000 events to load (stream HT_load, last sequence 100000)\n"))
+		s, err := js.Stream(ctx, "HT_load")
+		Expect(err).NotTo(HaveOccurred())
+		st := s.CachedInfo().State
+		// No Nats-Msg-Id: a copy published twice would be stored twice.
+		Expect(st.Msgs).To(BeEquivalentTo(n), "events stored")
+		Expect(st.FirstSeq).To(BeEquivalentTo(1))
+		Expect(st.LastSeq).To(BeEquivalentTo(n))
+	})
+
 	it("finds the running dev runtime, else the environment wins", func() {
 		c := mapped("words")
 		dataDir := t.TempDir()

@@ -125,10 +125,7 @@ func (s *Scaler) reconcile(ctx context.Context, r *reconciler) {
 func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, enc []byte) error {
 	have := r.applied[m.AppGUID]
 	for _, t := range m.Topics {
-		if _, err := provision.EnsureTopicStream(ctx, s.js, t, s.o.streams); err != nil {
-			return err
-		}
-		if _, err := provision.EnsureConsumer(ctx, s.js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
+		if _, err := provision.EnsureMapping(ctx, s.js, m.AppGUID, m.AppName, t, m.Settings, s.o.streams); err != nil {
 			return err
 		}
 	}

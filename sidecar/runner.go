@@ -220,10 +220,7 @@ func provisionStatic(ctx context.Context, js jetstream.JetStream, m *mapping.Map
 		return err
 	}
 	for _, t := range m.Topics {
-		if _, err := provision.EnsureTopicStream(ctx, js, t, so); err != nil {
-			return err
-		}
-		if _, err := provision.EnsureConsumer(ctx, js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
+		if _, err := provision.EnsureMapping(ctx, js, m.AppGUID, m.AppName, t, m.Settings, so); err != nil {
 			return err
 		}
 	}

@@ -156,7 +156,7 @@ func ensureArchiveConsumer(ctx context.Context, js jetstream.JetStream, t string
 	}
 	// As for an app's consumer: a replica that does not know it yet would
 	// drop events from its copy of the interest stream.
-	awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas)
+	_ = awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas, 5*time.Second)
 	return nil
 }
 
@@ -212,11 +212,14 @@ func UpgradeArchive(ctx context.Context, js jetstream.JetStream, t string) (bool
 	return true, nil
 }
 
-// ensureTopicStreamWithArchive creates topic t's stream if missing and, only
-// when it created it, the stream's archive. An existing stream keeps what it
-// has: its archive comes from MigrateStreams.
-func ensureTopicStreamWithArchive(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
-	s, created, err := createStream(ctx, js, TopicStreamConfig(t, o, js.Conn()))
+// ensureTopicStreamWithArchive creates topic t's stream if missing (on
+// subject, t or openingSubject(t)) and, only when it created it, the
+// stream's archive. An existing stream keeps what it has: its archive comes
+// from MigrateStreams.
+func ensureTopicStreamWithArchive(ctx context.Context, js jetstream.JetStream, t, subject string, o StreamOptions) (jetstream.Stream, error) {
+	cfg := TopicStreamConfig(t, o, js.Conn())
+	cfg.Subjects = []string{subject}
+	s, created, err := createStream(ctx, js, cfg)
 	if err != nil || !created { // an existing stream's creator made the archive
 		return s, err
 	}

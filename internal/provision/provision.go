@@ -46,6 +46,10 @@ type StreamOptions struct {
 	// ReplayWindow is how long new topics keep events for replay
 	// (archive.go): 0 means DefaultReplayWindow, negative means none.
 	ReplayWindow time.Duration
+	// Duplicates is the de-duplication window of new topic streams: how
+	// long the server keeps each Nats-Msg-Id (in memory, about 100 bytes
+	// each). 0 means the server's default (2 min).
+	Duplicates time.Duration
 }
 
 // StreamOptionsFromEnv reads HOTTOPIC_STREAM_REPLICAS and HOTTOPIC_STREAM_MAX_AGE.
@@ -103,17 +107,23 @@ func TopicStreamConfig(t string, o StreamOptions, nc *nats.Conn) jetstream.Strea
 		MaxAge:      o.maxAge(),
 		Replicas:    o.replicas(nc),
 		Discard:     jetstream.DiscardOld,
+		Duplicates:  o.Duplicates,
 		Metadata:    map[string]string{MetaTopic: t},
 	}
 }
 
 // EnsureTopicStream returns topic t's stream, creating it if missing. An
-// existing stream is never reconfigured: an operator may have tuned it.
+// existing stream is never reconfigured (an operator may have tuned it),
+// except that one EnsureMapping left opening gets its topic's subject.
 func EnsureTopicStream(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
 	if err := topic.Validate(t); err != nil {
 		return nil, err
 	}
-	return ensureTopicStreamWithArchive(ctx, js, t, o)
+	s, err := ensureTopicStreamWithArchive(ctx, js, t, t, o)
+	if err != nil {
+		return nil, err
+	}
+	return s, openStream(ctx, js, s, t)
 }
 
 // DLQStreamConfig is the configuration of the dead-letter stream: limits
@@ -304,30 +314,31 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appNam
 		if err != nil {
 			return nil, wrap(err)
 		}
-		awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas)
+		_ = awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas, 5*time.Second)
 		return c, nil
 	}
 	return nil, wrap(errors.New("created and deleted concurrently; try again"))
 }
 
-// awaitPlaced waits, up to 5 s, until every replica of the new consumer is
-// running and current. An interest-retention stream's replica keeps an event
-// only if it knows a consumer that wants it; a replica that has not created
-// the consumer yet drops the event from its copy, and would lose it for the
-// consumer if it led the consumer later.
+// awaitPlaced waits, up to within, until every replica of the consumer is
+// running and current, and says so (false when it is not by then). An
+// interest-retention stream's replica keeps an event only if it knows a
+// consumer that wants it; a replica that has not created the consumer yet
+// drops the event from its copy, and would lose it for the consumer if it
+// led the consumer later.
 func awaitPlaced(ctx context.Context, c interface {
 	Info(context.Context) (*jetstream.ConsumerInfo, error)
-}, replicas int) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+}, replicas int, within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
 		info, err := c.Info(ctx)
 		if err == nil && placed(info, replicas) {
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(wait):
 		}
 	}

@@ -46,6 +46,50 @@ func testProvision(t *testing.T, when spec.G, it spec.S) {
 		Expect(info.Config.Replicas).To(Equal(1))
 	})
 
+	it("maps an app: the new stream takes its topic once the consumer runs; one left opening is opened", func() {
+		c, err := provision.EnsureMapping(ctx, js, "app-1", "fn", "orders.paid", mapping.Defaults(), provision.StreamOptions{Duplicates: 10 * time.Second})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.CachedInfo().Config.FilterSubject).To(Equal("orders.paid"))
+		s, err := js.Stream(ctx, "HT_orders_paid")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.CachedInfo().Config.Subjects).To(Equal([]string{"orders.paid"}))
+		Expect(s.CachedInfo().Config.Duplicates).To(Equal(10 * time.Second))
+		_, err = js.Publish(ctx, "orders.paid", []byte("x"))
+		Expect(err).NotTo(HaveOccurred())
+		b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		Expect(err).NotTo(HaveOccurred())
+		n := 0
+		for range b.Messages() {
+			n++
+		}
+		Expect(n).To(Equal(1), "the event reached the app's consumer")
+
+		// A mapping interrupted before its stream took the topic: whoever
+		// ensures the stream next opens it.
+		for _, ensure := range []func(t string) error{
+			func(t string) error {
+				_, err := provision.EnsureTopicStream(ctx, js, t, provision.StreamOptions{})
+				return err
+			},
+			func(t string) error {
+				_, err := provision.EnsureMapping(ctx, js, "app-1", "fn", t, mapping.Defaults(), provision.StreamOptions{})
+				return err
+			},
+		} {
+			cfg := provision.TopicStreamConfig("left", provision.StreamOptions{}, nil)
+			cfg.Subjects = []string{"hottopic.opening.HT_left"}
+			_, err := js.CreateStream(ctx, cfg)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = js.Publish(ctx, "left", []byte("x"))
+			Expect(err).To(MatchError(jetstream.ErrNoStreamResponse), "an opening stream takes no event")
+			Expect(ensure("left")).To(Succeed())
+			s, err := js.Stream(ctx, "HT_left")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(s.CachedInfo().Config.Subjects).To(Equal([]string{"left"}))
+			Expect(js.DeleteStream(ctx, "HT_left")).To(Succeed())
+		}
+	})
+
 	it("never reconfigures a stream an operator tuned", func() {
 		_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
