@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
 	"github.com/hottopic-io/hottopic/dev/state"
@@ -182,12 +183,21 @@ func parseHeaders(kvs []string) (nats.Header, error) {
 // client never stalls with too many pending, however slow the server is.
 const publishWindow = 256
 
-// publishAckWait bounds the wait for each acknowledgement of --count N.
-const publishAckWait = 30 * time.Second
+// publishAckWait bounds the wait for each acknowledgement of --count N
+// before that event is published again (publishAgain).
+const publishAckWait = 5 * time.Second
+
+// publishRetryFor bounds how long one event is published again after a
+// failure that a cluster recovers from (a stream leader being elected, a
+// node restarting): no answer, or no responder while a stream stores the
+// topic. Every event carries a Nats-Msg-Id, so a retry of an event that was
+// stored after all is dropped by the stream's de-duplication.
+const publishRetryFor = 30 * time.Second
 
 // publish stores count copies of the event, with at most publishWindow
 // acknowledgements pending at once. A Nats-Msg-Id given for several copies
-// gets "-<n>" appended, so that de-duplication does not fold them into one.
+// gets "-<n>" appended, so that de-duplication does not fold them into one;
+// without one, each copy gets a new unique id.
 func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats.Header, count int) (int, uint64, error) {
 	// An acknowledgement that never comes (the stream's replicas cannot
 	// form, a node died holding it) ends the command with an error instead
@@ -197,20 +207,25 @@ func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats
 		return 0, 0, err
 	}
 	msgID := hdr.Get(jetstream.MsgIDHeader)
+	if msgID == "" {
+		msgID = nuid.Next()
+	}
 	mk := func(i int) *nats.Msg {
 		m := &nats.Msg{Subject: t, Data: data, Header: nats.Header{}}
 		for k, v := range hdr {
 			m.Header[k] = append([]string(nil), v...)
 		}
-		if msgID != "" && count > 1 {
+		if count > 1 {
 			m.Header.Set(jetstream.MsgIDHeader, msgID+"-"+strconv.Itoa(i+1))
+		} else {
+			m.Header.Set(jetstream.MsgIDHeader, msgID)
 		}
 		return m
 	}
 	if count == 1 {
-		ack, err := js.PublishMsg(ctx, mk(0))
+		ack, err := publishAgain(ctx, js, mk(0), nil)
 		if err != nil {
-			return 0, 0, publishError(t, err)
+			return 0, 0, err
 		}
 		return 1, ack.Sequence, nil
 	}
@@ -224,19 +239,25 @@ func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats
 		stored int
 		last   uint64
 	)
+	failed := func(err error) error {
+		return fmt.Errorf("%d of %d events stored, then: %v", stored, count, err)
+	}
 	await := func() error {
 		f := ring[head]
 		ring[head], head, n = nil, (head+1)%publishWindow, n-1
+		var ack *jetstream.PubAck
 		select {
-		case ack := <-f.Ok():
-			stored++
-			last = max(last, ack.Sequence)
-			return nil
+		case ack = <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("%d of %d events stored, then: %v", stored, count, publishError(t, err))
+			if ack, err = publishAgain(ctx, js, f.Msg(), err); err != nil {
+				return failed(err)
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		stored++
+		last = max(last, ack.Sequence)
+		return nil
 	}
 	for i := range count {
 		if n == publishWindow {
@@ -244,9 +265,16 @@ func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats
 				return stored, last, err
 			}
 		}
-		f, err := js.PublishMsgAsync(mk(i))
-		if err != nil {
-			return stored, last, fmt.Errorf("%d of %d events stored, then: %v", stored, count, publishError(t, err))
+		m := mk(i)
+		f, err := js.PublishMsgAsync(m)
+		if err != nil { // e.g. disconnected while the client reconnects
+			ack, err := publishAgain(ctx, js, m, err)
+			if err != nil {
+				return stored, last, failed(err)
+			}
+			stored++
+			last = max(last, ack.Sequence)
+			continue
 		}
 		ring[(head+n)%publishWindow], n = f, n+1
 	}
@@ -256,6 +284,54 @@ func publish(ctx context.Context, nc *nats.Conn, t string, data []byte, hdr nats
 		}
 	}
 	return count, last, nil
+}
+
+// publishAgain publishes m (again, after failure first, if not nil) until
+// it is stored, for up to publishRetryFor while the failure is one a
+// cluster recovers from.
+func publishAgain(ctx context.Context, js jetstream.JetStream, m *nats.Msg, first error) (*jetstream.PubAck, error) {
+	deadline := time.Now().Add(publishRetryFor)
+	err := first
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var ack *jetstream.PubAck
+			ack, err = js.PublishMsg(actx, m)
+			cancel()
+			if err == nil {
+				return ack, nil
+			}
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) || !recoverable(ctx, js, m.Subject, err) {
+			return nil, publishError(m.Subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		err = nil
+	}
+}
+
+// recoverable: no answer came, the client is reconnecting, or no responder
+// while a stream stores the topic (its leader is being elected); the server
+// being briefly unable to serve JetStream counts too. Anything else is final.
+func recoverable(ctx context.Context, js jetstream.JetStream, t string, err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
+		return true
+	case errors.As(err, &apiErr) && apiErr.Code == 503:
+		return true
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, lerr := js.StreamNameBySubject(lctx, t)
+		return !errors.Is(lerr, jetstream.ErrStreamNotFound)
+	}
+	return false
 }
 
 func publishError(t string, err error) error {
