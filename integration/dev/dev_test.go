@@ -104,9 +104,11 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		publishTo(d, n, "the quick brown fox jumps over the lazy dog")
 	}
 
+	// processed counts deliveries by event id: hottopic publish gives each
+	// event a Nats-Msg-Id of its own, which is its ce-id.
 	processed := func(d *devProc) map[string]int {
 		ids := map[string]int{}
-		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (HT_words-\d+) \(delivery`).FindAllStringSubmatch(d.Output(), -1) {
+		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (\S+) \(delivery`).FindAllStringSubmatch(d.Output(), -1) {
 			ids[m[1]]++
 		}
 		return ids
