@@ -586,9 +586,41 @@ func (b *Broker) GetInstance(context.Context, string, domain.FetchInstanceDetail
 	return domain.GetInstanceDetailsSpec{}, errNotSupported("fetching a service instance")
 }
 
-// Update is not offered: one plan, no parameters to change yet.
-func (b *Broker) Update(context.Context, string, domain.UpdateDetails, bool) (domain.UpdateServiceSpec, error) {
-	return domain.UpdateServiceSpec{}, errNotSupported("updating a service instance")
+// Update changes a bus's topics (cf update-service -c '{"topics": [...]}'),
+// the one parameter; there is one plan. Bindings made from then on may
+// publish to the new topics; existing ones keep the permissions they were
+// issued with (their JWTs are signed), so an app binds again to get them.
+func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, _ bool) (domain.UpdateServiceSpec, error) {
+	if d.PlanID != "" && d.PlanID != PlanID {
+		return domain.UpdateServiceSpec{}, badRequest("plan-change-not-supported", "plan %q: the service has one plan, %s", d.PlanID, PlanName)
+	}
+	params, err := parseProvisionParams(d.RawParameters)
+	if err != nil {
+		return domain.UpdateServiceSpec{}, err
+	}
+	if len(d.RawParameters) == 0 || string(d.RawParameters) == "null" {
+		return domain.UpdateServiceSpec{}, nil
+	}
+	defer b.lock(id)()
+	bus, rev, err := b.mustBus(ctx, id, errInstanceMissing)
+	if err != nil {
+		return domain.UpdateServiceSpec{}, err
+	}
+	if bus.Deleting {
+		return domain.UpdateServiceSpec{}, apiresponses.NewFailureResponse(fmt.Errorf("bus %s is being deleted", id), http.StatusUnprocessableEntity, "instance-deleting")
+	}
+	if params.Topics == nil {
+		params.Topics = []string{}
+	}
+	if equalStrings(bus.Topics, params.Topics) {
+		return domain.UpdateServiceSpec{}, nil
+	}
+	bus.Topics = params.Topics
+	if _, err := b.st.putBus(ctx, bus, rev); err != nil {
+		return domain.UpdateServiceSpec{}, fmt.Errorf("update bus %s: %w", id, err)
+	}
+	b.log.Info("updated bus", "instance", id, "topics", strings.Join(bus.Topics, ","))
+	return domain.UpdateServiceSpec{}, nil
 }
 
 // LastOperation: every operation is synchronous.

@@ -343,6 +343,28 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			key.deniedSub(t, "_INBOX_bind-1.>")
 		})
 
+		it("updates a bus's topics for the bindings made after, not for those made before", func() {
+			old := s.mustDial(s.bind("bus-1", "key-old", ""))
+			const payments = "payments.created"
+			code, body := s.osb("PATCH", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "parameters": map[string]any{"topics": []string{"$SYS.>"}}})
+			Expect(code).To(Equal(http.StatusBadRequest))
+			Expect(body["description"]).To(ContainSubstring(`invalid topic pattern "$SYS.>"`))
+			code, _ = s.osb("PATCH", "/v2/service_instances/nope", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "parameters": map[string]any{"topics": []string{payments}}})
+			Expect(code).To(Equal(http.StatusNotFound))
+			code, body = s.osb("PATCH", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "parameters": map[string]any{"topics": []string{orders, payments}}})
+			Expect(code).To(Equal(http.StatusOK), "%v", body)
+			bus, ok, err := s.state().Bus(ctx, "bus-1")
+			Expect(ok, err).To(BeTrue())
+			Expect(bus.Topics).To(Equal([]string{orders, payments}))
+
+			_, err = provision.EnsureTopicStream(ctx, js, payments, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			key := s.mustDial(s.bind("bus-1", "key-new", ""))
+			_, err = key.js.Publish(ctx, payments, []byte("new topic"))
+			Expect(err).NotTo(HaveOccurred())
+			old.deniedPub(t, payments)
+		})
+
 		it("revokes at unbind: a new connection is refused, an open one closed", func() {
 			Expect(s.unbind("bus-1", "bind-1")).To(Equal(http.StatusOK))
 			select {

@@ -99,7 +99,7 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 			if cfg, err = cfenv.NATSFromURL(f.natsURL); err != nil {
 				return nil, "", fmt.Errorf("--nats: %v", err)
 			}
-		} else if cfg, err = cfenv.NATSFromURL(st.NATSURL); err != nil {
+		} else if cfg, err = st.OpsNATS(appName); err != nil {
 			return nil, "", err
 		}
 		hint = " (is `hottopic dev` still running?)"

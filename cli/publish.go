@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 func newPublishCommand() *cobra.Command {
 	var (
 		natsURL string
+		service string
 		dataDir string
 		headers []string
 		count   int
@@ -34,10 +36,13 @@ func newPublishCommand() *cobra.Command {
 		Short: "Publish an event to a topic (DATA, or - to read it from stdin)",
 		Long: `Publish an event to a topic with a JetStream publish, waiting until it is stored.
 The server is --nats if given, else HOTTOPIC_NATS_URL or a bound service in
-VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir), else ` + state.DefaultNATSURL + `.`,
+VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir), else ` + state.DefaultNATSURL + `.
+The running ` + "`hottopic dev`" + ` has an event bus per service its manifest's apps list:
+--service NAME publishes to that one (default: the bus of the apps that list none).`,
 		Example: `  hottopic publish words "the quick brown fox"
   hottopic publish images.uploaded - < photo.png --header Content-Type=image/png
-  hottopic publish words "load test" --count 500`,
+  hottopic publish words "load test" --count 500
+  hottopic publish orders.created '{"id": 1}' --service orders-bus`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t := args[0]
@@ -64,9 +69,12 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 			if err := ce.Ingest(hdr, data, false); err != nil {
 				return err
 			}
-			cfg, hint, err := publishTarget(natsURL, dataDir, os.Getenv)
+			cfg, hint, bus, err := publishTarget(natsURL, service, dataDir, os.Getenv)
 			if err != nil {
 				return err
+			}
+			if bus != nil && !slices.Contains(bus.Topics, t) {
+				return fmt.Errorf("service %s takes the topics and output topics of its apps (%s), not %s: map one of its apps to %s in the manifest", bus.Service, orNone(bus.Topics), t, t)
 			}
 			// Bounds the retries against a refused connection, not a slow dial.
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
@@ -89,6 +97,7 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&service, "service", "", "the running hottopic dev's event bus to publish to, by service name (default: the bus of the apps that list no services)")
 	f.StringVar(&natsURL, "nats", "", "NATS server URL (default: HOTTOPIC_NATS_URL, VCAP_SERVICES, the running hottopic dev, "+state.DefaultNATSURL+")")
 	f.StringArrayVar(&headers, "header", nil, "event header K=V (repeatable), e.g. Content-Type=application/json or ce-type=order.created")
 	f.IntVarP(&count, "count", "n", 1, "publish the event this many times (load)")
@@ -98,35 +107,62 @@ VCAP_SERVICES, else the running ` + "`hottopic dev`" + ` (recorded in --data-dir
 
 // publishTarget picks the server: the flag, then the environment the CF
 // way, then the running dev runtime, then the dev runtime's default address.
-// hint is appended to a connection error.
-func publishTarget(flagURL, dataDir string, getenv func(string) string) (cfg cfenv.NATS, hint string, err error) {
+// A service names one of the running dev runtime's buses (and skips the
+// environment); bus is the one picked, nil without a broker. hint is
+// appended to a connection error.
+func publishTarget(flagURL, service, dataDir string, getenv func(string) string) (cfg cfenv.NATS, hint string, bus *state.Bus, err error) {
 	if flagURL != "" {
+		if service != "" {
+			return cfg, "", nil, errors.New("--service picks an event bus of the running hottopic dev; it cannot be combined with --nats")
+		}
 		cfg, err = cfenv.NATSFromURL(flagURL)
 		if err != nil {
-			return cfg, "", fmt.Errorf("--nats: %v", err)
+			return cfg, "", nil, fmt.Errorf("--nats: %v", err)
 		}
-		return cfg, "", nil
+		return cfg, "", nil, nil
 	}
-	if getenv(cfenv.EnvNATSURL) != "" || getenv("VCAP_SERVICES") != "" {
+	if service == "" && (getenv(cfenv.EnvNATSURL) != "" || getenv("VCAP_SERVICES") != "") {
 		cfg, err = cfenv.NATSFromEnv(getenv)
 		if !errors.Is(err, cfenv.ErrNoNATS) {
-			return cfg, "", err
+			return cfg, "", nil, err
 		}
 	}
 	const notRunning = " (is `hottopic dev` running? start it, or point --nats at a server)"
 	st, err := state.Read(dataDir)
 	switch {
+	case err == nil && len(st.Buses) > 0:
+		b, ok := st.Bus(service)
+		switch {
+		case !ok && service == "":
+			return cfg, "", nil, fmt.Errorf("every app of the running hottopic dev lists services, so there is no default event bus: pick one with --service (%s)", strings.Join(st.Services(), ", "))
+		case !ok:
+			return cfg, "", nil, fmt.Errorf("no service %q in the running hottopic dev; its services: %s", service, strings.Join(st.Services(), ", "))
+		}
+		cfg, err = cfenv.NATSFromService(b.Key)
+		cfg.Source = fmt.Sprintf("service %q of the running hottopic dev", b.Service)
+		return cfg, notRunning, &b, err
+	case err == nil && service != "":
+		return cfg, "", nil, errors.New("the running hottopic dev serves one event bus without a broker (it was started with --nats or --cluster): publish without --service")
 	case err == nil:
 		cfg, err = cfenv.NATSFromURL(st.NATSURL)
 		cfg.Source = "the running hottopic dev"
-		return cfg, notRunning, err
+		return cfg, notRunning, nil, err
+	case errors.Is(err, state.ErrNotRunning) && service != "":
+		return cfg, "", nil, fmt.Errorf("--service picks an event bus of the running hottopic dev, and none runs from %s", dataDir)
 	case errors.Is(err, state.ErrNotRunning):
 		cfg, err = cfenv.NATSFromURL(state.DefaultNATSURL)
 		cfg.Source = "default"
-		return cfg, notRunning, err
+		return cfg, notRunning, nil, err
 	default:
-		return cfg, "", err
+		return cfg, "", nil, err
 	}
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
 }
 
 func parseHeaders(kvs []string) (nats.Header, error) {

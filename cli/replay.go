@@ -131,7 +131,11 @@ func newMigrateStreamsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, hint, err := publishTarget(natsURL, dataDir, os.Getenv)
+			cfg, hint, bus, err := publishTarget(natsURL, "", dataDir, os.Getenv)
+			if err == nil && bus != nil {
+				// The dev runtime's default bus, with the rights to change streams.
+				cfg, err = cfenv.NATSFromService(bus.Admin)
+			}
 			if err != nil {
 				return err
 			}
