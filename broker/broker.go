@@ -72,10 +72,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.st, err = openStore(ctx, js, replicas(b.internal), cfg.StateKey); err != nil {
+	// Servers started with the broker may not have elected a JetStream meta
+	// leader yet, and do not answer until they have: each attempt is short.
+	b.st, err = retrying(ctx, func() (*store, error) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return openStore(actx, js, replicas(b.internal), cfg.StateKey)
+	})
+	if err != nil {
 		b.Close()
 		return nil, err
 	}
+	b.st.buses, b.st.bindings = retryKV{b.st.buses}, retryKV{b.st.bindings}
 	return b, nil
 }
 
@@ -185,13 +193,19 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 		return domain.ProvisionedServiceSpec{}, err
 	}
 	defer b.lock(id)()
-	if old, _, ok, err := b.st.bus(ctx, id); err != nil {
-		return domain.ProvisionedServiceSpec{}, err
-	} else if ok {
+	// The same request again is answered 200, another one for the ID 409.
+	exists := func() (domain.ProvisionedServiceSpec, error) {
+		old, _, ok, err := b.st.bus(ctx, id)
+		if err != nil || !ok {
+			return domain.ProvisionedServiceSpec{}, err
+		}
 		if old.PlanID == d.PlanID && old.SpaceGUID == d.SpaceGUID && old.OrgGUID == d.OrganizationGUID && equalStrings(old.Topics, params.Topics) && !old.Deleting {
 			return domain.ProvisionedServiceSpec{AlreadyExists: true}, nil
 		}
 		return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+	}
+	if spec, err := exists(); err != nil || spec.AlreadyExists {
+		return spec, err
 	}
 	akp, err := nkeys.CreateAccount()
 	if err != nil {
@@ -233,6 +247,10 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	// the account; undo the record when the push fails.
 	if _, err := b.st.putBus(ctx, bus, 0); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Another broker instance took the ID meanwhile.
+			if spec, err := exists(); err != nil || spec.AlreadyExists {
+				return spec, err
+			}
 			return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
 		}
 		return domain.ProvisionedServiceSpec{}, fmt.Errorf("store bus %s: %w", id, err)
@@ -361,8 +379,7 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 // servers refuse new connections with it and close open ones.
 func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ domain.UnbindDetails, _ bool) (domain.UnbindSpec, error) {
 	defer b.lock(instanceID)()
-	bus, rev, err := b.mustBus(ctx, instanceID, apiresponses.ErrInstanceDoesNotExist)
-	if err != nil {
+	if _, _, err := b.mustBus(ctx, instanceID, apiresponses.ErrInstanceDoesNotExist); err != nil {
 		return domain.UnbindSpec{}, err
 	}
 	rec, ok, err := b.st.binding(ctx, instanceID, bindingID)
@@ -372,16 +389,7 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	if !ok {
 		return domain.UnbindSpec{}, apiresponses.ErrBindingDoesNotExist
 	}
-	// The revocation is recorded before it is pushed: a push that fails is
-	// retried by the next unbind (Cloud Controller retries), and no later
-	// push of this bus can forget it.
-	if _, done := bus.Revoked[rec.User]; !done {
-		bus.Revoked[rec.User] = time.Now().Unix()
-		if _, err := b.st.putBus(ctx, bus, rev); err != nil {
-			return domain.UnbindSpec{}, fmt.Errorf("record the revocation of binding %s: %w", bindingID, err)
-		}
-	}
-	if err := b.push(ctx, bus); err != nil {
+	if err := b.revoke(ctx, instanceID, rec.User); err != nil {
 		return domain.UnbindSpec{}, fmt.Errorf("revoke binding %s: %w", bindingID, err)
 	}
 	if err := b.st.bindings.Purge(ctx, bindingKey(instanceID, bindingID)); err != nil {
@@ -391,7 +399,55 @@ func (b *Broker) Unbind(ctx context.Context, instanceID, bindingID string, _ dom
 	return domain.UnbindSpec{}, nil
 }
 
+// revokeAttempts bounds how often revoke retries a bus record that another
+// broker instance changed meanwhile.
+const revokeAttempts = 10
+
+// revoke records the revocation of user in the bus record, then pushes the
+// account JWT. The record comes first: a push that fails is retried by the
+// next unbind (Cloud Controller retries), and no later push of this bus can
+// forget it. Another broker instance may unbind on the same bus at the same
+// time: a compare-and-swap that loses is retried on the newer record, and the
+// JWT is pushed again until the record pushed is still the newest afterwards,
+// so the JWT the servers keep last holds every revocation.
+func (b *Broker) revoke(ctx context.Context, busID, user string) error {
+	for range revokeAttempts {
+		bus, rev, err := b.mustBus(ctx, busID, apiresponses.ErrInstanceDoesNotExist)
+		if err != nil {
+			return err
+		}
+		if _, done := bus.Revoked[user]; !done {
+			bus.Revoked[user] = time.Now().Unix()
+			if rev, err = b.st.putBus(ctx, bus, rev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue
+			} else if err != nil {
+				return fmt.Errorf("record the revocation: %w", err)
+			}
+		}
+		if err := b.push(ctx, bus); err != nil {
+			return err
+		}
+		if _, now, ok, err := b.st.bus(ctx, busID); err != nil {
+			return err
+		} else if !ok || now == rev {
+			return nil
+		}
+	}
+	return fmt.Errorf("bus %s changed %d times while revoking: try again", busID, revokeAttempts)
+}
+
+// push signs and pushes the bus's account JWT. A node that missed an update
+// (down at the time) takes the JWT from the others when they compare, the
+// newer by issue time in whole seconds, and on a tie either one. So push
+// first waits for the next second: its JWT is newer than every JWT of the bus
+// pushed before it began, and no node can bring back an older one (which
+// would undo a revocation).
 func (b *Broker) push(ctx context.Context, bus *Bus) error {
+	select {
+	case <-time.After(time.Until(time.Now().Truncate(time.Second).Add(time.Second))):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	token, err := accountJWT(bus, b.cfg.OperatorSigner)
 	if err != nil {
 		return err
@@ -400,8 +456,8 @@ func (b *Broker) push(ctx context.Context, bus *Bus) error {
 }
 
 // Deprovision removes the bus's streams (topics, dead letters, the mapping
-// bucket and with them every consumer), revokes every user of the account and
-// deletes it. Refused with 422 while bindings exist.
+// bucket and with them every consumer) and revokes every user of the account
+// (which stays, unusable). Refused with 422 while bindings exist.
 func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.DeprovisionDetails, _ bool) (domain.DeprovisionServiceSpec, error) {
 	defer b.lock(id)()
 	bus, rev, err := b.mustBus(ctx, id, apiresponses.ErrInstanceDoesNotExist)
@@ -426,6 +482,12 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 	// A retry after a failure further down finds "*" revoked: the streams are
 	// gone then, and the scaler's credentials may no longer connect.
 	if _, revokedAll := bus.Revoked[jwt.All]; !revokedAll {
+		// The scaler's user goes first: a scaler still serving the bus
+		// (it stops once it sees Deleting, a moment later) could otherwise
+		// make its buckets again while the streams are deleted.
+		if rev, err = b.revokeScaler(ctx, bus, rev); err != nil {
+			return domain.DeprovisionServiceSpec{}, err
+		}
 		if err := b.removeStreams(ctx, bus); err != nil {
 			return domain.DeprovisionServiceSpec{}, err
 		}
@@ -434,11 +496,12 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 			return domain.DeprovisionServiceSpec{}, fmt.Errorf("record the revocation of bus %s: %w", id, err)
 		}
 	}
+	// The account's JWT stays in the resolvers, every user revoked, rather
+	// than being deleted: a node that was down meanwhile takes this newer JWT
+	// from the others, whereas after a delete it would keep its old one (its
+	// users valid) and hand it back to the others.
 	if err := b.push(ctx, bus); err != nil {
 		return domain.DeprovisionServiceSpec{}, fmt.Errorf("revoke the users of bus %s: %w", id, err)
-	}
-	if err := deleteAccount(ctx, b.sys, bus.Account, b.cfg.OperatorSigner); err != nil {
-		return domain.DeprovisionServiceSpec{}, fmt.Errorf("delete the account of bus %s: %w", id, err)
 	}
 	if err := b.st.buses.Purge(ctx, id); err != nil {
 		return domain.DeprovisionServiceSpec{}, fmt.Errorf("remove bus %s: %w", id, err)
@@ -447,15 +510,51 @@ func (b *Broker) Deprovision(ctx context.Context, id string, _ domain.Deprovisio
 	return domain.DeprovisionServiceSpec{}, nil
 }
 
-// removeStreams deletes every stream of the bus account, as its scaler user.
-func (b *Broker) removeStreams(ctx context.Context, bus *Bus) error {
+// revokeScaler revokes the bus's scaler user (its connections close) and
+// records it; it returns the bus record's new revision.
+func (b *Broker) revokeScaler(ctx context.Context, bus *Bus, rev uint64) (uint64, error) {
 	creds, err := b.st.Open(bus.ScalerCreds, buses.SealedAt(bus.ID, buses.FieldScalerCreds))
+	if err != nil {
+		return rev, fmt.Errorf("bus %s: %w", bus.ID, err)
+	}
+	raw, err := jwt.ParseDecoratedJWT([]byte(creds))
+	if err != nil {
+		return rev, fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+	}
+	uc, err := jwt.DecodeUserClaims(raw)
+	if err != nil {
+		return rev, fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+	}
+	if _, done := bus.Revoked[uc.Subject]; done {
+		return rev, nil
+	}
+	if bus.Revoked == nil {
+		bus.Revoked = map[string]int64{}
+	}
+	bus.Revoked[uc.Subject] = time.Now().Unix()
+	if rev, err = b.st.putBus(ctx, bus, rev); err != nil {
+		return rev, fmt.Errorf("record the revocation of bus %s's scaler: %w", bus.ID, err)
+	}
+	if err := b.push(ctx, bus); err != nil {
+		return rev, fmt.Errorf("revoke the scaler of bus %s: %w", bus.ID, err)
+	}
+	return rev, nil
+}
+
+// removeStreams deletes every stream of the bus account, as a new user
+// signed with the bus's signing key (the scaler's is revoked by now).
+func (b *Broker) removeStreams(ctx context.Context, bus *Bus) error {
+	seed, err := b.st.Open(bus.SigningSeed, buses.SealedAt(bus.ID, buses.FieldSigningSeed))
 	if err != nil {
 		return fmt.Errorf("bus %s: %w", bus.ID, err)
 	}
-	opt, err := credsOption(creds)
+	akp, err := nkeys.FromSeed([]byte(seed))
 	if err != nil {
-		return fmt.Errorf("bus %s: scaler credentials: %w", bus.ID, err)
+		return fmt.Errorf("bus %s: signing key: %w", bus.ID, err)
+	}
+	opt, err := userOption("hottopic-broker-deprovision", bus.Account, akp)
+	if err != nil {
+		return fmt.Errorf("bus %s: %w", bus.ID, err)
 	}
 	nc, err := connect(ctx, b.cfg, "hottopic-broker/deprovision", opt)
 	if err != nil {
@@ -487,9 +586,41 @@ func (b *Broker) GetInstance(context.Context, string, domain.FetchInstanceDetail
 	return domain.GetInstanceDetailsSpec{}, errNotSupported("fetching a service instance")
 }
 
-// Update is not offered: one plan, no parameters to change yet.
-func (b *Broker) Update(context.Context, string, domain.UpdateDetails, bool) (domain.UpdateServiceSpec, error) {
-	return domain.UpdateServiceSpec{}, errNotSupported("updating a service instance")
+// Update changes a bus's topics (cf update-service -c '{"topics": [...]}'),
+// the one parameter; there is one plan. Bindings made from then on may
+// publish to the new topics; existing ones keep the permissions they were
+// issued with (their JWTs are signed), so an app binds again to get them.
+func (b *Broker) Update(ctx context.Context, id string, d domain.UpdateDetails, _ bool) (domain.UpdateServiceSpec, error) {
+	if d.PlanID != "" && d.PlanID != PlanID {
+		return domain.UpdateServiceSpec{}, badRequest("plan-change-not-supported", "plan %q: the service has one plan, %s", d.PlanID, PlanName)
+	}
+	params, err := parseProvisionParams(d.RawParameters)
+	if err != nil {
+		return domain.UpdateServiceSpec{}, err
+	}
+	if len(d.RawParameters) == 0 || string(d.RawParameters) == "null" {
+		return domain.UpdateServiceSpec{}, nil
+	}
+	defer b.lock(id)()
+	bus, rev, err := b.mustBus(ctx, id, errInstanceMissing)
+	if err != nil {
+		return domain.UpdateServiceSpec{}, err
+	}
+	if bus.Deleting {
+		return domain.UpdateServiceSpec{}, apiresponses.NewFailureResponse(fmt.Errorf("bus %s is being deleted", id), http.StatusUnprocessableEntity, "instance-deleting")
+	}
+	if params.Topics == nil {
+		params.Topics = []string{}
+	}
+	if equalStrings(bus.Topics, params.Topics) {
+		return domain.UpdateServiceSpec{}, nil
+	}
+	bus.Topics = params.Topics
+	if _, err := b.st.putBus(ctx, bus, rev); err != nil {
+		return domain.UpdateServiceSpec{}, fmt.Errorf("update bus %s: %w", id, err)
+	}
+	b.log.Info("updated bus", "instance", id, "topics", strings.Join(bus.Topics, ","))
+	return domain.UpdateServiceSpec{}, nil
 }
 
 // LastOperation: every operation is synchronous.

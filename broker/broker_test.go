@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/mapping"
+	"github.com/hottopic-io/hottopic/internal/ops"
 	"github.com/hottopic-io/hottopic/internal/provision"
 	"github.com/hottopic-io/hottopic/internal/topic"
 )
@@ -115,17 +117,22 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			Expect(err).NotTo(HaveOccurred())
 			_, err = kv.Put(ctx, "app-1", []byte("{}"))
 			Expect(err).NotTo(HaveOccurred())
-			// Kept in a channel: the connection is closed (revoked) right after.
+			// Heard by a user of its own: deprovisioning revokes the scaler's
+			// user before it deletes the streams (so a scaler still serving
+			// the bus cannot make them again), and every user right after;
+			// kept in a channel for that.
+			w := s.watcher("bus-1")
 			deleted := make(chan *nats.Msg, 10)
-			_, err = nc.ChanSubscribe("$JS.EVENT.ADVISORY.STREAM.DELETED.>", deleted)
+			_, err = w.ChanSubscribe("$JS.EVENT.ADVISORY.STREAM.DELETED.>", deleted)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(nc.Flush()).To(Succeed())
+			Expect(w.Flush()).To(Succeed())
 
 			Expect(s.unbind("bus-1", "bind-app")).To(Equal(http.StatusOK))
 			Expect(s.unbind("bus-1", "bind-app")).To(Equal(http.StatusGone))
 			Expect(s.unbind("bus-1", "key-1")).To(Equal(http.StatusOK))
 			code, body = s.osb("DELETE", "/v2/service_instances/bus-1"+query, nil)
 			Expect(code).To(Equal(http.StatusOK), "%v", body)
+			NewWithT(t).Eventually(nc.IsClosed, 10*time.Second).Should(BeTrue(), "the scaler's connection is closed (revoked)")
 
 			var gone []string
 			for len(gone) < 3 {
@@ -336,6 +343,28 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			key.deniedSub(t, "_INBOX_bind-1.>")
 		})
 
+		it("updates a bus's topics for the bindings made after, not for those made before", func() {
+			old := s.mustDial(s.bind("bus-1", "key-old", ""))
+			const payments = "payments.created"
+			code, body := s.osb("PATCH", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "parameters": map[string]any{"topics": []string{"$SYS.>"}}})
+			Expect(code).To(Equal(http.StatusBadRequest))
+			Expect(body["description"]).To(ContainSubstring(`invalid topic pattern "$SYS.>"`))
+			code, _ = s.osb("PATCH", "/v2/service_instances/nope", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "parameters": map[string]any{"topics": []string{payments}}})
+			Expect(code).To(Equal(http.StatusNotFound))
+			code, body = s.osb("PATCH", "/v2/service_instances/bus-1", map[string]any{"service_id": broker.ServiceID, "plan_id": broker.PlanID, "parameters": map[string]any{"topics": []string{orders, payments}}})
+			Expect(code).To(Equal(http.StatusOK), "%v", body)
+			bus, ok, err := s.state().Bus(ctx, "bus-1")
+			Expect(ok, err).To(BeTrue())
+			Expect(bus.Topics).To(Equal([]string{orders, payments}))
+
+			_, err = provision.EnsureTopicStream(ctx, js, payments, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			key := s.mustDial(s.bind("bus-1", "key-new", ""))
+			_, err = key.js.Publish(ctx, payments, []byte("new topic"))
+			Expect(err).NotTo(HaveOccurred())
+			old.deniedPub(t, payments)
+		})
+
 		it("revokes at unbind: a new connection is refused, an open one closed", func() {
 			Expect(s.unbind("bus-1", "bind-1")).To(Equal(http.StatusOK))
 			select {
@@ -409,6 +438,88 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 				return info.AckFloor.Stream
 			}, time.Minute).Should(Equal(uint64(1)), "the event is acked")
 			Expect(sidecar.Output()).NotTo(ContainSubstring("ermission"))
+		})
+	})
+
+	when("a bound app's dead letters are redriven and its topic replayed", func() {
+		it("delivers them to that app's sidecar alone; another binding can neither pull nor inspect them", func() {
+			s.provision("bus-1", orders)
+			_, js := s.admin("bus-1")
+			_, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = provision.EnsureDLQStream(ctx, js, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			settledNotes, err := provision.EnsureSettledConsumer(ctx, js, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mapping.Bucket})
+			Expect(err).NotTo(HaveOccurred())
+			settings := mapping.Defaults()
+			var m mapping.Mapping
+			for _, g := range []string{"app-1", "app-2"} {
+				_, err = provision.EnsureConsumer(ctx, js, g, g, orders, settings)
+				Expect(err).NotTo(HaveOccurred())
+				m = mapping.Mapping{AppGUID: g, AppName: g, Topics: []string{orders}, Settings: settings}
+				enc, err := m.Encode()
+				Expect(err).NotTo(HaveOccurred())
+				_, err = kv.Put(ctx, g, enc)
+				Expect(err).NotTo(HaveOccurred())
+			}
+			m.AppGUID, m.AppName = "app-1", "app-1"
+
+			var fixed atomic.Bool
+			received := make(chan string, 10)
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if !fixed.Load() {
+					w.WriteHeader(http.StatusUnprocessableEntity)
+					_, _ = w.Write([]byte("cannot parse " + string(body)))
+					return
+				}
+				received <- string(body)
+			}))
+			t.Cleanup(app.Close)
+			sidecar := s.startSidecar(s.bind("bus-1", "bind-1", "app-1"), "app-1", app.Listener.Addr().(*net.TCPAddr).Port)
+			other := s.mustDial(s.bind("bus-1", "bind-2", "app-2"))
+			key := s.mustDial(s.bind("bus-1", "key-1", ""))
+			since := time.Now()
+			for _, e := range []string{"e1", "e2"} {
+				_, err = key.js.Publish(ctx, orders, []byte(e))
+				Expect(err).NotTo(HaveOccurred())
+			}
+			var letters []ops.Letter
+			NewWithT(t).Eventually(func() []ops.Letter {
+				letters, err = ops.List(ctx, js, ops.Filter{App: "app-1"})
+				Expect(err).NotTo(HaveOccurred())
+				return letters
+			}, time.Minute).Should(HaveLen(2), "the sidecar dead-lettered both; sidecar:\n%s", sidecar.Output())
+			Expect(letters[0].Reason).To(HavePrefix("HTTP 422 Unprocessable Entity: cannot parse e"))
+
+			fixed.Store(true)
+			out, err := ops.Redrive(ctx, js, m, letters, provision.StreamOptions{}, time.Minute)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(out).To(MatchFields(IgnoreExtras, Fields{"Redriven": Equal(2), "Failed": BeZero(), "Pending": BeZero()}), "sidecar:\n%s", sidecar.Output())
+			got := []string{<-received, <-received}
+			Expect(got).To(ConsistOf("e1", "e2"))
+			info, err := settledNotes.Info(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(info.NumPending).To(Equal(uint64(2)), "the settlements wait for the scaler, which deletes the letters")
+
+			r, err := ops.Replay(ctx, js, m, orders, since, time.Time{}, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(r.Events).To(Equal(2))
+			got = []string{<-received, <-received}
+			Expect(got).To(ConsistOf("e1", "e2"))
+			Expect(sidecar.Output()).NotTo(ContainSubstring("ermission"))
+
+			// The other app's binding: not app-1's per-app consumer, nor its settlements.
+			other.deniedPub(t, "$JS.API.CONSUMER.MSG.NEXT."+topic.RedriveStream+".app-1")
+			other.deniedPub(t, "$JS.API.CONSUMER.INFO."+topic.RedriveStream+".app-1")
+			other.deniedPub(t, "$JS.API.CONSUMER.DELETE."+topic.RedriveStream+".app-1")
+			other.deniedPub(t, "$JS.API.STREAM.MSG.GET."+topic.RedriveStream)
+			other.deniedPub(t, "$JS.API.STREAM.MSG.GET."+topic.DLQStream)
+			other.deniedPub(t, topic.SettledSubject("app-1"))
+			other.deniedPub(t, topic.RedriveSubject("app-1", orders))
+			other.deniedSub(t, topic.RedriveReadySubject("app-1"))
 		})
 	})
 

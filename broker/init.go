@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
+
+	"github.com/hottopic-io/hottopic/internal/natsconf"
 )
 
 // Files Init writes in its directory.
@@ -33,6 +35,9 @@ type InitOptions struct {
 	NATSURL string
 	// Port the server listens on (default 4222); -p overrides it at start.
 	Port int
+	// cluster: per-node configurations instead of DIR/nats-server.conf
+	// (InitCluster, initcluster.go).
+	cluster []ClusterNode
 }
 
 // Init writes, offline, everything an operator needs: DIR/nats-server.conf
@@ -136,13 +141,18 @@ jetstream: {
   store_dir: %[9]q
 }
 `, filepath.Join(abs, ServerConfFile), o.Port, opJWT, k.pub(k.sys), filepath.Join(abs, resolverDir), sysJWT, k.pub(k.internal), intJWT, filepath.Join(abs, jetstreamDir))
-	if err := write(ServerConfFile, conf); err != nil {
+	if o.cluster != nil {
+		err = writeClusterConfs(abs, o.cluster, natsconf.Operator{JWT: opJWT, SystemAccount: k.pub(k.sys), Preload: []natsconf.Account{
+			{Comment: "SYS: the system account", PublicKey: k.pub(k.sys), JWT: sysJWT},
+			{Comment: "HOTTOPIC: the broker's and the scaler's state", PublicKey: k.pub(k.internal), JWT: intJWT},
+		}}, &written)
+	} else if err = write(ServerConfFile, conf); err == nil {
+		written = append(written, filepath.Join(abs, resolverDir))
+		err = os.MkdirAll(filepath.Join(abs, resolverDir), 0o700)
+	}
+	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(abs, resolverDir), 0o700); err != nil {
-		return err
-	}
-	written = append(written, filepath.Join(abs, resolverDir))
 
 	stateKey := make([]byte, 32)
 	password := make([]byte, 24)

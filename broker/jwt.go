@@ -87,9 +87,10 @@ type claimsResponse struct {
 }
 
 // resolverRequest sends a claims request over the system account connection
-// and waits for the first server's answer. With a cluster, every server gets
-// the update through the resolvers' own gossip; the first answer is the one
-// of a server that stored it.
+// and waits for the first server's answer. With a cluster, every running
+// server receives the request and stores the update (the first answer is one
+// of them); a server that was down takes it from the others when the
+// resolvers next compare (interval in its configuration).
 func resolverRequest(ctx context.Context, sys *nats.Conn, subject, payload string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -23,9 +23,11 @@ const kvStream = "KV_" + mapping.Bucket
 
 // appPermissions are an app binding's: publish to the bus's declared topics
 // and to dead letters; pull from, ack and inspect only the consumers named by
-// its app GUID; read (get or watch) only its own mapping key; receive only on
-// its inbox prefix. Nothing else: no stream or consumer management, no other
-// app's consumer or key, no subscription to a topic, no $SYS.
+// its app GUID (on the topic streams and on the per-app path alike); read
+// (get or watch) only its own mapping key; announce what it settled on the
+// per-app path; receive only on its inbox prefix. Nothing else: no stream or
+// consumer management, no other app's consumer or key, no subscription to a
+// topic, no $SYS.
 func appPermissions(b *Bus, appGUID, bindingID string) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(topicSubjects(b)...)
@@ -44,14 +46,13 @@ func appPermissions(b *Bus, appGUID, bindingID string) jwt.Permissions {
 		// in the subject is the consumer's, so only this key can be watched.
 		"$JS.API.CONSUMER.CREATE."+kvStream+".*.$KV."+mapping.Bucket+"."+appGUID,
 		"$JS.FC."+kvStream+".>",
-		// The sidecar looks for its consumers on the per-app path (redrive,
-		// replay), named <app-guid>__<topic stream>. A NATS wildcard matches
-		// whole tokens only, so this cannot be narrowed to this app's: info
-		// (a consumer's configuration and counts, no events) of every
-		// per-app consumer of the bus. Pulling from them is not granted, so
-		// redrive and replay do not reach a broker-bound app yet
-		// (docs/security.md).
-		"$JS.API.CONSUMER.INFO."+topic.RedriveStream+".*",
+		// The per-app path (redrive, replay): the app's one consumer on
+		// HOTTOPIC_REDRIVE is named by its GUID, so the grants above (next,
+		// ack, info of consumers named G) cover it and no other app's. The
+		// sidecar announces what it settled on its own subject; the scaler
+		// deletes the dead letters named there (HOTTOPIC_DLQ's messages
+		// cannot be granted per app).
+		topic.SettledSubject(appGUID),
 	)
 	p.Sub.Allow.Add(InboxPrefix(bindingID)+".>", topic.RedriveReadySubject(appGUID))
 	return p

@@ -65,17 +65,24 @@ func startSystem(t *testing.T) *system {
 	ns := proctest.Start(t, exec.Command(natsServer(t), "-c", filepath.Join(s.dir, broker.ServerConfFile), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort)))
 	NewWithT(t).Eventually(ns.Out, time.Minute).Should(gbytes.Say("Server is ready"))
 	s.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	s.env = readEnv(t, filepath.Join(s.dir, broker.BrokerEnvFile))
+	s.brokerURL = s.startBroker()
+	return s
+}
 
-	f, err := os.Open(filepath.Join(s.dir, broker.BrokerEnvFile))
+// readEnv parses an env file init wrote (broker.env, scaler.env).
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if s.env, err = envparse.Parse(f); err != nil {
+	env, err := envparse.Parse(f)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.brokerURL = s.startBroker()
-	return s
+	return env
 }
 
 // startBroker starts a broker process with broker.env and returns its URL;
@@ -102,14 +109,24 @@ func (s *system) osb(method, path string, body any) (int, map[string]any) {
 
 func (s *system) osbAs(user, password, method, path string, body any) (int, map[string]any) {
 	s.t.Helper()
+	code, out, err := osbRequest(s.brokerURL, user, password, method, path, body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return code, out
+}
+
+// osbRequest is one OSB request to the broker at brokerURL; it is safe to
+// call from any goroutine.
+func osbRequest(brokerURL, user, password, method, path string, body any) (int, map[string]any, error) {
 	var r io.Reader
 	if body != nil {
 		raw, _ := json.Marshal(body)
 		r = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, s.brokerURL+path, r)
+	req, err := http.NewRequest(method, brokerURL+path, r)
 	if err != nil {
-		s.t.Fatal(err)
+		return 0, nil, err
 	}
 	req.Header.Set("X-Broker-API-Version", "2.17")
 	req.Header.Set("Content-Type", "application/json")
@@ -118,13 +135,13 @@ func (s *system) osbAs(user, password, method, path string, body any) (int, map[
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		s.t.Fatal(err)
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	var out map[string]any
 	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
+	return resp.StatusCode, out, nil
 }
 
 const query = "?service_id=" + broker.ServiceID + "&plan_id=" + broker.PlanID
@@ -263,15 +280,20 @@ func (c *client) deniedSub(t *testing.T, subject string) {
 // account minted with scaler.env's signing key, and the state key.
 func (s *system) state() *buses.State {
 	s.t.Helper()
-	f, err := os.Open(filepath.Join(s.dir, broker.ScalerEnvFile))
+	ijs, key := s.internal()
+	st, err := buses.OpenState(context.Background(), ijs, key)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	defer f.Close()
-	env, err := envparse.Parse(f)
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	return st
+}
+
+// internal connects to the internal account as the scaler would (a user
+// minted with scaler.env's signing key); it returns JetStream there and the
+// state key.
+func (s *system) internal() (jetstream.JetStream, []byte) {
+	s.t.Helper()
+	env := readEnv(s.t, filepath.Join(s.dir, broker.ScalerEnvFile))
 	kp, err := nkeys.FromSeed([]byte(env[broker.EnvInternalAccountKey]))
 	if err != nil {
 		s.t.Fatal(err)
@@ -292,11 +314,7 @@ func (s *system) state() *buses.State {
 	s.t.Cleanup(inc.Close)
 	ijs, _ := jetstream.New(inc)
 	key, _ := base64.StdEncoding.DecodeString(env[broker.EnvStateKey])
-	st, err := buses.OpenState(context.Background(), ijs, key)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return st
+	return ijs, key
 }
 
 // admin connects to a bus as the scaler would: with the bus's scaler
@@ -320,6 +338,37 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	s.t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	return nc, js
+}
+
+// watcher connects to a bus as a new unrestricted user signed with the
+// bus's signing key (read from the state): it outlives the revocation of
+// the bus's scaler user, which deprovisioning makes first.
+func (s *system) watcher(busID string) *nats.Conn {
+	s.t.Helper()
+	ctx := context.Background()
+	st := s.state()
+	bus, ok, err := st.Bus(ctx, busID)
+	if err != nil || !ok {
+		s.t.Fatalf("bus %s in the state: ok=%v err=%v", busID, ok, err)
+	}
+	seed, err := st.Open(bus.SigningSeed, buses.SealedAt(bus.ID, buses.FieldSigningSeed))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	akp, err := nkeys.FromSeed([]byte(seed))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	creds, _, err := buses.IssueUser("test-watcher", bus.Account, akp, jwt.Permissions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL, credsOpt(s.t, creds), nats.NoReconnect())
+	if err != nil {
+		s.t.Fatalf("connect to bus %s as a new user: %v", busID, err)
+	}
+	s.t.Cleanup(nc.Close)
+	return nc
 }
 
 // startSidecar runs hottopic-sidecar as Cloud Foundry would with this

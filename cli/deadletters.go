@@ -102,7 +102,7 @@ func openOps(ctx context.Context, open targetOpener, standalone bool, f opsFlags
 			if cfg, err = cfenv.NATSFromURL(f.natsURL); err != nil {
 				return nil, "", fmt.Errorf("--nats: %v", err)
 			}
-		} else if cfg, err = cfenv.NATSFromURL(st.NATSURL); err != nil {
+		} else if cfg, err = st.OpsNATS(appName); err != nil {
 			return nil, "", err
 		}
 		hint = " (is `hottopic dev` still running?)"
@@ -276,7 +276,7 @@ func newDeadLettersCmd(open targetOpener, standalone bool) *cobra.Command {
 			fmt.Fprintln(tw, "id\tapp\ttopic\ttime\tdeliveries\treason\tsize")
 			for _, l := range letters {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", l.ID, l.AppName, l.Topic, l.Time.Local().Format(time.DateTime),
-					l.Deliveries, shorten(l.Reason, 60), byteSize(l.Size))
+					l.Deliveries, shorten(l.Reason, 100), byteSize(l.Size))
 			}
 			_ = tw.Flush()
 			fmt.Fprintln(out)

@@ -20,11 +20,15 @@ func newDevCommand() *cobra.Command {
 		Short: "Run a manifest's apps locally: embedded JetStream, the scaler, instances with their sidecars",
 		Long: `Run the whole system on this machine from an ordinary Cloud Foundry manifest:
 an embedded NATS JetStream server (state under --data-dir, so queued events survive
-a restart), the scaler on a local platform, and each app instance as local processes
-with its own PORT, VCAP_APPLICATION, VCAP_SERVICES and sidecar. Mapped apps scale with
-their backlog, down to zero. Ctrl-C stops everything cleanly.`,
+a restart), the service broker making an event bus for each service the apps list
+(and one for the apps that list none) and binding each app to its buses, the scaler
+on a local platform, and each app instance as local processes with its own PORT,
+VCAP_APPLICATION, VCAP_SERVICES (its bindings) and sidecar. Mapped apps scale with
+their backlog, down to zero. With --nats or --cluster there is one bus and no
+broker. Ctrl-C stops everything cleanly.`,
 		Example: `  hottopic dev -f examples/wordcount/manifest.yml
-  hottopic publish words "the quick brown fox" --count 500   # in a second terminal`,
+  hottopic publish words "the quick brown fox" --count 500   # in a second terminal
+  hottopic publish orders.created '{"id":1}' --service orders-bus   # the bus of service orders-bus`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())

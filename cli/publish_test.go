@@ -3,7 +3,9 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/hottopic-io/hottopic/cli"
 	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/natstest"
 	"github.com/hottopic-io/hottopic/internal/provision"
@@ -101,6 +104,21 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 		Expect(ids).To(Equal([]string{"upload-1", "upload-2", "upload-3", "upload-4", "upload-5"}))
 	})
 
+	it("publishes --count 100000 with a bounded window of pending acks: every event stored exactly once", func() {
+		mapped("load")
+		const n = 100000
+		r := publishRun("", "load", "a hundred-byte event, more or less, as a load test would publish it, over and over", "--nats", srv.URL(), "--count", "100000")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(Equal("published 100000 events to load (stream HT_load, last sequence 100000)\n"))
+		s, err := js.Stream(ctx, "HT_load")
+		Expect(err).NotTo(HaveOccurred())
+		st := s.CachedInfo().State
+		// No Nats-Msg-Id: a copy published twice would be stored twice.
+		Expect(st.Msgs).To(BeEquivalentTo(n), "events stored")
+		Expect(st.FirstSeq).To(BeEquivalentTo(1))
+		Expect(st.LastSeq).To(BeEquivalentTo(n))
+	})
+
 	it("finds the running dev runtime, else the environment wins", func() {
 		c := mapped("words")
 		dataDir := t.TempDir()
@@ -115,6 +133,38 @@ func testPublish(t *testing.T, when spec.G, it spec.S) {
 		r = publishRun("", "words", "hello", "--data-dir", dataDir)
 		Expect(r.code).To(Equal(0), r.stderr)
 		Expect(fetch(c, 1)).To(HaveLen(1))
+	})
+
+	it("picks a bus of the running dev runtime with --service, and says plainly what it cannot pick", func() {
+		c := mapped("words")
+		dataDir := t.TempDir()
+		key := func(name string) cfenv.Service {
+			return cfenv.Service{Name: name, Label: "hottopic", Credentials: map[string]json.RawMessage{"uri": json.RawMessage(strconv.Quote(srv.URL()))}}
+		}
+		Expect(state.Write(dataDir, state.State{PID: os.Getpid(), NATSURL: srv.URL(), Buses: []state.Bus{
+			{Service: "bus-a", Topics: []string{"words"}, Key: key("bus-a")},
+			{Service: "bus-b", Topics: []string{"orders"}, Key: key("bus-b")},
+		}})).To(Succeed())
+		// --service wins over the environment (here unreachable).
+		t.Setenv("HOTTOPIC_NATS_URL", "nats://"+closedAddr(t))
+		r := publishRun("", "words", "hello", "--service", "bus-a", "--data-dir", dataDir)
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(fetch(c, 1)).To(HaveLen(1))
+		t.Setenv("HOTTOPIC_NATS_URL", "")
+
+		failsWith(t, publishRun("", "words", "x", "--service", "nosuch", "--data-dir", dataDir),
+			`no service "nosuch" in the running hottopic dev; its services: bus-a, bus-b`)
+		failsWith(t, publishRun("", "words", "x", "--service", "bus-b", "--data-dir", dataDir),
+			"service bus-b takes the topics and output topics of its apps (orders), not words: map one of its apps to words in the manifest")
+		failsWith(t, publishRun("", "words", "x", "--data-dir", dataDir),
+			"every app of the running hottopic dev lists services, so there is no default event bus: pick one with --service (bus-a, bus-b)")
+		failsWith(t, publishRun("", "words", "x", "--service", "bus-a", "--nats", srv.URL()),
+			"--service picks an event bus of the running hottopic dev; it cannot be combined with --nats")
+		failsWith(t, publishRun("", "words", "x", "--service", "bus-a", "--data-dir", t.TempDir()),
+			"--service picks an event bus of the running hottopic dev, and none runs from ")
+		Expect(state.Write(dataDir, state.State{PID: os.Getpid(), NATSURL: srv.URL()})).To(Succeed())
+		failsWith(t, publishRun("", "words", "x", "--service", "bus-a", "--data-dir", dataDir),
+			"the running hottopic dev serves one event bus without a broker (it was started with --nats or --cluster): publish without --service")
 	})
 
 	it("stores a binary CloudEvent in the NATS binding: values percent-encoded, Content-Type as ce-datacontenttype", func() {

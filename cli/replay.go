@@ -128,7 +128,11 @@ func newMigrateStreamsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, hint, err := publishTarget(natsURL, dataDir, os.Getenv)
+			cfg, hint, bus, err := publishTarget(natsURL, "", dataDir, os.Getenv)
+			if err == nil && bus != nil {
+				// The dev runtime's default bus, with the rights to change streams.
+				cfg, err = cfenv.NATSFromService(bus.Admin)
+			}
 			if err != nil {
 				return err
 			}
@@ -151,6 +155,12 @@ func newMigrateStreamsCmd() *cobra.Command {
 				case m.Created:
 					created++
 					fmt.Fprintf(out, "%s: archive %s created (replay window %s)\n", m.Topic, m.Archive, so.Window())
+				case m.Upgraded && dryRun:
+					kept++
+					fmt.Fprintf(out, "%s: archive %s would get a consumer of its own on %s (so it misses no event)\n", m.Topic, m.Archive, m.Stream)
+				case m.Upgraded:
+					kept++
+					fmt.Fprintf(out, "%s: archive %s now copies through a consumer of its own on %s (it misses no event from now on)\n", m.Topic, m.Archive, m.Stream)
 				case m.Had:
 					kept++
 				default:

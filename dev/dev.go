@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-envparse"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/dev/console"
 	"github.com/hottopic-io/hottopic/dev/manifest"
 	"github.com/hottopic-io/hottopic/dev/state"
@@ -75,10 +75,16 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 	if err := r.startNATS(ctx); err != nil {
 		return err
 	}
+	if r.setup != nil {
+		if err := r.startBroker(ctx); err != nil {
+			return err
+		}
+		r.con.Printf(devSource, "event buses, each a NATS account made by the broker: %s", describeBuses(r.buses, r.m))
+	}
 	if err := r.startApps(ctx); err != nil {
 		return err
 	}
-	r.con.Printf(devSource, "ready: %s; dashboard %s/, scaler API %s. Publish with `hottopic publish TOPIC DATA`, see mappings with `hottopic events`; Ctrl-C stops", describe(r.m), r.scaler.URL(), r.scaler.URL())
+	r.con.Printf(devSource, "ready: %s; dashboard %s/, scaler API %s. Publish with `hottopic publish TOPIC DATA`%s, see mappings with `hottopic events`; Ctrl-C stops", describe(r.m), r.scaler.URL(), r.scaler.URL(), serviceHint(r.buses))
 	<-ctx.Done()
 	r.stop(abort)
 	return nil
@@ -88,12 +94,33 @@ func Run(ctx context.Context, o Options, abort <-chan struct{}) error {
 // runtime's, see runtime/debug.SetMemoryLimit) unless GOMEMLIMIT sets one.
 // The process holds the embedded NATS server: under a publish burst its
 // file store keeps the 4 MB message blocks it used in the last 10 s and
-// each Nats-Msg-Id of the stream's 2 min duplicate window, and the
-// collector lets the heap reach twice what was live before collecting, so
-// the process kept about twice its peak live heap long after the burst.
-// With the limit the collector runs earlier instead; what is live stays
+// each Nats-Msg-Id of the stream's duplicate window (see DuplicateWindow),
+// and the collector lets the heap reach twice what was live before
+// collecting, so the process kept about twice its peak live heap long after
+// the burst. With the limit the collector runs earlier instead
 // (docs/reliability.md has the figures).
 const MemoryLimit = 64 << 20
+
+// DuplicateWindow is the de-duplication window of the topic streams the dev
+// runtime makes on its own servers. The server keeps every Nats-Msg-Id of
+// the window in memory (about 100 bytes each), so its memory grows with the
+// publish rate times the window: with the server's 2 min default, 500 000
+// events published with ids in a minute held 52 MB live in the dev process
+// for two minutes, 240 MB of heap with the collector's headroom. 10 s, the
+// same as the file store keeps a burst's blocks, bounds that to what ten
+// seconds of publishing can send, and covers a publisher's retry after a
+// lost acknowledgement (a client's default timeout is 5 s).
+const DuplicateWindow = 10 * time.Second
+
+// streamOptions are the options of the streams a run makes: the
+// environment's, with DuplicateWindow when the runtime runs its own servers.
+func streamOptions(o Options) (provision.StreamOptions, error) {
+	so, err := provision.DefaultStreamOptions()
+	if o.NATSURL == "" {
+		so.Duplicates = DuplicateWindow
+	}
+	return so, err
+}
 
 func boundMemory() {
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -111,9 +138,9 @@ type runtime struct {
 	streams provision.StreamOptions
 
 	natsURL string
-	nc      *nats.Conn
-	closed  chan struct{} // closed when nc is
-	js      jetstream.JetStream
+	setup   *broker.Setup     // the broker's keys and accounts; nil without a broker
+	buses   []*bus            // one without a broker
+	vcap    map[string]string // VCAP_SERVICES by app name (broker only)
 	apps    []supervisor.App
 	sup     *supervisor.Supervisor
 	scaler  *scaler.Service
@@ -140,7 +167,7 @@ func (r *runtime) prepare() error {
 	if r.fileEnv, err = loadEnvFile(r.o.EnvFile); err != nil {
 		return err
 	}
-	if r.streams, err = provision.DefaultStreamOptions(); err != nil {
+	if r.streams, err = streamOptions(r.o); err != nil {
 		return err
 	}
 	if st, err := state.Read(r.o.DataDir); err == nil {
@@ -181,7 +208,16 @@ func (r *runtime) startNATS(ctx context.Context) error {
 		r.con.Printf(devSource, "NATS JetStream cluster of %d nodes (storage %s): %s; kill -9 a node's pid to watch it die (it is started again)",
 			ClusterSize, filepath.Join(r.o.DataDir, "cluster"), cl.Describe())
 	} else if r.natsURL == "" {
-		srv, err := startNATS(r.o.DataDir, r.o.NATSPort, r.con)
+		var err error
+		if r.setup, err = broker.EnsureInit(brokerSetupDir(r.o.DataDir), broker.InitOptions{Port: r.o.NATSPort}); err != nil {
+			return fmt.Errorf("broker setup in %s: %v", brokerSetupDir(r.o.DataDir), err)
+		}
+		// An earlier hottopic dev kept one bus in the server's global account,
+		// which a server in operator mode does not serve (looked at before
+		// the server starts: it may tidy the directory).
+		legacyDir := filepath.Join(r.o.DataDir, "jetstream", "$G")
+		legacy := dirExists(legacyDir)
+		srv, err := startNATSConf(r.o.DataDir, r.o.NATSPort, r.setup.ServerConf, r.con)
 		if err != nil {
 			return err
 		}
@@ -192,6 +228,9 @@ func (r *runtime) startNATS(ctx context.Context) error {
 		})
 		r.natsURL = srv.ClientURL()
 		r.con.Printf(devSource, "NATS JetStream listening on %s (storage %s)", r.natsURL, filepath.Join(r.o.DataDir, "jetstream"))
+		if legacy {
+			r.con.Printf(devSource, "%s holds the streams of an earlier hottopic dev without event buses: events still queued there are not delivered (remove it when you no longer need them)", legacyDir)
+		}
 	}
 	cfg, err := cfenv.NATSFromURL(r.natsURL)
 	if err != nil {
@@ -200,16 +239,21 @@ func (r *runtime) startNATS(ctx context.Context) error {
 	if r.o.NATSURL != "" {
 		r.con.Printf(devSource, "using the NATS JetStream server at %s", strings.Join(redacted(cfg.URLs), ","))
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	r.closed = make(chan struct{})
-	r.nc, err = cfenv.Connect(cctx, cfg, "hottopic-dev", nats.ClosedHandler(func(*nats.Conn) { close(r.closed) }))
-	cancel()
-	if err != nil {
+	if r.setup != nil {
+		r.buses = planBuses(r.m) // connected by startBroker
+		return nil
+	}
+	// One bus: the server itself, for every app.
+	one := &bus{service: ImplicitService, implicit: true}
+	for i := range r.m.Apps {
+		one.apps = append(one.apps, i)
+	}
+	if err := one.connect(ctx, cfg, "hottopic-dev"); err != nil {
 		return err
 	}
-	r.onCleanup(r.nc.Close)
-	r.js, err = jetstream.New(r.nc)
-	return err
+	r.onCleanup(one.nc.Close)
+	r.buses = []*bus{one}
+	return nil
 }
 
 // startApps provisions the mapped apps, then starts the supervisor (which
@@ -217,8 +261,13 @@ func (r *runtime) startNATS(ctx context.Context) error {
 // run for `hottopic publish` and `hottopic events`.
 func (r *runtime) startApps(ctx context.Context) error {
 	r.apps = supervisorApps(r.m, r.fileEnv, r.exe, r.con)
-	if err := provisionApps(ctx, r.js, r.apps, r.m, r.streams); err != nil {
-		return err
+	for i := range r.apps {
+		r.apps[i].VCAPServices = r.vcap[r.apps[i].Name]
+	}
+	for _, b := range r.buses {
+		if err := provisionApps(ctx, b.js, r.apps, r.m, b.apps, r.streams); err != nil {
+			return err
+		}
 	}
 	var err error
 	if r.sup, err = supervisor.New(supervisor.Config{Console: r.con, NATSURL: r.natsURL, GracePeriod: r.o.GracePeriod}, r.apps); err != nil {
@@ -231,17 +280,23 @@ func (r *runtime) startApps(ctx context.Context) error {
 		return err
 	}
 	r.onCleanup(r.scaler.Close)
-	dlq, err := watchDeadLetters(ctx, r.js, r.apps, r.con)
-	if err != nil {
-		return err
+	for _, b := range r.buses {
+		dlq, err := watchDeadLetters(ctx, b.js, r.apps, r.con)
+		if err != nil {
+			return err
+		}
+		r.onCleanup(dlq.Stop)
 	}
-	r.onCleanup(dlq.Stop)
-	if err := state.Write(r.o.DataDir, state.State{PID: os.Getpid(), NATSURL: r.natsURL, ScalerURL: r.scaler.URL()}); err != nil {
+	st := state.State{PID: os.Getpid(), NATSURL: r.natsURL, ScalerURL: r.scaler.URL()}
+	if r.setup != nil {
+		st.Buses = stateBuses(r.buses, r.m)
+	}
+	if err := state.Write(r.o.DataDir, st); err != nil {
 		return fmt.Errorf("cannot record the running dev runtime in %s: %v", r.o.DataDir, err)
 	}
 	r.onCleanup(func() { state.Remove(r.o.DataDir) })
 
-	cfg, err := cfenv.NATSFromURL(r.natsURL)
+	cfg, scOpts, err := r.scalerConfig()
 	if err != nil {
 		return err
 	}
@@ -253,11 +308,11 @@ func (r *runtime) startApps(ctx context.Context) error {
 	r.scDone, r.supDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(r.scDone)
-		err := r.scaler.Run(scCtx, cfg, r.sup,
+		err := r.scaler.Run(scCtx, cfg, r.sup, append([]scaler.Option{
 			scaler.WithPollInterval(r.o.PollInterval),
 			scaler.WithDiscoveryInterval(r.o.DiscoveryInterval),
 			scaler.WithStreamOptions(r.streams),
-			scaler.WithInstanceID(fmt.Sprintf("dev-%d", os.Getpid())))
+			scaler.WithInstanceID(fmt.Sprintf("dev-%d", os.Getpid()))}, scOpts...)...)
 		if err != nil {
 			r.con.Printf(devSource, "scaler stopped: %v", err)
 		}
@@ -267,6 +322,21 @@ func (r *runtime) startApps(ctx context.Context) error {
 		_ = r.sup.Run(supCtx)
 	}()
 	return nil
+}
+
+// scalerConfig is where the scaler connects: the one server without a
+// broker; with it, the internal account, where the broker's state tells it
+// which bus serves which app (it serves them all).
+func (r *runtime) scalerConfig() (cfenv.NATS, []scaler.Option, error) {
+	if r.setup == nil {
+		cfg, err := cfenv.NATSFromURL(r.natsURL)
+		return cfg, nil, err
+	}
+	cfg, access, err := r.setup.Scaler(r.natsURL)
+	if err != nil {
+		return cfg, nil, err
+	}
+	return cfg, []scaler.Option{scaler.WithBuses(access.StateKey)}, nil
 }
 
 // stop stops the scaler first, so that nothing is rescaled while instances
@@ -284,11 +354,8 @@ func (r *runtime) stop(abort <-chan struct{}) {
 	<-r.scDone
 	r.stopSup()
 	<-r.supDone
-	if err := r.nc.Drain(); err == nil {
-		select {
-		case <-r.closed:
-		case <-time.After(2 * time.Second):
-		}
+	for _, b := range r.buses {
+		b.drain()
 	}
 	r.con.Line(devSource, "all apps stopped")
 }
@@ -375,15 +442,17 @@ func supervisorApps(m *manifest.Manifest, fileEnv map[string]string, exe string,
 	return out
 }
 
-// provisionApps creates the streams and consumers of every mapped app
-// before the dev runtime says it is ready: an event published right after
-// must not find a topic without a stream or a consumer (the scaler, which
-// also keeps them, may not have run its first discovery yet).
-func provisionApps(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, m *manifest.Manifest, so provision.StreamOptions) error {
+// provisionApps creates the streams and consumers of the mapped apps of a
+// bus (onBus: indexes of m.Apps) before the dev runtime says it is ready:
+// an event published right after must not find a topic without a stream or
+// a consumer (the scaler, which also keeps them, may not have run its first
+// discovery yet).
+func provisionApps(ctx context.Context, js jetstream.JetStream, apps []supervisor.App, m *manifest.Manifest, onBus []int, so provision.StreamOptions) error {
 	if _, err := provision.EnsureDLQStream(ctx, js, so); err != nil {
 		return err
 	}
-	for i, a := range m.Apps {
+	for _, i := range onBus {
+		a := m.Apps[i]
 		if a.Mapping == nil {
 			continue
 		}
@@ -450,6 +519,25 @@ func describe(m *manifest.Manifest) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// serviceHint names the buses `hottopic publish --service` picks.
+func serviceHint(buses []*bus) string {
+	var named []string
+	for _, b := range buses {
+		if !b.implicit {
+			named = append(named, b.service)
+		}
+	}
+	if len(named) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (add `--service NAME` for %s)", strings.Join(named, ", "))
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }
 
 func redacted(urls []string) []string {

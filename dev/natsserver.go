@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/dev/console"
 	"github.com/hottopic-io/hottopic/dev/state"
 )
@@ -18,6 +19,13 @@ import (
 // startNATS runs the embedded JetStream server on 127.0.0.1:port with file
 // storage under dataDir, so queued events survive a restart.
 func startNATS(dataDir string, port int, con *console.Console) (*server.Server, error) {
+	return startNATSConf(dataDir, port, "", con)
+}
+
+// startNATSConf is startNATS running the configuration file conf that
+// `hottopic-broker init` wrote (operator mode, accounts in its resolver
+// directory), on this address and storage.
+func startNATSConf(dataDir string, port int, conf string, con *console.Console) (*server.Server, error) {
 	// The server reports a busy port only in its log; say it plainly first.
 	l, err := net.Listen("tcp", net.JoinHostPort(state.NATSHost, strconv.Itoa(port)))
 	if err != nil {
@@ -31,15 +39,24 @@ func startNATS(dataDir string, port int, con *console.Console) (*server.Server, 
 	if err != nil {
 		return nil, err
 	}
-	opts := &server.Options{
-		ServerName: "hottopic-dev",
-		Host:       state.NATSHost,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   store,
-		NoSigs:     true,
-		MaxPayload: 8 << 20,
+	opts := &server.Options{}
+	if conf != "" {
+		if opts, err = server.ProcessConfigFile(conf); err != nil {
+			return nil, fmt.Errorf("embedded NATS server: %v", err)
+		}
+		// Each bus account reserves its JetStream limits (broker.BusDiskStorage,
+		// BusMemoryStorage) against the server's. Left to itself the server
+		// derives them from this process's memory limit (MemoryLimit) and
+		// the free disk, which would refuse a second bus on a laptop;
+		// locally the reservations are bookkeeping, so make room for many.
+		opts.JetStreamMaxMemory = 64 * broker.BusMemoryStorage
+		opts.JetStreamMaxStore = 64 * broker.BusDiskStorage
 	}
+	opts.ServerName = "hottopic-dev"
+	opts.Host, opts.Port = state.NATSHost, port
+	opts.JetStream, opts.StoreDir = true, store
+	opts.NoSigs = true
+	opts.MaxPayload = 8 << 20
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %v", err)

@@ -24,6 +24,7 @@ type reconciler struct {
 	kv      jetstream.KeyValue
 	applied map[string]mapping.Mapping
 	encoded map[string][]byte
+	settled jetstream.Consumer // on provision.SettledStream (redrive.go); nil until made
 }
 
 // mappingsBucket opens the mappings bucket, creating it if missing.
@@ -118,15 +119,13 @@ func (s *Scaler) reconcile(ctx context.Context, r *reconciler) {
 			s.log.Warn("unmapping failed; will retry", "app_guid", guid, "error", err)
 		}
 	}
+	s.drainSettled(ctx, r)
 }
 
 func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, enc []byte) error {
 	have := r.applied[m.AppGUID]
 	for _, t := range m.Topics {
-		if _, err := provision.EnsureTopicStream(ctx, s.js, t, s.o.streams); err != nil {
-			return err
-		}
-		if _, err := provision.EnsureConsumer(ctx, s.js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
+		if _, err := provision.EnsureMapping(ctx, s.js, m.AppGUID, m.AppName, t, m.Settings, s.o.streams); err != nil {
 			return err
 		}
 	}
@@ -141,6 +140,10 @@ func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, en
 		if err := s.deleteConsumer(ctx, m.AppGUID, t); err != nil {
 			return err
 		}
+		// What was redriven or replayed to it on that topic goes too.
+		if err := provision.RemoveRedrive(ctx, s.js, m.AppGUID, t); err != nil {
+			return err
+		}
 		s.log.Info("unmapped topic", "app", m.AppName, "app_guid", m.AppGUID, "topic", t)
 	}
 	if len(have.Topics) == 0 {
@@ -151,13 +154,18 @@ func (s *Scaler) apply(ctx context.Context, r *reconciler, m mapping.Mapping, en
 	return nil
 }
 
-// unmap removes an app that is no longer mapped: its consumers first, then its
-// key, so that a failure half-way is retried from the key that remains.
+// unmap removes an app that is no longer mapped: its consumers first (on
+// its topics, and its per-app consumer with what waits there for it), then
+// its key, so that a failure half-way is retried from the key that remains.
+// Its dead letters stay: they are the record of what failed.
 func (s *Scaler) unmap(ctx context.Context, r *reconciler, guid string, have mapping.Mapping) error {
 	for _, t := range have.Topics {
 		if err := s.deleteConsumer(ctx, guid, t); err != nil {
 			return err
 		}
+	}
+	if err := provision.RemoveRedrive(ctx, s.js, guid, ""); err != nil {
+		return err
 	}
 	if err := r.kv.Delete(ctx, guid); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("delete KV %s/%s: %w", mapping.Bucket, guid, err)

@@ -33,14 +33,17 @@ func (s *Scaler) handleRedriveAdvisory(ctx context.Context, m jetstream.Msg, a a
 		_ = m.NakWithDelay(deadLetterRetry)
 		return true
 	}
-	meta := c.CachedInfo().Config.Metadata
-	app, t := meta[provision.MetaApp], meta[provision.MetaTopic]
+	app := c.CachedInfo().Config.Metadata[provision.MetaApp]
 	st, err := s.js.Stream(ctx, topic.RedriveStream)
 	var raw *jetstream.RawStreamMsg
 	if err == nil {
 		raw, err = st.GetMsg(ctx, a.StreamSeq)
 	}
-	if errors.Is(err, jetstream.ErrMsgNotFound) || app == "" || t == "" {
+	var t string
+	if err == nil {
+		t, _ = topic.RedriveTopic(app, raw.Subject) // the app's one consumer carries every topic
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) || app == "" || err == nil && t == "" {
 		_ = m.Ack() // settled meanwhile, or not ours
 		return true
 	}

@@ -111,7 +111,10 @@ func testAPI(t *testing.T, when spec.G, it spec.S) {
 		Expect(resp.StatusCode).To(Equal(http.StatusOK))
 		Expect(jsonMap(hb)).To(HaveKeyWithValue("mode", "static"))
 
-		// One delivery, so every metric family has a sample.
+		// One delivery, so every metric family has a sample. The sidecar's
+		// consumer starts after the stream's last event when it is made, so
+		// publish once it consumes.
+		Eventually(p.Output, 10*time.Second).Should(ContainSubstring("consuming topic"))
 		_, err = js.Publish(ctx, "in.events", []byte("m"))
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(1))

@@ -20,8 +20,9 @@ import (
 // deadline kept extended by its puller while the batch is out. An event
 // being redelivered goes alone (a batch of one), so an event that failed
 // cannot fail the events it would share a batch with again. One worker
-// fills a batch at a time; the others, each holding the first event of its
-// next batch, wait for it (so at most one partial batch waits to fill).
+// takes events for a batch at a time (the fill turn, taken before its first
+// event): so at most one partial batch waits to fill, and never for an event
+// another worker holds.
 
 // batchBodyLimit bounds the app's answer to a batch: batchItemFailures
 // naming 1000 ids fits many times over.
@@ -48,7 +49,7 @@ func (e *engine) meta(m *pull.Msg) (*nats.MsgMetadata, bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		p := m.Puller()
-		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
+		e.log.Error("dropping a message that is not a JetStream delivery", "topic", e.topicOf(m), "error", err)
 		_ = m.Term()
 		p.Done(m)
 		return nil, false
@@ -66,7 +67,7 @@ func (e *engine) collect(w *worker, first *pull.Msg, s *settings) []batchItem {
 		return nil
 	}
 	w.items = append(w.items, batchItem{m: first, md: md})
-	if md.NumDelivered > 1 {
+	if md.NumDelivered > 1 || first.Puller().Topic() == "" { // the per-app path mixes topics: alone
 		return w.items
 	}
 	var expired <-chan time.Time
@@ -109,18 +110,22 @@ func (e *engine) collect(w *worker, first *pull.Msg, s *settings) []batchItem {
 }
 
 // handleBatch delivers a batch starting with first and settles every event.
-func (e *engine) handleBatch(w *worker, first *pull.Msg) {
+// turn: the worker took the fill turn before first; else (first was carried
+// over from its last batch) it takes it now.
+func (e *engine) handleBatch(w *worker, first *pull.Msg, turn bool) {
 	s := e.set.Load()
 	// One batch fills at a time: workers splitting the events between
 	// partial batches would each wait out batch-wait half full.
-	e.filling.Lock()
+	if !turn {
+		e.fillTurn <- struct{}{}
+	}
 	items := e.collect(w, first, s)
-	e.filling.Unlock()
+	<-e.fillTurn
 	if len(items) == 0 {
 		return
 	}
 	p := first.Puller()
-	topic := p.Topic()
+	topic := e.topicOf(first)
 	tm := e.m.topic(topic)
 	settle := func(it batchItem, acked bool) {
 		if !acked {
@@ -240,12 +245,12 @@ func (e *engine) handleBatch(w *worker, first *pull.Msg) {
 		all(func(it batchItem) { e.retry(it.m, it.md, s, topic, out.err.Error(), 0); settle(it, false) })
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
 		all(func(it batchItem) {
-			e.retry(it.m, it.md, s, topic, statusText(out.status), out.retryAfter)
+			e.retry(it.m, it.md, s, topic, out.failure(), out.retryAfter)
 			settle(it, false)
 		})
 	default: // any other 4xx: the app says this batch can never succeed
 		all(func(it batchItem) {
-			e.deadLetter(it.m, it.md, s, topic, statusText(out.status), false)
+			e.deadLetter(it.m, it.md, s, topic, out.failure(), false)
 			settle(it, false)
 		})
 	}

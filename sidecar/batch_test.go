@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -188,12 +189,15 @@ func testBatch(t *testing.T, when spec.G, it spec.S) {
 	})
 
 	it("dead-letters every event of a batch answered with another 4xx, each with the reason", func() {
-		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) { w.WriteHeader(http.StatusUnprocessableEntity) }).start(t)
+		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = w.Write([]byte(`{"error":"no"}`))
+		}).start(t)
 		start(app, "HOTTOPIC_BATCH_SIZE", "2", "HOTTOPIC_BATCH_WAIT_MS", "60000")
 		publish("x", "y")
 		dlq := dlqMessages(t, js, 2)
 		for i, m := range dlq {
-			Expect(m.Header.Get(provision.HeaderReason)).To(Equal("HTTP 422 Unprocessable Entity"))
+			Expect(m.Header.Get(provision.HeaderReason)).To(Equal(`HTTP 422 Unprocessable Entity: {"error":"no"}`))
 			Expect(m.Header.Get(provision.HeaderDeliveries)).To(Equal("1"))
 			Expect(m.Header.Get(provision.HeaderStreamSequence)).To(Equal(strconv.Itoa(i + 1)))
 		}
@@ -275,7 +279,10 @@ func testBatch(t *testing.T, when spec.G, it spec.S) {
 		info := consumerInfo(t, js, stream, guid)
 		Expect(info.NumPending).To(Equal(uint64(6)))
 		close(release)
-		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(4))
+		Eventually(func() int { return len(app.deliveries()) }, 10*time.Second).Should(Equal(4), func() string {
+			ci := consumerInfo(t, js, stream, guid)
+			return fmt.Sprintf("batches %v pending %d ackpending %d waiting %d", batches(app)(), ci.NumPending, ci.NumAckPending, ci.NumWaiting)
+		})
 		got := map[string]int{}
 		for _, b := range batches(app)() {
 			Expect(b).To(HaveLen(3))

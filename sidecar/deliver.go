@@ -48,19 +48,22 @@ type settings struct {
 
 // engine delivers held events to the app with a fixed pool of workers.
 type engine struct {
-	log       *slog.Logger
-	m         *metrics
-	js        jetstream.JetStream
-	appGUID   string
-	appAddr   string // 127.0.0.1:$PORT
-	streams   provision.StreamOptions
-	outputs   *provision.StreamCache // topics known to have a stream
+	log     *slog.Logger
+	m       *metrics
+	js      jetstream.JetStream
+	appGUID string
+	appAddr string // 127.0.0.1:$PORT
+	streams provision.StreamOptions
+	outputs *provision.StreamCache // topics known to have a stream
+	// scoped: a broker binding's credentials (they carry an inbox prefix),
+	// which reach no stream's messages: the scaler deletes redriven letters.
+	scoped    bool
 	jobs      chan *pull.Msg
 	set       atomic.Pointer[settings]
 	releasing atomic.Bool // shutdown: nak instead of delivering
 	draining  atomic.Bool // shutdown began: a partial batch waits no more
 	drainCh   chan struct{}
-	filling   sync.Mutex // held by the one worker filling a batch
+	fillTurn  chan struct{} // holds a token while one worker takes events for a batch (batch.go)
 	// unknownIDSaid: a batchItemFailures id that named no event was logged
 	unknownIDSaid atomic.Bool
 
@@ -86,11 +89,13 @@ type worker struct {
 func newEngine(log *slog.Logger, m *metrics, js jetstream.JetStream, appGUID string, appPort int, streams provision.StreamOptions) *engine {
 	return &engine{
 		log: log, m: m, js: js, appGUID: appGUID, streams: streams,
-		appAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
-		outputs: provision.NewStreamCache(js),
-		jobs:    make(chan *pull.Msg, 4096),
-		drainCh: make(chan struct{}),
-		conns:   map[*appconn.Conn]struct{}{},
+		appAddr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)),
+		outputs:  provision.NewStreamCache(js),
+		scoped:   js.Conn().Opts.InboxPrefix != "",
+		jobs:     make(chan *pull.Msg, 4096),
+		drainCh:  make(chan struct{}),
+		fillTurn: make(chan struct{}, 1),
+		conns:    map[*appconn.Conn]struct{}{},
 	}
 }
 
@@ -144,7 +149,7 @@ func (e *engine) work(w *worker) {
 	for {
 		if m := w.carry; m != nil { // taken while filling the last batch, not part of it
 			w.carry = nil
-			e.dispatch(w, m)
+			e.dispatch(w, m, false)
 			continue
 		}
 		select {
@@ -152,10 +157,24 @@ func (e *engine) work(w *worker) {
 			return
 		default:
 		}
+		// In batch mode a worker takes its turn before its first event (see
+		// batch.go), so no event waits in a worker's hands while another
+		// worker's partial batch waits out batch-wait for it.
+		turn := e.set.Load().batchSize > 1
+		if turn {
+			select {
+			case e.fillTurn <- struct{}{}:
+			case <-w.quit:
+				return
+			}
+		}
 		select {
 		case m := <-e.jobs:
-			e.dispatch(w, m)
+			e.dispatch(w, m, turn)
 		case <-w.quit:
+			if turn {
+				<-e.fillTurn
+			}
 			return
 		}
 	}
@@ -169,13 +188,16 @@ func (e *engine) drain() {
 }
 
 // dispatch delivers m alone (batch-size 1: the path of one event per POST)
-// or as the first event of a batch.
-func (e *engine) dispatch(w *worker, m *pull.Msg) {
+// or as the first event of a batch. turn: the worker holds the fill turn.
+func (e *engine) dispatch(w *worker, m *pull.Msg, turn bool) {
 	if e.set.Load().batchSize > 1 {
-		e.handleBatch(w, m)
-	} else {
-		e.handle(w, m)
+		e.handleBatch(w, m, turn)
+		return
 	}
+	if turn { // batch-size went down to 1 meanwhile
+		<-e.fillTurn
+	}
+	e.handle(w, m)
 }
 
 // abort makes every delivery in progress, and any later one, fail at once:
@@ -209,7 +231,7 @@ func (e *engine) handle(w *worker, m *pull.Msg) {
 // attempt delivers m once and settles it; true when it was acked (and so
 // already released through AckDone).
 func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
-	tm := e.m.topic(p.Topic())
+	tm := e.m.topic(e.topicOf(m))
 	if e.releasing.Load() { // the grace period is over
 		_ = m.Nak()
 		tm.released.Inc()
@@ -217,12 +239,12 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	}
 	md, err := m.Metadata()
 	if err != nil { // not a JetStream message: nothing to redeliver
-		e.log.Error("dropping a message that is not a JetStream delivery", "topic", p.Topic(), "error", err)
+		e.log.Error("dropping a message that is not a JetStream delivery", "topic", e.topicOf(m), "error", err)
 		_ = m.Term()
 		return false
 	}
 	s := e.set.Load()
-	topic := p.Topic()
+	topic := e.topicOf(m)
 	if md.NumDelivered > 1 {
 		tm.redeliveries.Inc()
 	}
@@ -258,11 +280,23 @@ func (e *engine) attempt(w *worker, p *pull.Puller, m *pull.Msg) (acked bool) {
 	case out.err != nil:
 		e.retry(m, md, s, topic, out.err.Error(), 0)
 	case out.status == http.StatusRequestTimeout || out.status == http.StatusTooManyRequests || out.status >= 500 || out.status < 400:
-		e.retry(m, md, s, topic, statusText(out.status), out.retryAfter)
+		e.retry(m, md, s, topic, out.failure(), out.retryAfter)
 	default: // any other 4xx: the app says this event can never succeed
-		e.deadLetter(m, md, s, topic, statusText(out.status), false)
+		e.deadLetter(m, md, s, topic, out.failure(), false)
 	}
 	return false
+}
+
+// failure is the reason of a non-2xx answer: its status, and the start of
+// its body (what the app said went wrong), bounded and printable.
+func (o outcome) failure() string {
+	r := statusText(o.status)
+	if o.resp != nil {
+		if t := o.resp.ErrorText(); t != "" {
+			r += ": " + t
+		}
+	}
+	return r
 }
 
 func statusText(code int) string {

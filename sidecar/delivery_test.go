@@ -121,8 +121,11 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Expect(p.Output()).To(ContainSubstring("HTTP 503"))
 	})
 
-	it("dead-letters a 4xx at once with the Hottopic headers", func() {
-		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) { w.WriteHeader(http.StatusUnprocessableEntity) }).start(t)
+	it("dead-letters a 4xx at once with the Hottopic headers, the app's answer in the reason", func() {
+		app := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = w.Write([]byte("unknown sku 42\n"))
+		}).start(t)
 		p := startSidecar(t, env(guid, app.port, srv.URL(), "HOTTOPIC_TOPICS", "orders.created"))
 		waitConsuming(p)
 		h := nats.Header{}
@@ -135,7 +138,7 @@ func testDelivery(t *testing.T, when spec.G, it spec.S) {
 		Expect(string(dlq[0].Data)).To(Equal("poison"))
 		Expect(dlq[0].Header.Get("Content-Type")).To(Equal("text/plain"))
 		Expect(dlq[0].Header.Get(provision.HeaderApp)).To(Equal(guid))
-		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(ContainSubstring("422"))
+		Expect(dlq[0].Header.Get(provision.HeaderReason)).To(Equal(`HTTP 422 Unprocessable Entity: unknown sku 42\n`))
 		Expect(dlq[0].Header.Get(provision.HeaderDeliveries)).To(Equal("1"))
 		Expect(dlq[0].Header.Get(provision.HeaderStreamSequence)).To(Equal("1"))
 		Expect(app.deliveries()).To(HaveLen(1))

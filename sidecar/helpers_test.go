@@ -18,7 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/proctest"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
@@ -160,3 +162,26 @@ func jsonMap(b []byte) map[string]any {
 func lines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
 
 func natsUser(user, password string) nats.Option { return nats.UserInfo(user, password) }
+
+// mapApps maps each app to topic t as the scaler would: the topic's stream,
+// the app's consumer, then its key in the mapping bucket.
+func mapApps(t *testing.T, js jetstream.JetStream, tp string, settings mapping.Settings, guids ...string) {
+	t.Helper()
+	ctx := context.Background()
+	kv := putMapping(t, js, "", "")
+	for _, g := range guids {
+		if _, err := provision.EnsureTopicStream(ctx, js, tp, provision.StreamOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := provision.EnsureConsumer(ctx, js, g, "", tp, settings); err != nil {
+			t.Fatal(err)
+		}
+		b, err := mapping.Mapping{AppGUID: g, Topics: []string{tp}, Settings: settings}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, g, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

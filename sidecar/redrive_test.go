@@ -35,19 +35,9 @@ func testRedrive(t *testing.T, when spec.G, it spec.S) {
 	it("sends dead letters back to their app only, removes them once taken, and keeps the history of one that fails again", func() {
 		srv := natstest.Run(t)
 		js := jsFor(t, srv.Connect())
-		kv := putMapping(t, js, "", "")
 		settings := mapping.Defaults()
 		settings.MaxDeliver = 2
-		for _, g := range []string{guidA, guidB} {
-			_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
-			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, g, "", "orders", settings)
-			Expect(err).NotTo(HaveOccurred())
-			b, err := mapping.Mapping{AppGUID: g, Topics: []string{"orders"}, Settings: settings}.Encode()
-			Expect(err).NotTo(HaveOccurred())
-			_, err = kv.Put(ctx, g, b)
-			Expect(err).NotTo(HaveOccurred())
-		}
+		mapApps(t, js, "orders", settings, guidA, guidB)
 		// A rejects everything at first; later only "e2". B takes everything.
 		var fixed atomic.Bool
 		appA := newApp(t, 0, func(d delivery, w http.ResponseWriter) {
@@ -100,9 +90,10 @@ func testRedrive(t *testing.T, when spec.G, it spec.S) {
 		Expect(appB.bodies()).To(Equal(map[string]int{"e0": 1, "e1": 1, "e2": 1}))
 		Expect(consumerInfo(t, js, topic.StreamName("orders"), guidB).Delivered.Consumer).To(Equal(uint64(3)))
 		// A's consumer on the per-app path filters on A's subject; B has none.
-		ca := consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidA, "orders"))
-		Expect(ca.Config.FilterSubject).To(Equal("hottopic.redrive." + guidA + ".orders"))
-		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB, "orders"))
+		ca := consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidA))
+		Expect(ca.Config.Name).To(Equal(guidA), "named by the GUID, as its topic consumers")
+		Expect(ca.Config.FilterSubject).To(Equal("hottopic.redrive." + guidA + ".>"))
+		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB))
 		Expect(err).To(MatchError(jetstream.ErrConsumerNotFound))
 
 		// The three letters are gone; e2's new one keeps its history.
@@ -120,12 +111,15 @@ func testRedrive(t *testing.T, when spec.G, it spec.S) {
 		for _, old := range letters {
 			Expect(l.ID).NotTo(Equal(old.ID))
 		}
-		// The per-app stream holds nothing any more.
+		// The per-app stream holds nothing any more (the sidecar acks or
+		// terminates each event right after announcing it).
 		s, err := js.Stream(ctx, topic.RedriveStream)
 		Expect(err).NotTo(HaveOccurred())
-		info, err := s.Info(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(info.State.Msgs).To(Equal(uint64(0)))
+		Eventually(func() uint64 {
+			info, err := s.Info(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			return info.State.Msgs
+		}, 10*time.Second).Should(BeZero())
 
 		n, err := ops.Purge(ctx, js, again)
 		Expect(err).NotTo(HaveOccurred())

@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -33,17 +34,7 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 	it("re-delivers a window of a topic's events, acked by every app, to one app only", func() {
 		srv := natstest.Run(t)
 		js := jsFor(t, srv.Connect())
-		kv := putMapping(t, js, "", "")
-		settings := mapping.Defaults()
-		for _, g := range []string{guidA, guidB} {
-			_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
-			Expect(err).NotTo(HaveOccurred())
-			_, err = provision.EnsureConsumer(ctx, js, g, "", "orders", settings)
-			Expect(err).NotTo(HaveOccurred())
-			b, _ := mapping.Mapping{AppGUID: g, Topics: []string{"orders"}, Settings: settings}.Encode()
-			_, err = kv.Put(ctx, g, b)
-			Expect(err).NotTo(HaveOccurred())
-		}
+		mapApps(t, js, "orders", mapping.Defaults(), guidA, guidB)
 		// Published while no app runs, so the archive has copied them before
 		// any is acked (it can miss events acked faster than it copies:
 		// docs/design.md, "Replay window").
@@ -94,7 +85,7 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 		// B got nothing again: its consumers saw no new event.
 		Expect(appB.bodies()).To(Equal(map[string]int{"e0": 1, "e1": 1, "e2": 1}))
 		Expect(consumerInfo(t, js, topic.StreamName("orders"), guidB).Delivered.Consumer).To(Equal(uint64(3)))
-		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB, "orders"))
+		_, err = js.Consumer(ctx, topic.RedriveStream, topic.RedriveConsumerName(guidB))
 		Expect(err).To(MatchError(jetstream.ErrConsumerNotFound), "B has no consumer on the per-app path")
 
 		// --until bounds the window (exclusive).
@@ -102,6 +93,41 @@ func testReplay(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(r.Events).To(Equal(1))
 		Eventually(appA.bodies, 10*time.Second).Should(Equal(map[string]int{"e0": 2, "e1": 2, "e2": 2}))
+	})
+
+	it("replays every event of a window exactly once, even those a fast app acked before anything else happened", func() {
+		srv := natstest.Run(t)
+		js := jsFor(t, srv.Connect())
+		settings := mapping.Defaults()
+		settings.Concurrency = 8
+		mapApps(t, js, "fast", settings, guidA)
+		app := newApp(t, 0, nil).start(t)
+		startSidecar(t, env(guidA, app.port, srv.URL()))
+		Eventually(func() int {
+			return consumerInfo(t, js, topic.StreamName("fast"), guidA).NumWaiting
+		}, 10*time.Second).Should(BeNumerically(">", 0), "the sidecar is pulling")
+
+		const n = 40
+		since := time.Now()
+		publishN(t, js, "fast", n, "f")
+		want := map[string]int{}
+		for i := range n {
+			want["f"+strconv.Itoa(i)] = 1
+		}
+		Eventually(app.bodies, 10*time.Second).Should(Equal(want))
+		m, err := ops.AppMapping(ctx, js, guidA)
+		Expect(err).NotTo(HaveOccurred())
+		r, err := ops.Replay(ctx, js, m, "fast", since, time.Time{}, provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Events).To(Equal(n), "the archive holds every event of the window")
+		for k := range want {
+			want[k] = 2
+		}
+		Eventually(app.bodies, 10*time.Second).Should(Equal(want))
+		Eventually(func() uint64 {
+			return consumerInfo(t, js, topic.RedriveStream, topic.RedriveConsumerName(guidA)).AckFloor.Stream
+		}, 10*time.Second).Should(Equal(uint64(n)), "every replayed event was taken")
+		Expect(app.bodies()).To(Equal(want), "and none came a third time")
 	})
 
 	it("refuses a topic without a replay window, and a window older than what migrate-streams started keeping", func() {

@@ -33,14 +33,16 @@ type runner struct {
 	mu     sync.Mutex
 	cur    *mapping.Mapping
 	topics map[string]*topicState
-	wg     sync.WaitGroup
+	// redrive pulls what is sent to this app alone, every topic (redrive.go);
+	// nil until set up, stopped with the mapping.
+	redrive       *pull.Puller
+	redriveCancel context.CancelFunc
+	wg            sync.WaitGroup
 }
 
 type topicState struct {
 	cancel context.CancelFunc
 	puller *pull.Puller // nil until its consumer is found
-	// redrive pulls what is sent to this app alone (redrive.go); nil until set up.
-	redrive *pull.Puller
 }
 
 func newRunner(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, e *engine, appGUID string) *runner {
@@ -55,6 +57,7 @@ func (r *runner) apply(ctx context.Context, m *mapping.Mapping) {
 		for t, ts := range r.topics {
 			r.stopTopic(t, ts)
 		}
+		r.stopRedrive()
 		r.cur = nil
 		return
 	}
@@ -68,10 +71,16 @@ func (r *runner) apply(ctx context.Context, m *mapping.Mapping) {
 			ts.puller.SetWindow(window(m.Concurrency, m.BatchSize))
 			ts.puller.SetAckWait(min(ackWait, ts.puller.Config().AckWait))
 		}
-		if ts.redrive != nil && slices.Contains(m.Topics, t) {
-			ts.redrive.SetWindow(window(m.Concurrency, 1)) // redriven events go one per worker
-			ts.redrive.SetAckWait(min(ackWait, ts.redrive.Config().AckWait))
-		}
+	}
+	if r.redrive != nil {
+		r.redrive.SetWindow(window(m.Concurrency, 1)) // redriven events go one per worker
+		r.redrive.SetAckWait(min(ackWait, r.redrive.Config().AckWait))
+	}
+	if r.redriveCancel == nil {
+		rctx, cancel := context.WithCancel(ctx)
+		r.redriveCancel = cancel
+		r.wg.Add(1)
+		go r.attachRedrive(rctx)
 	}
 	for _, t := range m.Topics {
 		if _, ok := r.topics[t]; ok {
@@ -80,9 +89,8 @@ func (r *runner) apply(ctx context.Context, m *mapping.Mapping) {
 		tctx, cancel := context.WithCancel(ctx)
 		ts := &topicState{cancel: cancel}
 		r.topics[t] = ts
-		r.wg.Add(2)
+		r.wg.Add(1)
 		go r.attach(tctx, t, ts)
-		go r.attachRedrive(tctx, t, ts)
 	}
 }
 
@@ -92,10 +100,18 @@ func (r *runner) stopTopic(t string, ts *topicState) {
 		ts.puller.Stop()
 		r.log.Info("stopped consuming topic", "topic", t)
 	}
-	if ts.redrive != nil {
-		ts.redrive.Stop()
-	}
 	delete(r.topics, t)
+}
+
+func (r *runner) stopRedrive() {
+	if r.redriveCancel != nil {
+		r.redriveCancel()
+		r.redriveCancel = nil
+	}
+	if r.redrive != nil {
+		r.redrive.Stop()
+		r.redrive = nil
+	}
 }
 
 // attach finds the topic's consumer (made by the scaler, or by us in static
@@ -155,9 +171,9 @@ func (r *runner) pullers() []*pull.Puller {
 		if ts.puller != nil {
 			out = append(out, ts.puller)
 		}
-		if ts.redrive != nil {
-			out = append(out, ts.redrive)
-		}
+	}
+	if r.redrive != nil {
+		out = append(out, r.redrive)
 	}
 	return out
 }
@@ -204,10 +220,7 @@ func provisionStatic(ctx context.Context, js jetstream.JetStream, m *mapping.Map
 		return err
 	}
 	for _, t := range m.Topics {
-		if _, err := provision.EnsureTopicStream(ctx, js, t, so); err != nil {
-			return err
-		}
-		if _, err := provision.EnsureConsumer(ctx, js, m.AppGUID, m.AppName, t, m.Settings); err != nil {
+		if _, err := provision.EnsureMapping(ctx, js, m.AppGUID, m.AppName, t, m.Settings, so); err != nil {
 			return err
 		}
 	}

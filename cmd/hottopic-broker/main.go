@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -32,7 +33,10 @@ func main() {
 const usage = `usage:
   hottopic-broker                 serve the Open Service Broker API on $PORT (default 8080)
   hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR
-                                  write DIR/nats-server.conf, DIR/broker.env, DIR/scaler.env`
+                                  write DIR/nats-server.conf, DIR/broker.env, DIR/scaler.env
+  hottopic-broker init --cluster HOST:PORT,HOST:PORT,HOST:PORT DIR
+                                  the same for a cluster: DIR/hottopic-N/nats-server.conf per node
+                                  (routes on PORT+2000, monitoring on 127.0.0.1:PORT+4000)`
 
 func run(args []string) error {
 	if len(args) > 0 && args[0] == "init" {
@@ -49,11 +53,17 @@ func initCmd(args []string) error {
 	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
 	port := fs.Int("port", 4222, "the port nats-server listens on")
 	url := fs.String("url", "", "the NATS URL broker and scaler connect to (default nats://127.0.0.1:PORT)")
+	cluster := fs.String("cluster", "", "every node's client address HOST:PORT, comma-separated: writes one configuration per node")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return errors.New("init takes one directory: hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR")
+	}
+	clusterSet := false
+	fs.Visit(func(f *flag.Flag) { clusterSet = clusterSet || f.Name == "cluster" })
+	if clusterSet {
+		return initClusterCmd(fs, *cluster)
 	}
 	if _, err := cfenv.ParsePort("--port", strconv.Itoa(*port), 1); err != nil {
 		return err
@@ -62,6 +72,32 @@ func initCmd(args []string) error {
 		return err
 	}
 	fmt.Printf("wrote %[1]s/nats-server.conf, %[1]s/broker.env, %[1]s/scaler.env and %[1]s/operator.nk (keep it offline)\nstart the server: nats-server -c %[1]s/nats-server.conf\n", fs.Arg(0))
+	return nil
+}
+
+// initClusterCmd is init --cluster; --port and --url belong to one server.
+func initClusterCmd(fs *flag.FlagSet, spec string) error {
+	var conflict error
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "port" || f.Name == "url" {
+			conflict = fmt.Errorf("--%s is for one server: with --cluster, each node's HOST:PORT gives its address", f.Name)
+		}
+	})
+	if conflict != nil {
+		return conflict
+	}
+	nodes, err := broker.ParseCluster(spec)
+	if err != nil {
+		return err
+	}
+	dir := fs.Arg(0)
+	if err := broker.InitCluster(dir, nodes); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %[1]s/broker.env, %[1]s/scaler.env, %[1]s/operator.nk (keep it offline) and one directory per node:\n", dir)
+	for i, n := range nodes {
+		fmt.Printf("  %s (%s): nats-server -c %s\n", broker.ClusterNodeDir(dir, i), n.URL(), filepath.Join(broker.ClusterNodeDir(dir, i), broker.ServerConfFile))
+	}
 	return nil
 }
 

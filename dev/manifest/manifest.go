@@ -1,7 +1,8 @@
 // Package manifest reads the part of a Cloud Foundry app manifest that
 // `hottopic dev` runs: apps with their path, command, env, instances,
-// metadata (the event mappings) and sidecars. Fields that only matter on a
-// real foundation (memory, buildpacks, routes, services…) are accepted and
+// metadata (the event mappings), services (each an event bus locally) and
+// sidecars. Fields that only matter on a real foundation (memory,
+// buildpacks, routes…) are accepted and
 // reported as ignored; anything else is refused with its line number.
 package manifest
 
@@ -43,6 +44,9 @@ type App struct {
 	// Annotations are the app's metadata annotations, event mapping included.
 	Annotations map[string]string
 	Sidecars    []Sidecar
+	// Services are the names the app lists under services:, in order; the
+	// dev runtime makes each an event bus and binds the app to it.
+	Services []string
 	// Mapping is set when the app carries label hottopic.io/mapped: "true".
 	Mapping *mapping.Mapping
 	Line    int // where the app starts in the file
@@ -93,7 +97,7 @@ var ignoredAppFields = map[string]bool{
 	"readiness-health-check-invocation-timeout": true, "readiness-health-check-type": true,
 	"lifecycle": true, "log-rate-limit-per-second": true, "memory": true,
 	"no-route": true, "random-route": true, "default-route": true, "routes": true,
-	"services": true, "stack": true, "timeout": true, "cnb-credentials": true,
+	"stack": true, "timeout": true, "cnb-credentials": true,
 }
 
 // Load reads and checks a manifest file.
@@ -237,7 +241,7 @@ func (p *parser) app(n *yaml.Node) (App, error) {
 		a.Name = name
 	}
 	relPath := "."
-	var pathNode, commandNode *yaml.Node
+	var pathNode, commandNode, servicesNode *yaml.Node
 	var ignored []string
 	for i := 0; i < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -258,6 +262,9 @@ func (p *parser) app(n *yaml.Node) (App, error) {
 			err = p.metadata(v, &a)
 		case "sidecars":
 			a.Sidecars, err = p.sidecars(v, a.Name)
+		case "services":
+			servicesNode = v
+			a.Services, err = p.services(v, a.Name)
 		case "processes":
 			err = p.processes(v, &a, &commandNode)
 		default:
@@ -301,6 +308,9 @@ func (p *parser) app(n *yaml.Node) (App, error) {
 			return a, p.errf(annotationNode(n, err.Error()), "app %q: %v", a.Name, err)
 		}
 		a.Mapping = &m
+		if len(a.Services) > 1 {
+			return a, p.errf(servicesNode, "app %q is mapped to events but lists %d services (%s): its sidecar serves one event bus, so list one", a.Name, len(a.Services), strings.Join(a.Services, ", "))
+		}
 	} else if _, ok := a.Annotations[mapping.AnnTopics]; ok {
 		return a, p.errf(lookupPath(n, "metadata", "annotations"), "app %q has annotation %s but not label %s: \"true\", so it would never get events", a.Name, mapping.AnnTopics, mapping.LabelMapped)
 	}
@@ -382,6 +392,36 @@ func (p *parser) sidecars(n *yaml.Node, app string) ([]Sidecar, error) {
 		}
 		if web { // only web instances run locally
 			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// services reads services: a list of names, or of mappings with a name
+// (binding_name and parameters are accepted; they do not change a local
+// binding).
+func (p *parser) services(n *yaml.Node, app string) ([]string, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, p.errf(n, "app %q: services must be a list of service instance names", app)
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range n.Content {
+		name := s.Value
+		if s.Kind == yaml.MappingNode {
+			name = ""
+			if v := lookup(s, "name"); v != nil && v.Kind == yaml.ScalarNode {
+				name = v.Value
+			}
+		} else if s.Kind != yaml.ScalarNode {
+			name = ""
+		}
+		if name = strings.TrimSpace(name); name == "" {
+			return nil, p.errf(s, "app %q: each service must be a name, or a mapping with a name", app)
+		}
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
 		}
 	}
 	return out, nil

@@ -98,6 +98,14 @@ applications:
 		Expect(m.Apps[0].HasHotTopicSidecar()).To(BeTrue())
 	})
 
+	it("reads services as names or mappings with a name, in order", func() {
+		m, err := parse("applications:\n- name: a\n  command: x\n  services:\n  - orders-bus\n  - name: audit-bus\n    parameters: {x: 1}\n  - orders-bus\n- name: b\n  command: y\n")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m.Apps[0].Services).To(Equal([]string{"orders-bus", "audit-bus"}))
+		Expect(m.Apps[1].Services).To(BeEmpty())
+		Expect(m.IgnoredNotice()).To(BeEmpty(), "services are used locally")
+	})
+
 	type bad struct{ yaml, want string }
 	for _, c := range []bad{
 		{"applications:\n- name: a\n  command: x\n   bad: [\n", "manifest.yml: line 4: invalid YAML: mapping values are not allowed in this context"},
@@ -114,6 +122,9 @@ applications:
 		{"applications:\n- name: a\n  command: x\n  metadata:\n    labels: {hottopic.io/mapped: \"true\"}\n    annotations:\n      hottopic.io/topics: t\n      hottopic.io/max-instances: lots\n", "manifest.yml: line 8: app \"a\": annotation hottopic.io/max-instances must be a whole number"},
 		{"applications:\n- name: a\n  command: x\n  metadata:\n    annotations:\n      hottopic.io/topics: t\n", "manifest.yml: line 6: app \"a\" has annotation hottopic.io/topics but not label hottopic.io/mapped"},
 		{"applications:\n- name: a\n  command: x\n  metadata:\n    labels: {hottopic.io/mapped: \"true\"}\n    annotations:\n      hottopic.io/topics: \"orders.*\"\n", "manifest.yml: line 7: app \"a\": annotation hottopic.io/topics: invalid topic \"orders.*\""},
+		{"applications:\n- name: a\n  command: x\n  services: orders-bus\n", "manifest.yml: line 4: app \"a\": services must be a list of service instance names"},
+		{"applications:\n- name: a\n  command: x\n  services:\n  - {plan: x}\n", "manifest.yml: line 5: app \"a\": each service must be a name, or a mapping with a name"},
+		{"applications:\n- name: a\n  command: x\n  services: [one, two]\n  metadata:\n    labels: {hottopic.io/mapped: \"true\"}\n    annotations: {hottopic.io/topics: t}\n", "manifest.yml: line 4: app \"a\" is mapped to events but lists 2 services (one, two): its sidecar serves one event bus, so list one"},
 		{"", "manifest.yml: the manifest is empty"},
 		{"- a\n", "manifest.yml: line 1: the manifest must be a mapping"},
 	} {

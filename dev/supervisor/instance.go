@@ -229,8 +229,8 @@ func (s *Supervisor) newProc(a *app, label string, env []string, name string, ar
 }
 
 // instanceEnv is what CF gives a web instance: the app's env, PORT,
-// VCAP_APPLICATION, VCAP_SERVICES (the NATS server as a hottopic-tagged
-// service) and the CF_INSTANCE_* variables; HOTTOPIC_LISTEN gives each
+// VCAP_APPLICATION, VCAP_SERVICES (the app's bindings, or the NATS server
+// as a hottopic-tagged service) and the CF_INSTANCE_* variables; HOTTOPIC_LISTEN gives each
 // instance's sidecar API its own port.
 func (s *Supervisor) instanceEnv(a *app, index, port, apiPort int) []string {
 	env := append([]string{}, s.cfg.BaseEnv...)
@@ -259,15 +259,18 @@ func (s *Supervisor) instanceEnv(a *app, index, port, apiPort int) []string {
 		"port":                port,
 		"limits":              map[string]int{"fds": 16384},
 	})
-	vcapServices, _ := json.Marshal(map[string]any{
-		"hottopic": []map[string]any{{
-			"name":          "hottopic-dev",
-			"instance_name": "hottopic-dev",
-			"label":         "hottopic",
-			"tags":          []string{"hottopic", "nats"},
-			"credentials":   map[string]string{"uri": s.cfg.NATSURL},
-		}},
-	})
+	vcapServices := []byte(a.VCAPServices)
+	if a.VCAPServices == "" {
+		vcapServices, _ = json.Marshal(map[string]any{
+			"hottopic": []map[string]any{{
+				"name":          "hottopic-dev",
+				"instance_name": "hottopic-dev",
+				"label":         "hottopic",
+				"tags":          []string{"hottopic", "nats"},
+				"credentials":   map[string]string{"uri": s.cfg.NATSURL},
+			}},
+		})
+	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	return append(env,
 		"PORT="+strconv.Itoa(port),

@@ -38,6 +38,9 @@ type App struct {
 	Mapped      bool
 	Annotations map[string]string
 	Sidecars    []Sidecar
+	// VCAPServices is the app's VCAP_SERVICES (its bindings, as CF gives
+	// them); empty: Config.NATSURL as one hottopic-tagged service.
+	VCAPServices string
 }
 
 // Sidecar is a process run beside every instance of the app.
@@ -55,7 +58,7 @@ type Sidecar struct {
 // Config is shared by all instances.
 type Config struct {
 	Console *console.Console
-	// NATSURL goes into every instance's VCAP_SERVICES.
+	// NATSURL goes into the VCAP_SERVICES of every app that brings none.
 	NATSURL string
 	// BaseEnv is the environment every process starts from (the caller's,
 	// minus anything CF would set itself); defaults to os.Environ filtered.

@@ -32,6 +32,7 @@ import (
 	"github.com/onsi/gomega/gbytes"
 
 	"github.com/hottopic-io/hottopic/dev/state"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 )
 
@@ -188,7 +189,9 @@ func TestDashboard(t *testing.T) {
 	// that lists it.
 	st, err := state.Read(dataDir)
 	Expect(err).NotTo(HaveOccurred())
-	nc, err := nats.Connect(st.NATSURL)
+	cfg, err := st.OpsNATS("wordcount")
+	Expect(err).NotTo(HaveOccurred())
+	nc, err := cfenv.Connect(context.Background(), cfg, "dashboard-test")
 	Expect(err).NotTo(HaveOccurred())
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -67,7 +67,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	it.Before(func() {
 		RegisterTestingT(t)
 		dataDir = filepath.Join(t.TempDir(), "data")
-		natsPort = proctest.FreePort(t)
+		natsPort = proctest.FreePortRun(t, 3) // --cluster takes the two after it too
 		b := make([]byte, 8)
 		_, _ = rand.Read(b)
 		marker = hex.EncodeToString(b)
@@ -85,18 +85,30 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		return d
 	}
 
-	publish := func(d *devProc, n int) {
-		// The address comes from the running runtime's record, as a user's would.
-		cmd := exec.Command(bin, "publish", "words", "the quick brown fox jumps over the lazy dog", "--count", strconv.Itoa(n), "--data-dir", d.dataDir)
+	// publishCmd runs hottopic publish; the address comes from the running
+	// runtime's record, as a user's would.
+	publishCmd := func(d *devProc, args ...string) (string, error) {
+		cmd := exec.Command(bin, append(append([]string{"publish"}, args...), "--data-dir", d.dataDir)...)
 		cmd.Env = withoutNATSEnv(os.Environ())
 		out, err := cmd.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), string(out))
-		Expect(string(out)).To(ContainSubstring(fmt.Sprintf("published %d events to words", n)))
+		return string(out), err
 	}
 
+	publishTo := func(d *devProc, n int, data string, extra ...string) {
+		out, err := publishCmd(d, append([]string{"words", data, "--count", strconv.Itoa(n)}, extra...)...)
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring(fmt.Sprintf("published %d events to words", n)))
+	}
+
+	publish := func(d *devProc, n int) {
+		publishTo(d, n, "the quick brown fox jumps over the lazy dog")
+	}
+
+	// processed counts deliveries by event id: hottopic publish gives each
+	// event a Nats-Msg-Id of its own, which is its ce-id.
 	processed := func(d *devProc) map[string]int {
 		ids := map[string]int{}
-		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (HT_words-\d+) \(delivery`).FindAllStringSubmatch(d.Output(), -1) {
+		for _, m := range regexp.MustCompile(`wordcount \[APP/PROC/WEB/\d+\] OUT event (\S+) \(delivery`).FindAllStringSubmatch(d.Output(), -1) {
 			ids[m[1]]++
 		}
 		return ids
@@ -119,9 +131,17 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(mappingOf(st.ScalerURL, "wordcount").CurrentInstances).To(HaveValue(Equal(0)))
 
 		publish(d, 500)
-		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → (\d+): lag \d+`))
-		up := regexp.MustCompile(`scaled wordcount 0 → (\d+)`).FindStringSubmatch(d.Output())
-		Expect(strconv.Atoi(up[1])).To(BeNumerically(">", 1), "scaled above one instance")
+		// The first poll may see only the start of the burst (0 → 1); the
+		// scaler must go above one instance while the 500 are queued.
+		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`\[HOTTOPIC/SCALER\] scaled wordcount 0 → \d+: lag \d+`))
+		Eventually(func() int {
+			most := 0
+			for _, m := range regexp.MustCompile(`scaled wordcount \d+ → (\d+)`).FindAllStringSubmatch(d.Output(), -1) {
+				n, _ := strconv.Atoi(m[1])
+				most = max(most, n)
+			}
+			return most
+		}, 20*time.Second).Should(BeNumerically(">", 1), "scaled above one instance")
 		Eventually(d.Output).Should(MatchRegexp(`wordcount \[APP/PROC/WEB/1/hottopic\] `), "each instance runs its sidecar")
 
 		Eventually(func() int { return len(processed(d)) }, 45*time.Second).Should(Equal(500), "every event processed at least once")
@@ -138,7 +158,7 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 	it("loses no queued event across a restart, and Ctrl-C stops running instances, sidecars and grandchildren", func() {
 		d := start("restart.yml")
 		Eventually(d.Out, 10*time.Second).Should(gbytes.Say(`keeper \[APP/PROC/WEB/1\] OUT wordcount listening`))
-		publish(d, 300)
+		publishTo(d, 300, "the quick brown fox jumps over the lazy dog", "--service", "words-bus")
 		stop(d) // right away: the events are still queued
 		first := processed(d)
 		Expect(len(first)).To(BeNumerically("<", 300), "some events were still queued at the restart")
@@ -176,6 +196,64 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		stop(d) // the nodes too: stop checks that no process is left
 	})
 
+	it("gives each service its own bus: publish --service reaches only that service's apps, and apps without services share the implicit one", func() {
+		d := start("buses.yml")
+		Expect(d.Output()).To(ContainSubstring("event buses, each a NATS account made by the broker: bus-a ← alpha; bus-b ← beta; hottopic-dev ← gamma"))
+		Expect(d.Output()).To(ContainSubstring("(add `--service NAME` for bus-a, bus-b)"))
+		// Each app's events, by the one word each publish carries.
+		got := func(app, word string) int {
+			return len(regexp.MustCompile(regexp.QuoteMeta(app)+` \[APP/PROC/WEB/\d+\] OUT event \S+ \(delivery \d+\): 1 words, top \[\('`+word+`', 1\)\]`).FindAllString(d.Output(), -1))
+		}
+		publishTo(d, 5, "for-a", "--service", "bus-a")
+		publishTo(d, 3, "for-implicit")
+		publishTo(d, 4, "for-b", "--service", "bus-b")
+		Eventually(func() []int { return []int{got("alpha", "for-a"), got("gamma", "for-implicit"), got("beta", "for-b")} }, 45*time.Second).
+			Should(Equal([]int{5, 3, 4}), "each app gets its own bus's events")
+		for _, leak := range [][2]string{{"alpha", "for-b"}, {"alpha", "for-implicit"}, {"beta", "for-a"}, {"beta", "for-implicit"}, {"gamma", "for-a"}, {"gamma", "for-b"}} {
+			Expect(got(leak[0], leak[1])).To(BeZero(), "%s got an event of another bus (%s)", leak[0], leak[1])
+		}
+
+		// Each app's VCAP_SERVICES names its own service, as Cloud Foundry would.
+		st, err := state.Read(dataDir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Buses).To(HaveLen(3))
+		for _, b := range st.Buses {
+			Expect(b.Key.Label).To(Equal("hottopic"))
+			Expect(b.Key.Tags).To(ContainElements("hottopic", "nats"))
+			Expect(b.Topics).To(Equal([]string{"words"}))
+		}
+
+		out, err := publishCmd(d, "words", "x", "--service", "nosuch")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(Equal("Error: no service \"nosuch\" in the running hottopic dev; its services: bus-a, bus-b, hottopic-dev (implicit)\n"))
+		out, err = publishCmd(d, "orders", "x", "--service", "bus-a")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(Equal("Error: service bus-a takes the topics and output topics of its apps (words), not orders: map one of its apps to orders in the manifest\n"))
+
+		stop(d)
+	})
+
+	it("--nats against a plain nats-server keeps one bus without a broker", func() {
+		srvPort := proctest.FreePort(t)
+		ns := proctest.Start(t, exec.Command(natsServer(t), "-a", "127.0.0.1", "-p", strconv.Itoa(srvPort), "-js", "-sd", t.TempDir()))
+		Eventually(ns.Out, time.Minute).Should(gbytes.Say("Server is ready"))
+		url := fmt.Sprintf("nats://127.0.0.1:%d", srvPort)
+		d := start("wordcount.yml", "--nats", url)
+		Expect(d.Output()).NotTo(ContainSubstring("event buses"))
+		st, err := state.Read(dataDir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.NATSURL).To(Equal(url))
+		Expect(st.Buses).To(BeEmpty())
+
+		publish(d, 20)
+		Eventually(func() int { return len(processed(d)) }, 45*time.Second).Should(Equal(20))
+		out, err := publishCmd(d, "words", "x", "--service", "bus-a")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(Equal("Error: the running hottopic dev serves one event bus without a broker (it was started with --nats or --cluster): publish without --service\n"))
+
+		stop(d)
+	})
+
 	it("refuses a broken manifest with one line naming the line", func() {
 		cmd := exec.Command(bin, "dev", "-f", filepath.Join("testdata", "broken.yml"), "--data-dir", dataDir, "--nats-port", strconv.Itoa(natsPort))
 		var stdout, stderr bytes.Buffer
@@ -186,6 +264,16 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(stderr.String()).To(MatchRegexp(`^Error: testdata/broken\.yml: line 6: invalid YAML: [^\n]+\n$`))
 		Expect(stdout.String()).To(BeEmpty())
 	})
+}
+
+// natsServer is the nats-server binary built by scripts/tools.sh.
+func natsServer(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("../../scripts/tools.sh", "nats-server").Output()
+	if err != nil {
+		t.Fatalf("scripts/tools.sh nats-server: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func mappingOf(scalerURL, app string) api.Mapping {

@@ -282,6 +282,17 @@ func (sys *system) settle(t *testing.T, fault string, ids []string, start time.T
 	return f
 }
 
+// settleChecked settles, reports the figures and fails on any loss or on
+// more duplicates than one fault can leave (what was in flight).
+func (sys *system) settleChecked(t *testing.T, fault string, ids []string, start time.Time) figures {
+	f := sys.settle(t, fault, ids, start)
+	report(t, f)
+	Expect := NewWithT(t).Expect
+	Expect(f.Lost).To(BeZero())
+	Expect(f.Duplicated).To(BeNumerically("<=", inFlightPerKill), "duplicates beyond what was in flight at the fault")
+	return f
+}
+
 func report(t *testing.T, f figures) {
 	b, _ := json.Marshal(f)
 	t.Logf("figures: %s", b)
@@ -332,10 +343,7 @@ func TestFaultsOnA3NodeCluster(t *testing.T) {
 			}
 		})
 		c.WaitHealthy()
-		f := sys.settle(t, fault, ids, start)
-		report(t, f)
-		Expect(f.Lost).To(BeZero())
-		Expect(f.Duplicated).To(BeNumerically("<=", inFlightPerKill), "duplicates beyond what was in flight at the kill")
+		sys.settleChecked(t, fault, ids, start)
 	}
 
 	t.Run("kill the stream leader mid-stream", func(t *testing.T) {
@@ -349,7 +357,6 @@ func TestFaultsOnA3NodeCluster(t *testing.T) {
 	})
 
 	t.Run("restart all three nodes in turn", func(t *testing.T) {
-		Expect := NewWithT(t).Expect
 		start := time.Now()
 		step := perFault / 4
 		ids := sys.publish(t, "rolling", perFault, func(i int) {
@@ -361,10 +368,7 @@ func TestFaultsOnA3NodeCluster(t *testing.T) {
 				c.WaitHealthy() // one node at a time, as an operator rolls a cluster
 			}
 		})
-		f := sys.settle(t, "rolling-restart", ids, start)
-		report(t, f)
-		Expect(f.Lost).To(BeZero())
-		Expect(f.Duplicated).To(BeNumerically("<=", inFlightPerKill), "duplicates beyond what was in flight at the kill")
+		sys.settleChecked(t, "rolling-restart", ids, start)
 	})
 
 	t.Run("kill the scaler leader and the node leading the election bucket at once", func(t *testing.T) {

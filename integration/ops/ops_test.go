@@ -62,7 +62,7 @@ func TestOperations(t *testing.T) {
 
 	Eventually(count(`audit \[APP/PROC/WEB/\d+\] OUT event \S+ \S+ -> 200`), 30*time.Second).Should(Equal(3))
 	Eventually(func() string { out, _ := cli("dead-letters", "picky"); return out }, 30*time.Second).
-		Should(MatchRegexp(`picky +orders .* 1 +HTTP 422 Unprocessable Entity`))
+		Should(MatchRegexp(`picky +orders .* 1 +HTTP 422 Unprocessable Entity: cannot parse bad-\d`), "the reason carries the start of the app's answer")
 	out, _ := cli("dead-letters")
 	Expect(out).To(ContainSubstring("picky: 2 dead letters"))
 	Expect(out).NotTo(ContainSubstring("audit:"))
@@ -77,8 +77,10 @@ func TestOperations(t *testing.T) {
 	Expect(out).To(ContainSubstring("redriven 2, failed 0"))
 	Expect(dev.Out).To(gbytes.Say(`scaled picky 0 → \d`), "the redrive started the app from zero")
 	Expect(count(`picky \[APP/PROC/WEB/\d+\] OUT event \S+ bad-\d -> 200`)()).To(Equal(2))
-	out, _ = cli("dead-letters")
-	Expect(out).To(ContainSubstring("No dead letters."))
+	// Under hottopic dev the app holds a broker binding, which cannot reach
+	// HOTTOPIC_DLQ: the scaler deletes the redriven letters from the
+	// sidecars' announcements, right after.
+	Eventually(func() string { out, _ := cli("dead-letters"); return out }, 30*time.Second).Should(ContainSubstring("No dead letters."))
 
 	out, code = cli("replay", "picky", "--topic", "orders", "--since", "10m")
 	Expect(code).To(Equal(0), out)

@@ -73,6 +73,17 @@ func NATSFromURL(u string) (NATS, error) {
 	return NATS{URLs: urls, Source: "flag"}, nil
 }
 
+// NATSFromService is the configuration of one service (a binding or a
+// service key), picked by name rather than by tag: `hottopic publish
+// --service` in the dev runtime.
+func NATSFromService(svc Service) (NATS, error) {
+	cfg, err := fromService(svc)
+	if err == nil && len(cfg.URLs) == 0 {
+		err = fmt.Errorf("NATS service %q has no \"uri\" or \"urls\" credential", svc.Name)
+	}
+	return cfg, err
+}
+
 // fromService reads the NATS URLs and credentials of a bound service.
 func fromService(svc Service) (NATS, error) {
 	cfg := NATS{Source: fmt.Sprintf("service %q", svc.Name)}

@@ -49,7 +49,8 @@ const AnnotationPrefix = "hottopic.io/"
 var SettingAnnotations = []string{AnnMin, AnnMax, AnnLagPer, AnnIdleSeconds, AnnConcurrency, AnnPath, AnnTimeout, AnnMaxDeliver, AnnOutputTopic, AnnBatchSize, AnnBatchWait}
 
 // MaxBatchSize bounds batch-size, and concurrency × batch-size: the events
-// one instance may hold stay within the consumer's MaxAckPending (1000).
+// one instance may hold, a bound on one sidecar's memory. (The consumer's
+// MaxAckPending grows with max-instances: provision.MaxAckPending.)
 const MaxBatchSize = 1000
 
 // Settings are a mapping's tunables. The JSON form is the KV value's schema.

@@ -1,16 +1,22 @@
 // Package natsconf writes the configuration of one node of a JetStream
-// cluster on loopback, the same for `hottopic dev --cluster` and the tests'
-// clusters of real nats-server processes.
+// cluster: on loopback, the same for `hottopic dev --cluster` and the tests'
+// clusters of real nats-server processes (ClusterNode); and in operator mode
+// across hosts, for `hottopic-broker init --cluster` (OperatorNode).
 package natsconf
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 )
 
-// Node is one nats-server of a cluster on 127.0.0.1.
+// Node is one nats-server of a cluster.
 type Node struct {
-	Name        string // server_name
+	Name string // server_name
+	// Host is the address clients and the other nodes reach the node at
+	// (OperatorNode only; ClusterNode's nodes are all on 127.0.0.1).
+	Host        string
 	ClientPort  int
 	HTTPPort    int // monitoring
 	ClusterPort int // routes
@@ -21,18 +27,79 @@ type Node struct {
 // ClusterNode is the configuration file of node n in the cluster named
 // cluster, routed to every node of nodes but itself.
 func ClusterNode(cluster string, n Node, nodes []Node) string {
-	var routes []string
-	for _, o := range nodes {
-		if o.Name != n.Name {
-			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.ClusterPort))
-		}
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\nmax_payload: 8MB\n", n.Name, n.ClientPort, n.HTTPPort)
 	if n.LogFile != "" {
 		fmt.Fprintf(&b, "log_file: %q\n", n.LogFile)
 	}
 	fmt.Fprintf(&b, "jetstream { store_dir: %q }\ncluster {\n  name: %s\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n",
-		n.StoreDir, cluster, n.ClusterPort, strings.Join(routes, ", "))
+		n.StoreDir, cluster, n.ClusterPort, strings.Join(routes(n, nodes, ""), ", "))
+	return b.String()
+}
+
+// routes are the route URLs of every node but n, with userinfo ("user:pass@"
+// or "") before the host.
+func routes(n Node, nodes []Node, userinfo string) []string {
+	var rs []string
+	for _, o := range nodes {
+		if o.Name != n.Name {
+			host := o.Host
+			if host == "" {
+				host = "127.0.0.1"
+			}
+			rs = append(rs, "nats-route://"+userinfo+net.JoinHostPort(host, strconv.Itoa(o.ClusterPort)))
+		}
+	}
+	return rs
+}
+
+// Operator is the operator-mode trust every server of a setup shares: the
+// operator's JWT, the system account, and the accounts preloaded into the
+// full resolver (the others arrive through it, from the broker).
+type Operator struct {
+	JWT           string
+	SystemAccount string
+	Preload       []Account
+	// ResolverDir is where the full resolver keeps account JWTs.
+	ResolverDir string
+	// SyncInterval is how often a server compares its JWTs with the other
+	// nodes' and takes the newer ones (a Go duration, e.g. "10s").
+	SyncInterval string
+}
+
+// Account is a preloaded account JWT; Comment names it in the file.
+type Account struct{ Comment, PublicKey, JWT string }
+
+// RouteAuth is the user and password every route presents and requires, so
+// only the cluster's nodes can join it.
+type RouteAuth struct{ User, Password string }
+
+// OperatorNode is the configuration file of node n of an operator-mode
+// cluster named cluster: clients on every interface at n.ClientPort
+// (advertised as n.Host), monitoring on this host's loopback only, routes at
+// n.Host:n.ClusterPort to every other node with auth, the full resolver
+// under op.ResolverDir and JetStream under n.StoreDir. header is written
+// first, as # comments.
+func OperatorNode(header, cluster string, n Node, nodes []Node, op Operator, auth RouteAuth) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(header, "\n"), "\n") {
+		b.WriteString(strings.TrimRight("# "+l, " ") + "\n")
+	}
+	fmt.Fprintf(&b, "server_name: %s\nport: %d\nclient_advertise: %q\nhttp: 127.0.0.1:%d\n",
+		n.Name, n.ClientPort, net.JoinHostPort(n.Host, strconv.Itoa(n.ClientPort)), n.HTTPPort)
+	if n.LogFile != "" {
+		fmt.Fprintf(&b, "log_file: %q\n", n.LogFile)
+	}
+	fmt.Fprintf(&b, "\noperator: %q\nsystem_account: %s\n\nresolver: {\n  type: full\n  dir: %q\n  allow_delete: true\n  interval: %q\n  timeout: \"5s\"\n}\n\nresolver_preload: {\n",
+		op.JWT, op.SystemAccount, op.ResolverDir, op.SyncInterval)
+	for _, a := range op.Preload {
+		fmt.Fprintf(&b, "  # %s\n  %s: %q\n", a.Comment, a.PublicKey, a.JWT)
+	}
+	fmt.Fprintf(&b, "}\n\njetstream: {\n  store_dir: %q\n}\n\ncluster: {\n  name: %s\n  listen: %q\n  authorization: { user: %q, password: %q }\n  routes: [\n",
+		n.StoreDir, cluster, net.JoinHostPort(n.Host, strconv.Itoa(n.ClusterPort)), auth.User, auth.Password)
+	for _, r := range routes(n, nodes, auth.User+":"+auth.Password+"@") {
+		fmt.Fprintf(&b, "    %q\n", r)
+	}
+	b.WriteString("  ]\n}\n")
 	return b.String()
 }

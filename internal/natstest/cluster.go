@@ -106,7 +106,7 @@ func RunCluster(t testing.TB, n int, opts ...ClusterOption) *Cluster {
 		}
 	})
 	for i := range c.Nodes {
-		c.start(i)
+		c.Start(i)
 	}
 	c.WaitHealthy()
 	return c
@@ -141,7 +141,16 @@ func (c *Cluster) Kill(i int) { c.Nodes[i].kill() }
 
 // Start starts node i again (same ports, same store) and waits until it
 // accepts clients; WaitHealthy waits until it has caught up.
-func (c *Cluster) Start(i int) { c.start(i) }
+func (c *Cluster) Start(i int) {
+	c.t.Helper()
+	if err := c.TryStart(i); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TryStart is Start for a node that may refuse to start (a store it cannot
+// write): the error says why, with the tail of the node's log.
+func (c *Cluster) TryStart(i int) error { return c.start(i) }
 
 // Running reports whether node i's process is alive.
 func (c *Cluster) Running(i int) bool {
@@ -170,8 +179,7 @@ func (c *Cluster) Index(name string) int {
 	return -1
 }
 
-func (c *Cluster) start(i int) {
-	c.t.Helper()
+func (c *Cluster) start(i int) error {
 	nd := c.Nodes[i]
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
@@ -179,19 +187,19 @@ func (c *Cluster) start(i int) {
 		select {
 		case <-nd.done:
 		default:
-			c.t.Fatalf("node %s is already running", nd.Name)
+			return fmt.Errorf("node %s is already running", nd.Name)
 		}
 	}
 	logf, err := os.OpenFile(nd.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(c.bin, "-c", nd.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		c.t.Fatalf("start nats-server %s: %v", nd.Name, err)
+		return fmt.Errorf("start nats-server %s: %v", nd.Name, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
@@ -202,16 +210,16 @@ func (c *Cluster) start(i int) {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", nd.ClientPort), time.Second)
 		if err == nil {
 			conn.Close()
-			return
+			return nil
 		}
 		select {
 		case <-done:
 			b, _ := os.ReadFile(nd.logFile)
-			c.t.Fatalf("nats-server %s exited at start:\n%s", nd.Name, tailLines(string(b), 20))
+			return fmt.Errorf("nats-server %s exited at start:\n%s", nd.Name, tailLines(string(b), 20))
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("nats-server %s does not accept clients after 30s", nd.Name)
+			return fmt.Errorf("nats-server %s does not accept clients after 30s", nd.Name)
 		}
 	}
 }

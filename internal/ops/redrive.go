@@ -82,7 +82,8 @@ func Redrive(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, let
 	}
 	ordered := slices.Clone(letters)
 	slices.SortFunc(ordered, func(a, b Letter) int { return int64Cmp(a.ID, b.ID) })
-	ready := map[string]error{}
+	var ready error // the app's per-app consumer, made at the first letter
+	made := false
 	sent := map[uint64]bool{}
 	for _, l := range ordered {
 		if l.App != m.AppGUID {
@@ -93,13 +94,12 @@ func Redrive(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, let
 			fail(l.ID, "the app is no longer mapped to topic "+l.Topic)
 			continue
 		}
-		err, done := ready[l.Topic]
-		if !done {
-			_, err = provision.EnsureRedriveConsumer(ctx, js, m.AppGUID, l.Topic, m.Settings, so)
-			ready[l.Topic] = err
+		if !made {
+			_, ready = provision.EnsureRedriveConsumer(ctx, js, m.AppGUID, m.Settings, so)
+			made = true
 		}
-		if err != nil {
-			fail(l.ID, err.Error())
+		if ready != nil {
+			fail(l.ID, ready.Error())
 			continue
 		}
 		ack, err := js.PublishMsg(ctx, redriveMsg(m.AppGUID, l))

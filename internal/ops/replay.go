@@ -54,9 +54,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, t st
 	if err != nil {
 		return r, fmt.Errorf("stream %s: %w", name, err)
 	}
-	info, err := s.Info(ctx)
+	info, err := awaitArchived(ctx, js, s, t)
 	if err != nil {
-		return r, fmt.Errorf("stream %s: %w", name, err)
+		return r, err
 	}
 	st := info.State
 	r.KeptSince = st.FirstTime
@@ -79,7 +79,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, t st
 	if st.Msgs == 0 {
 		return r, nil
 	}
-	if _, err := provision.EnsureRedriveConsumer(ctx, js, m.AppGUID, t, m.Settings, so); err != nil {
+	if _, err := provision.EnsureRedriveConsumer(ctx, js, m.AppGUID, m.Settings, so); err != nil {
 		return r, err
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since})
@@ -123,6 +123,49 @@ func Replay(ctx context.Context, js jetstream.JetStream, m mapping.Mapping, t st
 		tellReady(js, m.AppGUID)
 	}
 	return r, nil
+}
+
+// archiveCatchUp bounds how long Replay waits for the archive to copy what
+// the topic stream holds; normally milliseconds.
+const archiveCatchUp = 10 * time.Second
+
+// awaitArchived waits until archive s has copied every event topic t's
+// stream had stored when it was called (its archive consumer holds each
+// event until then, so it comes), and returns the archive's info then. An
+// archive made before it had a consumer of its own is read as it is.
+func awaitArchived(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, t string) (*jetstream.StreamInfo, error) {
+	name := s.CachedInfo().Config.Name
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	c, cerr := js.PushConsumer(ctx, topic.StreamName(t), provision.ArchiveConsumer)
+	ts, serr := js.Stream(ctx, topic.StreamName(t))
+	if cerr != nil || serr != nil || len(info.Sources) == 0 {
+		return info, nil
+	}
+	last := ts.CachedInfo().State.LastSeq
+	if last < c.CachedInfo().Config.OptStartSeq {
+		return info, nil // nothing published since the archive began
+	}
+	deadline := time.Now().Add(archiveCatchUp)
+	for wait := 5 * time.Millisecond; info.Sources[0].Seq < last; wait = min(2*wait, 250*time.Millisecond) {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the archive %s of topic %s is still copying (at event %d of %d); try again", name, t, info.Sources[0].Seq, last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		if info, err = s.Info(ctx); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		if len(info.Sources) == 0 {
+			return info, nil
+		}
+	}
+	return info, nil
 }
 
 // replayMsg is an archived event on app appGUID's per-app path: its payload
@@ -172,6 +215,10 @@ type Migrated struct {
 	Archive string `json:"archive"`
 	Had     bool   `json:"had"`     // it had an archive already
 	Created bool   `json:"created"` // one was made now (never in a dry run)
+	// Upgraded: its archive had no consumer of its own on the topic stream
+	// (it could miss events acked before it copied them) and got one now;
+	// in a dry run, that it would.
+	Upgraded bool `json:"upgraded"`
 }
 
 // MigrateStreams gives every topic stream without an archive one (dry run:
@@ -198,6 +245,19 @@ func MigrateStreams(ctx context.Context, js jetstream.JetStream, so provision.St
 		mg := Migrated{Topic: t, Stream: topic.StreamName(t), Archive: provision.ArchiveStreamName(t)}
 		if names[mg.Archive] {
 			mg.Had = true
+			if dryRun {
+				a, err := js.Stream(ctx, mg.Archive)
+				if err != nil {
+					return out, fmt.Errorf("look up stream %s: %w", mg.Archive, err)
+				}
+				src := a.CachedInfo().Config.Sources
+				mg.Upgraded = len(src) == 1 && src[0].Consumer == nil
+			} else {
+				var err error
+				if mg.Upgraded, err = provision.UpgradeArchive(ctx, js, t); err != nil {
+					return out, err
+				}
+			}
 			out = append(out, mg)
 			continue
 		}

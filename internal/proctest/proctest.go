@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -206,6 +207,36 @@ func Run(t testing.TB, cmd *exec.Cmd, timeout time.Duration) (string, int) {
 		t.Fatalf("%s %s: still running after %s, killed:\n%s", filepath.Base(cmd.Path), strings.Join(cmd.Args[1:], " "), timeout, p.Output())
 	}
 	return p.Output(), p.ExitCode()
+}
+
+// FreePortRun returns the first of n consecutive TCP ports on 127.0.0.1
+// that were all free a moment ago (for `hottopic dev --cluster`, whose nodes
+// take --nats-port and the ports after it).
+func FreePortRun(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		first, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := []net.Listener{first}
+		port := first.Addr().(*net.TCPAddr).Port
+		for i := 1; i < n; i++ {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+i))
+			if err != nil {
+				break
+			}
+			held = append(held, l)
+		}
+		for _, l := range held {
+			_ = l.Close()
+		}
+		if len(held) == n {
+			return port
+		}
+	}
+	t.Fatalf("no %d consecutive free ports on 127.0.0.1 in 100 tries", n)
+	return 0
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -1,6 +1,7 @@
 package proctest_test
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -79,4 +80,15 @@ func alive(pid int) bool {
 	}
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	return err == nil && !strings.Contains(string(stat), ") Z ")
+}
+
+func TestFreePortRun(t *testing.T) {
+	port := proctest.FreePortRun(t, 3)
+	for i := range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+i))
+		if err != nil {
+			t.Fatalf("port %d of the run starting at %d: %v", port+i, port, err)
+		}
+		_ = l.Close()
+	}
 }

@@ -8,6 +8,15 @@ package provision
 // default), whether or not it was delivered; the topic stream's copy still
 // goes at the last ack. Streams made before the window existed get an archive
 // only from `hottopic migrate-streams` (an operator's decision, never silent).
+//
+// The archive sources through a durable consumer of its own on the topic
+// stream (ArchiveConsumer, made before the archive and before any app's
+// consumer), acknowledged only by the archive's flow control once it stored
+// the event. An interest stream keeps an event while any consumer has not
+// acked it, so the archive can never fall behind the apps' acks: an event
+// acked by every app before the archive copied it stays until it is copied.
+// (A plain source sets up its consumer asynchronously, after the archive is
+// made; events acked before that were never archived.)
 
 import (
 	"context"
@@ -35,6 +44,13 @@ const (
 	// before it was made are not in it. An archive made with its stream has
 	// none: it holds the topic's events from the start.
 	MetaArchiveFrom = "hottopic.io/complete-from"
+
+	// ArchiveConsumer is the archive's durable consumer on its topic stream.
+	ArchiveConsumer = "hottopic-archive"
+	// archiveDeliverPrefix starts the subject the archive consumer pushes
+	// to (the archive's own, by stream name): under hottopic., which no
+	// topic and no binding's permission reaches.
+	archiveDeliverPrefix = "hottopic.archive."
 
 	archivePrefix = "HTA_"
 )
@@ -83,14 +99,65 @@ func ArchiveStreamConfig(t string, window time.Duration, completeFrom time.Time,
 	return jetstream.StreamConfig{
 		Name:        ArchiveStreamName(t),
 		Description: "Hot Topic replay window of topic " + t,
-		Sources:     []*jetstream.StreamSource{{Name: topic.StreamName(t)}},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		MaxAge:      window,
-		Replicas:    o.replicas(nc),
-		Discard:     jetstream.DiscardOld,
-		Metadata:    meta,
+		Sources: []*jetstream.StreamSource{{Name: topic.StreamName(t), Consumer: &jetstream.StreamConsumerSource{
+			Name: ArchiveConsumer, DeliverSubject: archiveDeliverSubject(t),
+		}}},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.FileStorage,
+		MaxAge:    window,
+		Replicas:  o.replicas(nc),
+		Discard:   jetstream.DiscardOld,
+		Metadata:  meta,
 	}
+}
+
+func archiveDeliverSubject(t string) string { return archiveDeliverPrefix + ArchiveStreamName(t) }
+
+// ArchiveConsumerConfig is the archive's consumer on topic t's stream: a
+// push consumer acked by the archive's flow control (AckFlowControl needs
+// flow control, a 1 s heartbeat and no ack wait), starting at startSeq.
+func ArchiveConsumerConfig(t string, startSeq uint64) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        ArchiveConsumer,
+		Description:    "Hot Topic: copies topic " + t + " into its replay archive " + ArchiveStreamName(t),
+		DeliverSubject: archiveDeliverSubject(t),
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    max(startSeq, 1),
+		AckPolicy:      jetstream.AckFlowControlPolicy,
+		FlowControl:    true,
+		IdleHeartbeat:  time.Second,
+		MaxAckPending:  10000,
+		Metadata:       map[string]string{MetaArchive: t},
+	}
+}
+
+// ensureArchiveConsumer creates the archive's consumer on topic t's stream
+// if missing, starting right after the stream's last event (for a new
+// stream: its first).
+func ensureArchiveConsumer(ctx context.Context, js jetstream.JetStream, t string) error {
+	stream := topic.StreamName(t)
+	_, err := js.PushConsumer(ctx, stream, ArchiveConsumer)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("consumer %s on stream %s: %w", ArchiveConsumer, stream, err)
+	}
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", stream, err)
+	}
+	c, err := js.CreatePushConsumer(ctx, stream, ArchiveConsumerConfig(t, st.CachedInfo().State.LastSeq+1))
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("consumer %s on stream %s: %w", ArchiveConsumer, stream, err)
+	}
+	// As for an app's consumer: a replica that does not know it yet would
+	// drop events from its copy of the interest stream.
+	_ = awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas, 5*time.Second)
+	return nil
 }
 
 // EnsureArchive creates topic t's archive if o has a replay window and the
@@ -108,6 +175,9 @@ func EnsureArchive(ctx context.Context, js jetstream.JetStream, t string, comple
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return false, fmt.Errorf("look up stream %s: %w", ArchiveStreamName(t), err)
 	}
+	if err := ensureArchiveConsumer(ctx, js, t); err != nil {
+		return false, err
+	}
 	_, err = js.CreateStream(ctx, ArchiveStreamConfig(t, w, completeFrom, o, js.Conn()))
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return false, nil
@@ -118,11 +188,38 @@ func EnsureArchive(ctx context.Context, js jetstream.JetStream, t string, comple
 	return true, nil
 }
 
-// ensureTopicStreamWithArchive creates topic t's stream if missing and, only
-// when it created it, the stream's archive. An existing stream keeps what it
-// has: its archive comes from MigrateStreams.
-func ensureTopicStreamWithArchive(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
-	s, created, err := createStream(ctx, js, TopicStreamConfig(t, o, js.Conn()))
+// UpgradeArchive gives topic t's existing archive, if it sources without a
+// consumer of its own (made before ArchiveConsumer existed, so it can miss
+// events acked before it copied them), that consumer, starting after the
+// topic stream's last event. It returns whether it changed the archive.
+func UpgradeArchive(ctx context.Context, js jetstream.JetStream, t string) (bool, error) {
+	name := ArchiveStreamName(t)
+	a, err := js.Stream(ctx, name)
+	if err != nil {
+		return false, fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	cfg := a.CachedInfo().Config
+	if len(cfg.Sources) != 1 || cfg.Sources[0].Name != topic.StreamName(t) || cfg.Sources[0].Consumer != nil {
+		return false, nil
+	}
+	if err := ensureArchiveConsumer(ctx, js, t); err != nil {
+		return false, err
+	}
+	cfg.Sources = ArchiveStreamConfig(t, cfg.MaxAge, time.Time{}, StreamOptions{}, nil).Sources
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return false, fmt.Errorf("update stream %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// ensureTopicStreamWithArchive creates topic t's stream if missing (on
+// subject, t or openingSubject(t)) and, only when it created it, the
+// stream's archive. An existing stream keeps what it has: its archive comes
+// from MigrateStreams.
+func ensureTopicStreamWithArchive(ctx context.Context, js jetstream.JetStream, t, subject string, o StreamOptions) (jetstream.Stream, error) {
+	cfg := TopicStreamConfig(t, o, js.Conn())
+	cfg.Subjects = []string{subject}
+	s, created, err := createStream(ctx, js, cfg)
 	if err != nil || !created { // an existing stream's creator made the archive
 		return s, err
 	}

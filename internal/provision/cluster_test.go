@@ -2,9 +2,11 @@ package provision_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,17 +81,59 @@ func TestClusterMappingStartIsExact(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			batch, err := cons.Fetch(events, jetstream.FetchMaxWait(5*time.Second))
+			if got := drain(t, cons, events); got != events {
+				t.Fatalf("%s: %d of %d queued events delivered after the consumer leader moved", tp, got, events)
+			}
+		}
+	})
+
+	t.Run("every event a new topic's stream acknowledges reaches the app mapped to it", func(t *testing.T) {
+		for i := range 12 {
+			tp := fmt.Sprintf("opening.t%d", i)
+			var acked atomic.Int64
+			stop := make(chan struct{})
+			var pubs sync.WaitGroup
+			// Publishers on every node at it from before the mapping, trying
+			// again while no stream takes the topic, as ones told "map an
+			// app first" would.
+			for _, js := range jss {
+				pubs.Add(1)
+				go func() {
+					defer pubs.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						_, err := js.Publish(ctx, tp, []byte("e"))
+						switch {
+						case err == nil:
+							acked.Add(1)
+						case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):
+							time.Sleep(time.Millisecond) // back-off before trying again
+						default:
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			cons, err := provision.EnsureMapping(ctx, jss[i%3], "app", "", tp, mapping.Defaults(), provision.StreamOptions{})
 			if err != nil {
+				close(stop)
+				pubs.Wait()
 				t.Fatal(err)
 			}
-			got := 0
-			for m := range batch.Messages() {
-				got++
-				_ = m.Ack()
+			t.Logf("%s: %d acked when EnsureMapping returned", tp, acked.Load())
+			for from := acked.Load(); acked.Load() < from+20; {
+				time.Sleep(time.Millisecond) // twenty more after the mapping: nothing to await
 			}
-			if got != events {
-				t.Fatalf("%s: %d of %d queued events delivered after the consumer leader moved", tp, got, events)
+			close(stop)
+			pubs.Wait()
+			want := int(acked.Load())
+			if got := drain(t, cons, want); got != want {
+				t.Errorf("%s: %d events acknowledged by the stream, %d reached the app", tp, want, got)
 			}
 		}
 	})
@@ -171,4 +215,69 @@ func TestClusterMappingStartIsExact(t *testing.T) {
 	if len(lost) > 0 {
 		t.Fatalf("events published after EnsureConsumer returned never reached the consumer: %v", lost)
 	}
+
+	t.Run("the archive keeps every event, even those its app acked at once", func(t *testing.T) {
+		const events = 20
+		tp := "archived.fast"
+		if _, err := provision.EnsureTopicStream(ctx, jss[0], tp, provision.StreamOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cons, err := provision.EnsureConsumer(ctx, jss[1], "app", "", tp, mapping.Defaults())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range events {
+			if _, err := jss[2].Publish(ctx, tp, []byte("e")); err != nil {
+				t.Fatal(err)
+			}
+			m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		archive, err := jss[0].Stream(ctx, provision.ArchiveStreamName(tp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The archive's source reaches the topic's last event (its consumer
+		// holds each until copied); then it must hold all of them.
+		for deadline := time.Now().Add(time.Minute); ; {
+			info, err := archive.Info(ctx)
+			if err == nil && len(info.Sources) == 1 && info.Sources[0].Seq >= events {
+				if info.State.Msgs != events {
+					t.Fatalf("archive holds %d of %d events", info.State.Msgs, events)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the archive did not copy the topic's events: %+v %v", info, err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling server state: no event to await
+		}
+	})
+}
+
+// drain fetches and acks up to want events from cons and says how many it
+// got: it stops early when nothing more comes within 2 s.
+func drain(t *testing.T, cons jetstream.Consumer, want int) int {
+	got := 0
+	for got < want {
+		batch, err := cons.Fetch(want-got, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			_ = m.Ack()
+		}
+		if n == 0 {
+			break
+		}
+		got += n
+	}
+	return got
 }

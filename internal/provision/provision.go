@@ -46,6 +46,10 @@ type StreamOptions struct {
 	// ReplayWindow is how long new topics keep events for replay
 	// (archive.go): 0 means DefaultReplayWindow, negative means none.
 	ReplayWindow time.Duration
+	// Duplicates is the de-duplication window of new topic streams: how
+	// long the server keeps each Nats-Msg-Id (in memory, about 100 bytes
+	// each). 0 means the server's default (2 min).
+	Duplicates time.Duration
 }
 
 // StreamOptionsFromEnv reads HOTTOPIC_STREAM_REPLICAS and HOTTOPIC_STREAM_MAX_AGE.
@@ -103,17 +107,23 @@ func TopicStreamConfig(t string, o StreamOptions, nc *nats.Conn) jetstream.Strea
 		MaxAge:      o.maxAge(),
 		Replicas:    o.replicas(nc),
 		Discard:     jetstream.DiscardOld,
+		Duplicates:  o.Duplicates,
 		Metadata:    map[string]string{MetaTopic: t},
 	}
 }
 
 // EnsureTopicStream returns topic t's stream, creating it if missing. An
-// existing stream is never reconfigured: an operator may have tuned it.
+// existing stream is never reconfigured (an operator may have tuned it),
+// except that one EnsureMapping left opening gets its topic's subject.
 func EnsureTopicStream(ctx context.Context, js jetstream.JetStream, t string, o StreamOptions) (jetstream.Stream, error) {
 	if err := topic.Validate(t); err != nil {
 		return nil, err
 	}
-	return ensureTopicStreamWithArchive(ctx, js, t, o)
+	s, err := ensureTopicStreamWithArchive(ctx, js, t, t, o)
+	if err != nil {
+		return nil, err
+	}
+	return s, openStream(ctx, js, s, t)
 }
 
 // DLQStreamConfig is the configuration of the dead-letter stream: limits
@@ -147,10 +157,15 @@ const (
 // AdvisoryStreamConfig is the configuration of the advisory stream: a work
 // queue the scaler's one durable consumer drains.
 func AdvisoryStreamConfig(o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	return scalerQueueConfig(AdvisoryStream, "Hot Topic: max-deliveries advisories awaiting dead-lettering by the scaler", AdvisorySubject, o, nc)
+}
+
+// scalerQueueConfig is a work-queue stream of subject that the scaler drains.
+func scalerQueueConfig(name, desc, subject string, o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        AdvisoryStream,
-		Description: "Hot Topic: max-deliveries advisories awaiting dead-lettering by the scaler",
-		Subjects:    []string{AdvisorySubject},
+		Name:        name,
+		Description: desc,
+		Subjects:    []string{subject},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      o.maxAge(),
@@ -170,15 +185,21 @@ const AdvisoryConsumer = "hottopic-scaler"
 
 // EnsureAdvisoryConsumer creates or updates the scaler's advisory consumer.
 func EnsureAdvisoryConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, AdvisoryStream, jetstream.ConsumerConfig{
-		Durable:     AdvisoryConsumer,
-		Description: "Hot Topic scaler: dead-letters events whose deliveries ran out",
+	return scalerConsumer(ctx, js, AdvisoryStream, AdvisoryConsumer, "Hot Topic scaler: dead-letters events whose deliveries ran out")
+}
+
+// scalerConsumer creates or updates the scaler's durable consumer on stream
+// (shared by all scaler instances; only the leader pulls).
+func scalerConsumer(ctx context.Context, js jetstream.JetStream, stream, name, desc string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:     name,
+		Description: desc,
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		AckWait:     30 * time.Second,
 		MaxDeliver:  -1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s on stream %s: %w", AdvisoryConsumer, AdvisoryStream, err)
+		return nil, fmt.Errorf("consumer %s on stream %s: %w", name, stream, err)
 	}
 	return c, nil
 }
@@ -231,9 +252,18 @@ func ConsumerConfig(appGUID, appName, t string, s mapping.Settings) jetstream.Co
 		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
 		MaxDeliver:    s.MaxDeliver,
 		FilterSubject: t,
-		MaxAckPending: 1000,
+		MaxAckPending: MaxAckPending(s),
 		Metadata:      meta,
 	}
+}
+
+// MaxAckPending is what an app's consumer lets its instances hold unacked,
+// together: every instance its whole window (concurrency × batch-size) at
+// max-instances, and never less than 1000. A fixed 1000 let the first
+// instances of an app with big batches take it all and left the others
+// scaled out but starved.
+func MaxAckPending(s mapping.Settings) int {
+	return max(1000, max(1, s.Concurrency)*max(1, s.BatchSize)*max(1, s.MaxInstances))
 }
 
 // EnsureConsumer creates or updates app appGUID's consumer on topic t (the
@@ -284,28 +314,31 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, appGUID, appNam
 		if err != nil {
 			return nil, wrap(err)
 		}
-		awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas)
+		_ = awaitPlaced(ctx, c, st.CachedInfo().Config.Replicas, 5*time.Second)
 		return c, nil
 	}
 	return nil, wrap(errors.New("created and deleted concurrently; try again"))
 }
 
-// awaitPlaced waits, up to 5 s, until every replica of the new consumer is
-// running and current. An interest-retention stream's replica keeps an event
-// only if it knows a consumer that wants it; a replica that has not created
-// the consumer yet drops the event from its copy, and would lose it for the
-// consumer if it led the consumer later.
-func awaitPlaced(ctx context.Context, c jetstream.Consumer, replicas int) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// awaitPlaced waits, up to within, until every replica of the consumer is
+// running and current, and says so (false when it is not by then). An
+// interest-retention stream's replica keeps an event only if it knows a
+// consumer that wants it; a replica that has not created the consumer yet
+// drops the event from its copy, and would lose it for the consumer if it
+// led the consumer later.
+func awaitPlaced(ctx context.Context, c interface {
+	Info(context.Context) (*jetstream.ConsumerInfo, error)
+}, replicas int, within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
 		info, err := c.Info(ctx)
 		if err == nil && placed(info, replicas) {
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(wait):
 		}
 	}

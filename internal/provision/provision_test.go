@@ -46,6 +46,50 @@ func testProvision(t *testing.T, when spec.G, it spec.S) {
 		Expect(info.Config.Replicas).To(Equal(1))
 	})
 
+	it("maps an app: the new stream takes its topic once the consumer runs; one left opening is opened", func() {
+		c, err := provision.EnsureMapping(ctx, js, "app-1", "fn", "orders.paid", mapping.Defaults(), provision.StreamOptions{Duplicates: 10 * time.Second})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.CachedInfo().Config.FilterSubject).To(Equal("orders.paid"))
+		s, err := js.Stream(ctx, "HT_orders_paid")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.CachedInfo().Config.Subjects).To(Equal([]string{"orders.paid"}))
+		Expect(s.CachedInfo().Config.Duplicates).To(Equal(10 * time.Second))
+		_, err = js.Publish(ctx, "orders.paid", []byte("x"))
+		Expect(err).NotTo(HaveOccurred())
+		b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		Expect(err).NotTo(HaveOccurred())
+		n := 0
+		for range b.Messages() {
+			n++
+		}
+		Expect(n).To(Equal(1), "the event reached the app's consumer")
+
+		// A mapping interrupted before its stream took the topic: whoever
+		// ensures the stream next opens it.
+		for _, ensure := range []func(t string) error{
+			func(t string) error {
+				_, err := provision.EnsureTopicStream(ctx, js, t, provision.StreamOptions{})
+				return err
+			},
+			func(t string) error {
+				_, err := provision.EnsureMapping(ctx, js, "app-1", "fn", t, mapping.Defaults(), provision.StreamOptions{})
+				return err
+			},
+		} {
+			cfg := provision.TopicStreamConfig("left", provision.StreamOptions{}, nil)
+			cfg.Subjects = []string{"hottopic.opening.HT_left"}
+			_, err := js.CreateStream(ctx, cfg)
+			Expect(err).NotTo(HaveOccurred())
+			_, err = js.Publish(ctx, "left", []byte("x"))
+			Expect(err).To(MatchError(jetstream.ErrNoStreamResponse), "an opening stream takes no event")
+			Expect(ensure("left")).To(Succeed())
+			s, err := js.Stream(ctx, "HT_left")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(s.CachedInfo().Config.Subjects).To(Equal([]string{"left"}))
+			Expect(js.DeleteStream(ctx, "HT_left")).To(Succeed())
+		}
+	})
+
 	it("never reconfigures a stream an operator tuned", func() {
 		_, err := provision.EnsureTopicStream(ctx, js, "orders", provision.StreamOptions{})
 		Expect(err).NotTo(HaveOccurred())
@@ -104,6 +148,46 @@ func testProvision(t *testing.T, when spec.G, it spec.S) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(info.Config.MaxDeliver).To(Equal(2))
 		Expect(info.Config.AckWait).To(Equal(5 * time.Second))
+	})
+
+	it("lets every instance hold its whole window at once (concurrency × batch-size × max-instances)", func() {
+		_, err := provision.EnsureTopicStream(ctx, js, "readings", provision.StreamOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		s := mapping.Defaults()
+		s.Concurrency, s.BatchSize, s.MaxInstances = 1, 1000, 2
+		_, err = provision.EnsureConsumer(ctx, js, "app-guid-2", "sensors", "readings", s)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i < 2000; i++ {
+			_, err := js.PublishAsync("readings", []byte("r"))
+			Expect(err).NotTo(HaveOccurred())
+			if i%200 == 199 {
+				<-js.PublishAsyncComplete()
+			}
+		}
+		<-js.PublishAsyncComplete()
+
+		// Two instances, each asking for its window and acking nothing yet:
+		// both are served in full.
+		for instance := range 2 {
+			c, err := js.Consumer(ctx, "HT_readings", "app-guid-2")
+			Expect(err).NotTo(HaveOccurred())
+			got := 0
+			for got < 1000 {
+				batch, err := c.FetchNoWait(1000 - got)
+				Expect(err).NotTo(HaveOccurred())
+				n := 0
+				for range batch.Messages() {
+					n++
+				}
+				Expect(batch.Error()).NotTo(HaveOccurred())
+				Expect(n).NotTo(BeZero(), "instance %d got %d of its 1000 events, then none", instance, got)
+				got += n
+			}
+		}
+		c, err := js.Consumer(ctx, "HT_readings", "app-guid-2")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.CachedInfo().Config.MaxAckPending).To(Equal(2000))
+		Expect(c.CachedInfo().NumAckPending).To(Equal(2000))
 	})
 
 	it("reads operator overrides from the environment and names bad ones", func() {

@@ -62,41 +62,81 @@ func EnsureRedriveStream(ctx context.Context, js jetstream.JetStream, o StreamOp
 	return ensureStream(ctx, js, RedriveStreamConfig(o, js.Conn()))
 }
 
-// RedriveConsumerConfig is app appGUID's consumer of what is sent to it alone
-// on topic t: the same delivery settings as its topic consumer, and every
-// message the stream holds for it.
-func RedriveConsumerConfig(appGUID, t string, s mapping.Settings) jetstream.ConsumerConfig {
+// RedriveConsumerConfig is app appGUID's one consumer of what is sent to it
+// alone, on every topic: the same delivery settings as its topic consumers,
+// and every message the stream holds for it.
+func RedriveConsumerConfig(appGUID string, s mapping.Settings) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       topic.RedriveConsumerName(appGUID, t),
-		Description:   "Hot Topic app " + appGUID + " on " + t + ": redriven and replayed events",
+		Durable:       topic.RedriveConsumerName(appGUID),
+		Description:   "Hot Topic app " + appGUID + ": redriven and replayed events",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       time.Duration(s.TimeoutSeconds) * time.Second,
 		MaxDeliver:    s.MaxDeliver,
-		FilterSubject: topic.RedriveSubject(appGUID, t),
+		FilterSubject: topic.RedriveFilter(appGUID),
 		MaxAckPending: 1000,
-		Metadata:      map[string]string{MetaApp: appGUID, MetaTopic: t, MetaRedrive: "true"},
+		Metadata:      map[string]string{MetaApp: appGUID, MetaRedrive: "true"},
 	}
 }
 
 // EnsureRedriveConsumer creates the per-app stream if missing and creates or
-// updates app appGUID's consumer on it for topic t.
-func EnsureRedriveConsumer(ctx context.Context, js jetstream.JetStream, appGUID, t string, s mapping.Settings, o StreamOptions) (jetstream.Consumer, error) {
+// updates app appGUID's consumer on it. Consumers of earlier versions (one
+// per topic, <app-guid>__<stream>) are deleted first: a work queue refuses
+// overlapping filters; what they had not delivered stays in the stream, for
+// the new one.
+func EnsureRedriveConsumer(ctx context.Context, js jetstream.JetStream, appGUID string, s mapping.Settings, o StreamOptions) (jetstream.Consumer, error) {
 	if err := topic.ValidConsumerName(appGUID); err != nil {
 		return nil, err
 	}
-	if err := topic.Validate(t); err != nil {
+	st, err := EnsureRedriveStream(ctx, js, o)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := EnsureRedriveStream(ctx, js, o); err != nil {
-		return nil, err
+	cfg := RedriveConsumerConfig(appGUID, s)
+	if _, err := st.Consumer(ctx, cfg.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
+		names := st.ConsumerNames(ctx)
+		for n := range names.Name() {
+			if strings.HasPrefix(n, appGUID+"__") {
+				if err := st.DeleteConsumer(ctx, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+					return nil, fmt.Errorf("delete consumer %s on stream %s: %w", n, topic.RedriveStream, err)
+				}
+			}
+		}
+		if err := names.Err(); err != nil {
+			return nil, fmt.Errorf("list consumers of stream %s: %w", topic.RedriveStream, err)
+		}
 	}
-	cfg := RedriveConsumerConfig(appGUID, t, s)
 	c, err := js.CreateOrUpdateConsumer(ctx, topic.RedriveStream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, topic.RedriveStream, err)
 	}
 	return c, nil
+}
+
+// RemoveRedrive deletes app appGUID's leftovers on the per-app path: its
+// events for topic t (all its events when t is ""), and with them, for "",
+// its consumer. Nothing there is no error.
+func RemoveRedrive(ctx context.Context, js jetstream.JetStream, appGUID, t string) error {
+	if err := topic.ValidConsumerName(appGUID); err != nil {
+		return err
+	}
+	st, err := js.Stream(ctx, topic.RedriveStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", topic.RedriveStream, err)
+	}
+	subject := topic.RedriveFilter(appGUID)
+	if t != "" {
+		subject = topic.RedriveSubject(appGUID, t)
+	} else if err := st.DeleteConsumer(ctx, topic.RedriveConsumerName(appGUID)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete consumer %s on stream %s: %w", appGUID, topic.RedriveStream, err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		return fmt.Errorf("purge %s from stream %s: %w", subject, topic.RedriveStream, err)
+	}
+	return nil
 }
 
 // AgainDeadLetterMsg is the dead letter of an event from the per-app path
@@ -148,7 +188,17 @@ func PublishAgainDeadLetter(ctx context.Context, js jetstream.JetStream, m *nats
 // DeleteDeadLetter deletes dead letter seq of HOTTOPIC_DLQ if it is still the
 // one whose Nats-Msg-Id is id; a letter already gone is no error.
 func DeleteDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64, id string) error {
+	return DeleteDeadLetterOf(ctx, js, "", seq, id)
+}
+
+// DeleteDeadLetterOf is DeleteDeadLetter for a letter of app appGUID only
+// ("" for any app): a settlement announced on an app's subject removes none
+// of another app's letters.
+func DeleteDeadLetterOf(ctx context.Context, js jetstream.JetStream, appGUID string, seq uint64, id string) error {
 	s, err := js.Stream(ctx, topic.DLQStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -159,8 +209,31 @@ func DeleteDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64, i
 	if err != nil {
 		return err
 	}
-	if stored.Header.Get(jetstream.MsgIDHeader) != id {
+	if stored.Header.Get(jetstream.MsgIDHeader) != id || appGUID != "" && stored.Header.Get(HeaderApp) != appGUID {
 		return nil
 	}
 	return s.DeleteMsg(ctx, seq)
+}
+
+// The settlements of the per-app path: sidecars announce each on
+// hottopic.settled.<app-guid> (core NATS, so a broker binding needs no
+// JetStream grant for it); HOTTOPIC_SETTLED keeps them until the scaler has
+// deleted the dead letters they name.
+const (
+	SettledStream   = "HOTTOPIC_SETTLED"
+	SettledConsumer = "hottopic-scaler"
+)
+
+// SettledStreamConfig is the settlements' stream: a work queue the scaler drains.
+func SettledStreamConfig(o StreamOptions, nc *nats.Conn) jetstream.StreamConfig {
+	return scalerQueueConfig(SettledStream, "Hot Topic: settled redriven events whose dead letters the scaler deletes", topic.SettledPrefix+">", o, nc)
+}
+
+// EnsureSettledConsumer creates the settlements' stream if missing and the
+// scaler's consumer on it.
+func EnsureSettledConsumer(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Consumer, error) {
+	if _, err := ensureStream(ctx, js, SettledStreamConfig(o, js.Conn())); err != nil {
+		return nil, err
+	}
+	return scalerConsumer(ctx, js, SettledStream, SettledConsumer, "Hot Topic scaler: deletes the dead letters of settled redriven events")
 }

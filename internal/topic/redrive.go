@@ -1,10 +1,5 @@
 package topic
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-)
-
 // The per-app path: dead letters sent back (redrive) and past events sent
 // again (replay) go to one app only. They are published to
 // hottopic.redrive.<app-guid>.<topic>, stored in the HOTTOPIC_REDRIVE work-queue
@@ -22,15 +17,22 @@ const (
 // RedriveSubject is the subject of events sent to app appGUID only, on topic t.
 func RedriveSubject(appGUID, t string) string { return RedrivePrefix + appGUID + "." + t }
 
-// RedriveConsumerName is app appGUID's consumer on RedriveStream for topic t:
-// readable and collision-free, as the topic's stream name is; hashed when that
-// would be longer than 200 characters.
-func RedriveConsumerName(appGUID, t string) string {
-	if n := appGUID + "__" + StreamName(t); len(n) <= 200 {
-		return n
+// RedriveFilter is the filter of app appGUID's consumer on RedriveStream:
+// every topic's events sent to it alone.
+func RedriveFilter(appGUID string) string { return RedrivePrefix + appGUID + ".>" }
+
+// RedriveConsumerName is app appGUID's one consumer on RedriveStream, for
+// all its topics: the GUID, as for its consumers on topic streams.
+func RedriveConsumerName(appGUID string) string { return appGUID }
+
+// RedriveTopic is the topic of subject, an event on app appGUID's per-app
+// path; ok is false for a subject that is not.
+func RedriveTopic(appGUID, subject string) (t string, ok bool) {
+	prefix := RedrivePrefix + appGUID + "."
+	if len(subject) <= len(prefix) || subject[:len(prefix)] != prefix {
+		return "", false
 	}
-	sum := sha256.Sum256([]byte(t))
-	return appGUID + "__" + streamPrefix + hex.EncodeToString(sum[:])[:2*hashLen]
+	return subject[len(prefix):], true
 }
 
 // SettledPrefix starts the subject on which an app's sidecar says that an

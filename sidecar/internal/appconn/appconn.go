@@ -27,8 +27,11 @@ import (
 	"net"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrAborted is returned by Post after Abort.
@@ -44,6 +47,10 @@ var ErrBadResponse = errors.New("bad HTTP response")
 // maxHeaderBytes bounds a response's header block, as net/http's default
 // MaxResponseHeaderBytes does.
 const maxHeaderBytes = 1 << 20
+
+// ErrorBodyBytes is how much of a non-2xx answer's body is kept
+// (Response.ErrorBody): enough for the start of an error message.
+const ErrorBodyBytes = 256
 
 // inlineBody is the largest request body written before the response is
 // read; a larger one is written while the response is read, so an early
@@ -61,12 +68,13 @@ type Conn struct {
 	nc      net.Conn
 	aborted bool
 
-	peek *peeker
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	lr   io.LimitedReader
-	line []byte // scratch: one header line being assembled
-	resp Response
+	peek    *peeker
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	lr      io.LimitedReader
+	line    []byte // scratch: one header line being assembled
+	errBody []byte // the start of the last non-2xx body; made on the first one
+	resp    Response
 }
 
 // New returns a Conn to addr ("127.0.0.1:8080"); nothing is dialled yet.
@@ -78,6 +86,10 @@ func New(addr string, dialTimeout time.Duration) *Conn {
 type Response struct {
 	Status int
 	Body   []byte // only when Post was asked to read it
+	// ErrorBody is the start (up to ErrorBodyBytes) of a non-2xx answer's
+	// body, as it came; ErrorText makes it printable.
+	ErrorBody []byte
+	errMore   bool // the body went on after ErrorBody
 
 	hbuf   []byte  // the header block, copied
 	fields []field // offsets into hbuf
@@ -295,7 +307,7 @@ func (c *Conn) read(readBody int64) (*Response, bool, bool, error) {
 // readHead reads a status line and header block into r; got says some of
 // it came.
 func (c *Conn) readHead(r *Response) (got bool, err error) {
-	r.Body, r.fields, r.hbuf = nil, r.fields[:0], r.hbuf[:0]
+	r.Body, r.ErrorBody, r.errMore, r.fields, r.hbuf = nil, nil, false, r.fields[:0], r.hbuf[:0]
 	if _, err := c.br.Peek(1); err != nil {
 		if err == io.EOF { // nothing at all: the app closed the connection
 			err = fmt.Errorf("connection closed with no answer: %w", io.ErrUnexpectedEOF)
@@ -438,6 +450,24 @@ func (c *Conn) readBody(r *Response, readBody int64) (*Response, bool, error) {
 			return nil, false, err
 		}
 		r.Body = b
+	} else if r.Status >= 300 {
+		// The start of an error answer is kept for the reason of a failed
+		// delivery; the 2xx path below never comes here.
+		if c.errBody == nil {
+			c.errBody = make([]byte, ErrorBodyBytes)
+		}
+		n, err := readPrefix(body, c.errBody)
+		if err != nil {
+			return nil, false, err
+		}
+		r.ErrorBody = c.errBody[:n]
+		if n == len(c.errBody) {
+			more, err := io.Copy(io.Discard, body)
+			if err != nil {
+				return nil, false, err
+			}
+			r.errMore = more > 0
+		}
 	} else if length >= 0 && length <= int64(c.br.Buffered()) {
 		_, _ = c.br.Discard(int(length)) // the common case: no copy at all
 		c.lr.N = 0
@@ -481,6 +511,68 @@ func parseLength(v []byte) (int64, bool) {
 		n = n*10 + int64(b-'0')
 	}
 	return n, true
+}
+
+// readPrefix fills buf from r, or reads r to its end (io.EOF) if shorter.
+func readPrefix(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// ErrorText is ErrorBody made fit for a log line or a header: valid UTF-8
+// (an invalid byte, or a character cut at the end, as \xNN), control
+// characters escaped (\n, \t, \xNN, \u0085), and "…" when the body went on.
+func (r *Response) ErrorText() string {
+	b := r.ErrorBody
+	if len(b) == 0 {
+		return ""
+	}
+	if r.errMore { // a character cut at the end of the prefix is dropped
+		for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+			if utf8.RuneStart(b[i]) {
+				if !utf8.FullRune(b[i:]) {
+					b = b[:i]
+				}
+				break
+			}
+		}
+	}
+	var sb strings.Builder
+	sb.Grow(len(b) + 8)
+	for len(b) > 0 {
+		c, size := utf8.DecodeRune(b)
+		switch {
+		case c == utf8.RuneError && size == 1:
+			fmt.Fprintf(&sb, "\\x%02x", b[0])
+		case c == '\n':
+			sb.WriteString("\\n")
+		case c == '\r':
+			sb.WriteString("\\r")
+		case c == '\t':
+			sb.WriteString("\\t")
+		case c < ' ' || c == 0x7f:
+			fmt.Fprintf(&sb, "\\x%02x", c)
+		case unicode.IsControl(c) || c == 0x2028 || c == 0x2029:
+			fmt.Fprintf(&sb, "\\u%04x", c)
+		default:
+			sb.WriteRune(c)
+		}
+		b = b[size:]
+	}
+	if r.errMore {
+		sb.WriteString("…")
+	}
+	return sb.String()
 }
 
 func readAll(r io.Reader, limit int64) ([]byte, error) {

@@ -116,6 +116,49 @@ func testAppConn(t *testing.T, when spec.G, it spec.S) {
 		}
 	)
 
+	it("keeps the start of an error answer's body, made printable, and nothing of a 2xx one", func() {
+		long := strings.Repeat("a", appconn.ErrorBodyBytes-1) + "é and more"
+		bodies := map[string]string{
+			"/plain":   `{"error":"missing field \"id\""}`,
+			"/control": "line one\r\nline\ttwo\x00\x1b[31m\xff\u0085end",
+			"/long":    long,
+			"/empty":   "",
+		}
+		s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			if r.URL.Path == "/ok" {
+				_, _ = w.Write([]byte("fine"))
+				return
+			}
+			if r.URL.Path == "/long" {
+				w.Header().Set("Transfer-Encoding", "chunked") // no length: read to the end all the same
+			}
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = w.Write([]byte(bodies[r.URL.Path]))
+		})
+		c := appconn.New(s.addr(), time.Second)
+		t.Cleanup(c.Close)
+		texts := map[string]string{}
+		for path := range bodies {
+			resp, err := c.Post(later(), path, nil, []byte("x"), 0)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.Status).To(Equal(422))
+			texts[path] = resp.ErrorText()
+		}
+		Expect(texts).To(Equal(map[string]string{
+			"/plain":   `{"error":"missing field \"id\""}`,
+			"/control": `line one\r\nline\ttwo\x00\x1b[31m\xff\u0085end`,
+			"/long":    strings.Repeat("a", appconn.ErrorBodyBytes-1) + "…", // the cut "é" is dropped
+			"/empty":   "",
+		}))
+		Expect(s.accepted()).To(Equal(1), "the error bodies were read whole: the connection stays usable")
+
+		resp, err := c.Post(later(), "/ok", nil, []byte("x"), 0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.ErrorBody).To(BeNil(), "a 2xx answer keeps nothing")
+		Expect(resp.ErrorText()).To(BeEmpty())
+	})
+
 	it("POSTs path, headers and body, and reuses one connection", func() {
 		type got struct {
 			method, uri, host, ce, ct string
