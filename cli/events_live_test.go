@@ -44,7 +44,8 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 		w = newCFWorld(t)
 		orders = w.cc.AddApp(w.spaceGUID, "orders", nil, nil)
 		w.cc.BindService(orders, w.bus)
-		w.cc.BindService(w.cc.AddApp(w.spaceGUID, "billing", nil, nil), w.bus)
+		billing := w.cc.AddApp(w.spaceGUID, "billing", nil, nil)
+		w.cc.BindService(billing, w.bus)
 		w.cc.AddClient("scaler", "scaler-secret", ccdouble.SpaceDeveloper(w.spaceGUID))
 
 		ns := natstest.Run(t)
@@ -67,10 +68,13 @@ func testEventsLive(t *testing.T, when spec.G, it spec.S) {
 		Expect(run("map-event", "billing", "invoices.due").code).To(Equal(0))
 		// The consumer exists once the scaler reconciled; events published
 		// from then on are the app's lag.
-		Eventually(func() error {
-			_, err := js.Consumer(context.Background(), topic.StreamName("orders.created"), topic.ConsumerName(orders))
-			return err
-		}, 10*time.Second, 20*time.Millisecond).Should(Succeed())
+		// billing's too, or a test may ask for it before the scaler found it.
+		for app, tp := range map[string]string{orders: "orders.created", billing: "invoices.due"} {
+			Eventually(func() error {
+				_, err := js.Consumer(context.Background(), topic.StreamName(tp), topic.ConsumerName(app))
+				return err
+			}, 10*time.Second, 20*time.Millisecond).Should(Succeed())
+		}
 		for range 6 {
 			_, err := js.Publish(context.Background(), "orders.created", []byte("{}"))
 			Expect(err).NotTo(HaveOccurred())
