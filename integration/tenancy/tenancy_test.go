@@ -270,6 +270,9 @@ func send(method, url, auth, body string) ([]byte, error) {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
@@ -432,8 +435,8 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	g.Expect(letters.AppGUID).To(Equal(guidA))
 	g.Expect(getJSON(base+"/v1/dead-letters?app=unknown", alice, &letters)).To(MatchError(ContainSubstring(": 404")))
 	// Replay through the API runs in the app's own bus, with the scaler's
-	// credentials: A's three events, not B's two; bob may not. (The sidecar
-	// may not pull from the per-app path yet: docs/security.md.)
+	// credentials: A's three events, not B's two, to A's app alone; bob may
+	// not.
 	publish(t, keyA, "a3")
 	g.Eventually(appA.received, time.Minute).Should(HaveLen(3))
 	replay := `{"topic":"` + orders + `","since":"` + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339) + `"}`
@@ -446,6 +449,8 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(json.Unmarshal(answer, &replayed)).To(Succeed())
 	g.Expect(replayed.Events).To(Equal(3), string(answer))
+	g.Eventually(appA.received, time.Minute).Should(Equal([]string{"a1", "a2", "a3", "a1", "a2", "a3"}), sc.Output)
+	g.Expect(appB.received()).To(Equal([]string{"b1", "b2"}))
 
 	// Bound to two buses, an app is served by neither: a mapping reads from
 	// one bus. Unbound from one, it is served by the other.
