@@ -40,7 +40,12 @@ func TestClusterKillsAndRestartsNodes(t *testing.T) {
 		t.Fatal("killed node still running")
 	}
 	for {
-		if _, err := js.Publish(ctx, "t", []byte("x")); err == nil {
+		// Each try bounded on its own: a request lost while the leader is
+		// elected would otherwise wait out the whole test's deadline.
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.Publish(try, "t", []byte("x"), jetstream.WithMsgID("after-kill"))
+		cancelTry()
+		if err == nil {
 			break
 		} else if ctx.Err() != nil {
 			t.Fatalf("no publish after the stream leader died: %v", err)
