@@ -18,7 +18,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -200,6 +202,23 @@ func (r *runtime) startBroker(ctx context.Context) error {
 		return err
 	}
 
+	kept := loadKept(r.o.DataDir)
+	bind := func(busID, bindingID, appGUID string, topics []string) (map[string]any, error) {
+		key := buses.BindingKey(busID, bindingID)
+		if k, ok := kept[key]; ok && slices.Equal(k.Topics, topics) {
+			if _, exists, err := st.Binding(ctx, busID, bindingID); err != nil {
+				return nil, err
+			} else if exists {
+				return k.Credentials, nil
+			}
+		}
+		creds, err := c.rebind(ctx, busID, bindingID, appGUID)
+		if err != nil {
+			return nil, err
+		}
+		kept[key] = keptBinding{Topics: topics, Credentials: creds}
+		return creds, nil
+	}
 	bindings := map[string]map[string]any{} // by service name, then app name
 	current := map[string]bool{}            // buses.BindingKey of this run's bindings
 	for _, bs := range r.buses {
@@ -219,7 +238,7 @@ func (r *runtime) startBroker(ctx context.Context) error {
 			name := r.m.Apps[i].Name
 			bid := bindingID(bs.service, name)
 			current[buses.BindingKey(id, bid)] = true
-			creds, err := c.rebind(ctx, id, bid, AppGUID(name))
+			creds, err := bind(id, bid, AppGUID(name), bs.topics)
 			if err != nil {
 				return fmt.Errorf("bind app %s to event bus %s: %v", name, bs.service, err)
 			}
@@ -230,7 +249,7 @@ func (r *runtime) startBroker(ctx context.Context) error {
 		}
 		kid := serviceKeyID(bs.service)
 		current[buses.BindingKey(id, kid)] = true
-		creds, err := c.rebind(ctx, id, kid, "")
+		creds, err := bind(id, kid, "", bs.topics)
 		if err != nil {
 			return fmt.Errorf("service key of event bus %s: %v", bs.service, err)
 		}
@@ -273,6 +292,14 @@ func (r *runtime) startBroker(ctx context.Context) error {
 			}
 		}
 	}
+	for key := range kept {
+		if !current[key] {
+			delete(kept, key)
+		}
+	}
+	if err := saveKept(r.o.DataDir, kept); err != nil {
+		return err
+	}
 	r.vcap = map[string]string{}
 	for _, a := range r.m.Apps {
 		services := a.Services
@@ -287,6 +314,42 @@ func (r *runtime) startBroker(ctx context.Context) error {
 		r.vcap[a.Name] = string(raw)
 	}
 	return nil
+}
+
+// keptBinding is a binding's credentials, kept in the data directory (mode
+// 0600, beside the broker's keys) so that a restart reuses them: the broker
+// hands credentials out once, and binding again costs an unbind and an
+// account push (a second each) per app. Topics: the bus's topics when it was
+// made; a binding made before the topics changed is made again (its
+// permissions name the old ones).
+type keptBinding struct {
+	Topics      []string       `json:"topics"`
+	Credentials map[string]any `json:"credentials"`
+}
+
+func keptFile(dataDir string) string { return filepath.Join(brokerSetupDir(dataDir), "bindings.json") }
+
+// loadKept reads the kept bindings; a missing or unreadable file keeps none
+// (every binding is made again).
+func loadKept(dataDir string) map[string]keptBinding {
+	kept := map[string]keptBinding{}
+	raw, err := os.ReadFile(keptFile(dataDir))
+	if err != nil || json.Unmarshal(raw, &kept) != nil {
+		return map[string]keptBinding{}
+	}
+	return kept
+}
+
+func saveKept(dataDir string, kept map[string]keptBinding) error {
+	raw, err := json.Marshal(kept)
+	if err != nil {
+		return err
+	}
+	tmp := keptFile(dataDir) + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return fmt.Errorf("keep the bindings' credentials: %v", err)
+	}
+	return os.Rename(tmp, keptFile(dataDir))
 }
 
 func serviceOf(name, uri, creds string) cfenv.Service {

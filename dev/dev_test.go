@@ -197,6 +197,18 @@ func testDev(t *testing.T, when spec.G, it spec.S) {
 		Expect(b["credentials"]).To(HaveKeyWithValue("inbox_prefix", "_INBOX_"+bindingID(ImplicitService, "plain")))
 		Expect(b["credentials"]).To(HaveKeyWithValue("creds", ContainSubstring("BEGIN NATS USER JWT")))
 
+		// A restart with the same manifest keeps plain's binding: the same
+		// credentials, kept beside the broker's keys, readable by the owner only.
+		run(`plain \[APP/PROC/WEB/0\] OUT written`)
+		raw, err = os.ReadFile(filepath.Join(dir, "vcap_services.json"))
+		Expect(err).NotTo(HaveOccurred())
+		var again map[string][]map[string]any
+		Expect(json.Unmarshal(raw, &again)).To(Succeed())
+		Expect(again["hottopic"][0]["credentials"]).To(Equal(b["credentials"]))
+		fi, err := os.Stat(keptFile(opts.DataDir))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(fi.Mode().Perm()).To(Equal(os.FileMode(0o600)))
+
 		// The broker's state: each app bound once, to its own bus.
 		setup, err := broker.EnsureInit(brokerSetupDir(opts.DataDir), broker.InitOptions{})
 		Expect(err).NotTo(HaveOccurred())
