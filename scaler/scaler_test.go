@@ -131,7 +131,11 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 
 	publish := func(subject string, n int) {
 		for range n {
-			_, err := js.Publish(context.Background(), subject, []byte("event"))
+			// Generous: a loaded machine's fsync has kept one answer past
+			// the client's default 5 s.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := js.Publish(ctx, subject, []byte("event"))
+			cancel()
 			Expect(err).NotTo(HaveOccurred())
 		}
 	}

@@ -171,6 +171,10 @@ func testCFPlatform(t *testing.T, when spec.G, it spec.S) {
 			p := newPlatform(nil)
 			_, err := p.Instances(ctx, g)
 			Expect(err).NotTo(HaveOccurred())
+			// The platform's clock stands still from here, so the gate's
+			// opening is exactly 7 s after the 429 however slow the test runs.
+			start := time.Now()
+			cfplatform.SetClock(p, func() time.Time { return start })
 			cc.FailNext(ccdouble.Fault{Status: http.StatusTooManyRequests, RetryAfter: 7 * time.Second})
 			err = p.Scale(ctx, g, 2)
 			Expect(err).To(MatchError(ContainSubstring("backing off 7s")))
@@ -179,7 +183,6 @@ func testCFPlatform(t *testing.T, when spec.G, it spec.S) {
 
 			// Just before the gate opens, the message still says the back-off
 			// is seconds, not "next attempt in 1ms" alone.
-			start := time.Now()
 			cfplatform.SetClock(p, func() time.Time { return start.Add(7*time.Second - time.Millisecond) })
 			err = p.Scale(ctx, g, 2)
 			Expect(err).To(MatchError(ContainSubstring("backing off 7s after the last error (next attempt in 100ms)")))
