@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-envparse"
 	. "github.com/onsi/gomega"
 
 	"github.com/hottopic-io/hottopic/broker"
@@ -22,12 +21,7 @@ func initEnv(t *testing.T) (string, map[string]string) {
 	if err := broker.Init(dir, broker.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(dir, broker.BrokerEnvFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	env, err := envparse.Parse(f)
+	env, err := broker.ReadEnvFile(filepath.Join(dir, broker.BrokerEnvFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,16 +40,17 @@ func EnsureInit(dir string, o InitOptions) (*Setup, error) {
 	}
 	s := &Setup{Dir: dir, ServerConf: conf}
 	var err error
-	if s.BrokerEnv, err = readEnvFile(filepath.Join(dir, BrokerEnvFile)); err != nil {
+	if s.BrokerEnv, err = ReadEnvFile(filepath.Join(dir, BrokerEnvFile)); err != nil {
 		return nil, err
 	}
-	if s.ScalerEnv, err = readEnvFile(filepath.Join(dir, ScalerEnvFile)); err != nil {
+	if s.ScalerEnv, err = ReadEnvFile(filepath.Join(dir, ScalerEnvFile)); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func readEnvFile(path string) (map[string]string, error) {
+// ReadEnvFile reads a KEY=VALUE file init wrote (broker.env, scaler.env).
+func ReadEnvFile(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-envparse"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,12 +72,7 @@ func startSystem(t *testing.T) *system {
 // readEnv parses an env file init wrote (broker.env, scaler.env).
 func readEnv(t *testing.T, path string) map[string]string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	env, err := envparse.Parse(f)
+	env, err := broker.ReadEnvFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-envparse"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/gomega"
@@ -57,12 +56,7 @@ type foundation struct {
 
 func envFile(t *testing.T, path string) map[string]string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	env, err := envparse.Parse(f)
+	env, err := broker.ReadEnvFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
