@@ -106,26 +106,91 @@ func Table(seed uint64, poll, startup time.Duration) ([]Row, error) {
 	return rows, nil
 }
 
+// Bound is, for one trace, what the goal (p99 age ≤ 50 % of the KEDA-like
+// baseline's at no more instance-seconds) would take: Floor is the p99 with
+// every instance running from t = 0, which no policy beats; MinInstances is
+// the smallest min-instances (the user's warm pool) at which the real policy
+// reaches half the baseline's p99 (-1: none up to max-instances), with its
+// p99 and its instance-seconds as a share of the baseline's. Medians over the
+// seeds.
+type Bound struct {
+	Trace          string
+	KEDAP99, Floor float64
+	MinInstances   int
+	P99, CostShare float64
+}
+
+// Bounds finds each trace's Bound over the given seeds.
+func Bounds(seeds []uint64, poll, startup time.Duration) ([]Bound, error) {
+	s := Settings()
+	var out []Bound
+	for i, tr := range Traces(startup.Seconds()) {
+		pubs := make([][]float64, len(seeds))
+		var keda, floor []Result
+		for j, seed := range seeds {
+			pubs[j] = Arrivals(tr, seed+uint64(i))
+			k, err := Run(tr, pubs[j], &KEDA{Threshold: s.LagPerInstance, Min: s.MinInstances, Max: s.MaxInstances, Stabilisation: 300 * time.Second}, poll.Seconds(), seed+uint64(i), nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s, KEDA-like: %w", tr.Name, err)
+			}
+			f, err := Run(tr, pubs[j], Fixed(s.MaxInstances), poll.Seconds(), seed+uint64(i), nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s, floor: %w", tr.Name, err)
+			}
+			keda, floor = append(keda, k), append(floor, f)
+		}
+		b := Bound{Trace: tr.Name, KEDAP99: median(keda, p99), Floor: median(floor, p99), MinInstances: -1}
+		kedaCost := median(keda, cost)
+		for w := s.MinInstances; w <= s.MaxInstances && b.Floor <= b.KEDAP99/2; w++ {
+			ws := s
+			ws.MinInstances = w
+			var hot []Result
+			for j, seed := range seeds {
+				r, err := Run(tr, pubs[j], &HotTopic{S: ws}, poll.Seconds(), seed+uint64(i), nil)
+				if err != nil {
+					return nil, fmt.Errorf("%s, hot topic with min-instances %d: %w", tr.Name, w, err)
+				}
+				hot = append(hot, r)
+			}
+			if p := median(hot, p99); p <= b.KEDAP99/2 {
+				b.MinInstances, b.P99, b.CostShare = w, p, median(hot, cost)/kedaCost
+				break
+			}
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func p99(r Result) float64  { return r.P99 }
+func cost(r Result) float64 { return r.InstanceSeconds }
+
+// median is the median of f over rs (the lower one of an even count).
+func median(rs []Result, f func(Result) float64) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = f(r)
+	}
+	slices.Sort(xs)
+	return xs[(len(xs)-1)/2]
+}
+
 // Medians is, cell by cell, the median of several tables of the same rows.
 func Medians(tables [][]Row) []Row {
 	out := slices.Clone(tables[0])
 	for i := range out {
-		col := func(f func(Row) float64) float64 {
-			xs := make([]float64, len(tables))
-			for j, t := range tables {
-				xs[j] = f(t[i])
-			}
-			slices.Sort(xs)
-			return xs[(len(xs)-1)/2]
+		rs := make([]Result, len(tables))
+		for j, t := range tables {
+			rs[j] = t[i].Result
 		}
 		r := &out[i]
-		r.Events = int(col(func(x Row) float64 { return float64(x.Events) }))
-		r.P50 = col(func(x Row) float64 { return x.P50 })
-		r.P99 = col(func(x Row) float64 { return x.P99 })
-		r.MaxAge = col(func(x Row) float64 { return x.MaxAge })
-		r.WarmP99 = col(func(x Row) float64 { return x.WarmP99 })
-		r.InstanceSeconds = col(func(x Row) float64 { return x.InstanceSeconds })
-		r.PeakInstances = int(col(func(x Row) float64 { return float64(x.PeakInstances) }))
+		r.Events = int(median(rs, func(x Result) float64 { return float64(x.Events) }))
+		r.P50 = median(rs, func(x Result) float64 { return x.P50 })
+		r.P99 = median(rs, p99)
+		r.MaxAge = median(rs, func(x Result) float64 { return x.MaxAge })
+		r.WarmP99 = median(rs, func(x Result) float64 { return x.WarmP99 })
+		r.InstanceSeconds = median(rs, cost)
+		r.PeakInstances = int(median(rs, func(x Result) float64 { return float64(x.PeakInstances) }))
 	}
 	return out
 }
@@ -163,8 +228,10 @@ func run(args []string, w io.Writer) error {
 		return fmt.Errorf("-startup must be 0 or more, got %v", *startup)
 	}
 	var all [][]Row
+	var seeds []uint64
 	for i := range *runs {
-		rows, err := Table(*seed+uint64(i), *poll, *startup)
+		seeds = append(seeds, *seed+uint64(i))
+		rows, err := Table(seeds[i], *poll, *startup)
 		if err != nil {
 			return err
 		}
@@ -181,6 +248,23 @@ func run(args []string, w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%d\t%.0f %%\t%.0f %%\t%.0f %%\t\n", r.Trace, r.Policy, r.Events,
 			r.P50, r.P99, r.MaxAge, r.WarmP99, r.InstanceSeconds, r.PeakInstances,
 			100*r.P99/k.P99, 100*r.WarmP99/k.WarmP99, 100*r.InstanceSeconds/k.InstanceSeconds)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	bounds, err := Bounds(seeds, *poll, *startup)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nwhat p99 ≤ 50 %% of KEDA-like's takes: the floor is every instance (%d) running from t = 0, which no policy beats; then the least min-instances (a warm pool) at which hot topic reaches it, and its cost\n\n", s.MaxInstances)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "trace\tKEDA-like p99 s\tfloor p99 s\tmin-instances\thot topic p99 s\tinst-s vs KEDA\t")
+	for _, b := range bounds {
+		if b.MinInstances < 0 {
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\tnone: the floor is above half\t\t\t\n", b.Trace, b.KEDAP99, b.Floor)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%d\t%.2f\t%.0f %%\t\n", b.Trace, b.KEDAP99, b.Floor, b.MinInstances, b.P99, 100*b.CostShare)
 	}
 	return tw.Flush()
 }

@@ -250,6 +250,12 @@ func quantile(xs []float64, q float64) float64 {
 	return xs[max(int(math.Ceil(q*float64(len(xs))))-1, 0)]
 }
 
+// Fixed runs a constant count from t = 0. Run with max-instances it is the
+// floor of every trace: no policy has more instances, or has them sooner.
+type Fixed int
+
+func (f Fixed) Size(time.Time, int64, int64, int64, int) int { return int(f) }
+
 // HotTopic is the real policy, fed as scaler.go feeds it.
 type HotTopic struct {
 	S mapping.Settings

@@ -9,11 +9,6 @@ import (
 	"time"
 )
 
-// fixed runs a constant count, for checking the model itself.
-type fixed int
-
-func (f fixed) Size(time.Time, int64, int64, int64, int) int { return int(f) }
-
 func TestModelCompletesEveryEventOnce(t *testing.T) {
 	for _, tr := range Traces(5) {
 		pub := Arrivals(tr, 7)
@@ -45,7 +40,7 @@ func TestModelRatesAndStartup(t *testing.T) {
 	// instances cost 5 × 25 instance-seconds.
 	tr := Trace{Name: "block", Seconds: 1e-3, Model: Model{Startup: 5, Concurrency: 1, Rate: func(float64) float64 { return 10 }}}
 	pub := make([]float64, 1000)
-	r, err := Run(tr, pub, fixed(5), 1, 1, nil)
+	r, err := Run(tr, pub, Fixed(5), 1, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +52,7 @@ func TestModelRatesAndStartup(t *testing.T) {
 	}
 	// Concurrency 4 at the same per-instance rate takes as long.
 	tr.Model.Concurrency = 4
-	r4, err := Run(tr, pub, fixed(5), 1, 1, nil)
+	r4, err := Run(tr, pub, Fixed(5), 1, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +92,7 @@ func TestKEDAHoldsForTheStabilisationWindow(t *testing.T) {
 
 func TestStillTooBusyIsAnError(t *testing.T) {
 	tr := Trace{Name: "stuck", Seconds: 1, Model: Model{Concurrency: 1, Rate: func(float64) float64 { return 10 }}}
-	_, err := Run(tr, []float64{0.5}, fixed(0), 1, 1, nil)
+	_, err := Run(tr, []float64{0.5}, Fixed(0), 1, 1, nil)
 	if err == nil || !strings.Contains(err.Error(), "1 events still queued") {
 		t.Fatalf("got %v", err)
 	}
@@ -121,5 +116,33 @@ func TestBadFlags(t *testing.T) {
 		if err == nil || err.Error() != want {
 			t.Errorf("%s: got %v, want %s", args, err, want)
 		}
+	}
+}
+
+func TestBounds(t *testing.T) {
+	bounds, err := Bounds([]uint64{1}, time.Second, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]Bound{}
+	for _, b := range bounds {
+		byName[strings.Fields(b.Trace)[0]] = b
+		if b.Floor > b.KEDAP99 {
+			t.Errorf("%s: floor p99 %.2f above the baseline's %.2f", b.Trace, b.Floor, b.KEDAP99)
+		}
+		if b.MinInstances >= 0 && b.P99 > b.KEDAP99/2 {
+			t.Errorf("%s: min-instances %d gives p99 %.2f, above half of %.2f", b.Trace, b.MinInstances, b.P99, b.KEDAP99)
+		}
+	}
+	// Steady arrivals need no warm pool; a burst at t = 0 from zero
+	// instances is beyond every policy; a one-off burst needs one.
+	if b := byName["steady"]; b.MinInstances != 0 {
+		t.Errorf("steady: min-instances %d, want 0", b.MinInstances)
+	}
+	if b := byName["burst"]; b.MinInstances != -1 || b.Floor <= b.KEDAP99/2 {
+		t.Errorf("burst every minute: min-instances %d, floor %.2f, baseline %.2f; want none, floor above half", b.MinInstances, b.Floor, b.KEDAP99)
+	}
+	if b := byName["×20"]; b.MinInstances < 1 {
+		t.Errorf("×20 burst: min-instances %d, want a warm pool", b.MinInstances)
 	}
 }
