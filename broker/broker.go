@@ -267,22 +267,58 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 		_ = b.st.buses.Purge(bg, id)
 		return domain.ProvisionedServiceSpec{}, fmt.Errorf("the NATS servers do not accept the account of bus %s (is %s a signing key of their operator?): %w", id, EnvOperatorSigningKey, err)
 	}
+	if err := b.awaitJetStream(ctx, scalerCreds); err != nil {
+		return domain.ProvisionedServiceSpec{}, fmt.Errorf("bus %s: %w", id, err)
+	}
 	b.log.Info("provisioned bus", "instance", id, "account", apub, "topics", strings.Join(bus.Topics, ","))
 	return domain.ProvisionedServiceSpec{}, nil
 }
 
 // tryAccount connects once with creds, without retrying.
 func (b *Broker) tryAccount(creds string) error {
-	opt, err := credsOption(creds)
-	if err != nil {
-		return err
-	}
-	opts := append(append([]nats.Option{nats.Name("hottopic-broker/check"), nats.Timeout(10 * time.Second)}, b.cfg.NATS.Options...), opt)
-	nc, err := nats.Connect(strings.Join(b.cfg.NATS.URLs, ","), opts...)
+	nc, err := b.dialAs(creds, "hottopic-broker/check", strings.Join(b.cfg.NATS.URLs, ","))
 	if err != nil {
 		return err
 	}
 	nc.Close()
+	return nil
+}
+
+func (b *Broker) dialAs(creds, name, url string) (*nats.Conn, error) {
+	opt, err := credsOption(creds)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(append([]nats.Option{nats.Name(name), nats.Timeout(10 * time.Second)}, b.cfg.NATS.Options...), opt)
+	return nats.Connect(url, opts...)
+}
+
+// awaitJetStream returns once every server that can be reached serves
+// JetStream to the new account. The resolver push returns on the first
+// server's answer; another may answer 503 "JetStream not enabled for
+// account" for a moment after, which would fail the first stream an app or
+// the scaler makes right after provisioning. A server that cannot be
+// reached (down) is passed over: it takes the account from the others when
+// it is back, and whoever connects to it then finds JetStream on.
+func (b *Broker) awaitJetStream(ctx context.Context, creds string) error {
+	for _, url := range b.cfg.NATS.URLs {
+		nc, err := b.dialAs(creds, "hottopic-broker/check", url)
+		if err != nil {
+			b.log.Debug("not checked for the new account: cannot connect", "url", url, "error", err)
+			continue
+		}
+		_, err = retrying(ctx, func() (*jetstream.AccountInfo, error) {
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return nil, err
+			}
+			return js.AccountInfo(ctx)
+		})
+		nc.Close()
+		if err != nil {
+			return fmt.Errorf("JetStream at %s does not serve the new account: %w", url, err)
+		}
+	}
 	return nil
 }
 
