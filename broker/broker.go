@@ -129,7 +129,7 @@ func (b *Broker) Services(context.Context) ([]domain.Service, error) {
 		Plans: []domain.ServicePlan{{
 			ID:          PlanID,
 			Name:        PlanName,
-			Description: fmt.Sprintf("An event bus: a NATS account with JetStream, %d GiB of storage", BusDiskStorage>>30),
+			Description: "An event bus: a NATS account with JetStream; at most " + b.cfg.BusLimits.String(),
 			Free:        domain.FreeValue(true),
 			Bindable:    domain.BindableValue(true),
 		}},
@@ -239,7 +239,7 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	}
 	bus.SigningSeed = b.st.Seal(string(sseed), buses.SealedAt(id, buses.FieldSigningSeed))
 	bus.ScalerCreds = b.st.Seal(scalerCreds, buses.SealedAt(id, buses.FieldScalerCreds))
-	token, err := accountJWT(bus, b.cfg.OperatorSigner)
+	token, err := accountJWT(bus, b.cfg.BusLimits, b.cfg.OperatorSigner)
 	if err != nil {
 		return domain.ProvisionedServiceSpec{}, err
 	}
@@ -484,7 +484,7 @@ func (b *Broker) push(ctx context.Context, bus *Bus) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	token, err := accountJWT(bus, b.cfg.OperatorSigner)
+	token, err := accountJWT(bus, b.cfg.BusLimits, b.cfg.OperatorSigner)
 	if err != nil {
 		return err
 	}

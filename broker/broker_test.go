@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,9 +37,10 @@ const orders = "orders.created"
 
 func testBroker(t *testing.T, when spec.G, it spec.S) {
 	var (
-		Expect = NewWithT(t).Expect
-		s      *system
-		ctx    context.Context
+		Expect     = NewWithT(t).Expect
+		Eventually = NewWithT(t).Eventually
+		s          *system
+		ctx        context.Context
 	)
 
 	it.Before(func() {
@@ -520,6 +522,60 @@ func testBroker(t *testing.T, when spec.G, it spec.S) {
 			other.deniedPub(t, topic.SettledSubject("app-1"))
 			other.deniedPub(t, topic.RedriveSubject("app-1", orders))
 			other.deniedSub(t, topic.RedriveReadySubject("app-1"))
+		})
+	})
+
+	when("the operator limits each bus", func() {
+		it("refuses what is over a bus's limits, and only in that bus", func() {
+			s.brokerURL = s.startBroker(broker.EnvBusConnections+"=3", broker.EnvBusSubscriptions+"=4",
+				broker.EnvBusStreams+"=2", broker.EnvBusConsumers+"=2")
+			_, catalog := s.osb("GET", "/v2/catalog", nil)
+			Expect(catalog["services"]).To(ContainElement(HaveKeyWithValue("plans", ContainElement(HaveKeyWithValue("description", ContainSubstring("at most 10 GiB of disk, 256 MiB of memory, 3 connections, 4 subscriptions, 2 streams, 2 consumers"))))))
+			s.provision("bus-a", orders)
+			s.provision("bus-b", orders)
+
+			// Streams and consumers: a topic is two streams (its own and its
+			// archive) and one consumer (the archive's), so one app's
+			// consumer fits and a second topic or a second app does not.
+			_, js := s.admin("bus-a")
+			_, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = provision.EnsureTopicStream(ctx, js, "orders.paid", provision.StreamOptions{})
+			Expect(err).To(MatchError(ContainSubstring("maximum number of streams reached")))
+			_, err = provision.EnsureConsumer(ctx, js, "app-1", "enrich", orders, mapping.Defaults())
+			Expect(err).NotTo(HaveOccurred())
+			_, err = provision.EnsureConsumer(ctx, js, "app-2", "enrich", orders, mapping.Defaults())
+			Expect(err).To(MatchError(jetstream.ErrMaximumConsumersLimit))
+
+			// Connections: the scaler's and two apps'; a fourth is refused.
+			creds := s.bind("bus-a", "bind-a", "app-1")
+			var apps []*client
+			for range 2 {
+				var c *client
+				Eventually(func() (err error) { c, err = s.dial(creds); return err }).Should(Succeed())
+				apps = append(apps, c)
+			}
+			_, err = s.dial(creds)
+			Expect(err).To(MatchError(nats.ErrMaxAccountConnectionsExceeded))
+
+			// Subscriptions: five on one app's inbox are over the bus's four.
+			inbox := creds["inbox_prefix"].(string)
+			for i := range 5 {
+				_, err := apps[0].nc.SubscribeSync(inbox + "." + strconv.Itoa(i))
+				Expect(err).NotTo(HaveOccurred())
+			}
+			Eventually(apps[0].errs).Should(Receive(MatchError(nats.ErrMaxSubscriptionsExceeded)))
+
+			// Another bus counts its own.
+			_, jsB := s.admin("bus-b")
+			_, err = provision.EnsureTopicStream(ctx, jsB, orders, provision.StreamOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = provision.EnsureConsumer(ctx, jsB, "app-1", "enrich", orders, mapping.Defaults())
+			Expect(err).NotTo(HaveOccurred())
+			credsB := s.bind("bus-b", "bind-b", "app-1")
+			for range 2 {
+				Eventually(func() error { _, err := s.dial(credsB); return err }).Should(Succeed())
+			}
 		})
 	})
 

@@ -45,6 +45,8 @@ type Config struct {
 	InternalAccount    string
 	InternalSigner     nkeys.KeyPair
 	StateKey           []byte
+	// BusLimits go into every bus account's JWT when it is pushed.
+	BusLimits BusLimits
 }
 
 // ConfigFromEnv reads the configuration; an error is one line naming the
@@ -82,6 +84,9 @@ func ConfigFromEnv(getenv cfenv.Getenv) (Config, error) {
 		return c, err
 	}
 	if c.NATS, err = cfenv.NATSFromEnv(getenv); err != nil {
+		return c, err
+	}
+	if c.BusLimits, err = busLimitsFromEnv(getenv); err != nil {
 		return c, err
 	}
 	c.BindingURLs = c.NATS.URLs

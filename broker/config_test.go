@@ -79,6 +79,12 @@ func TestConfigFromEnv(t *testing.T) {
 		broker.EnvSystemAccountKey:   "SANOTASEED",
 		broker.EnvInternalAccount:    "UABC",
 		broker.EnvBindingURLs:        "http://x",
+		broker.EnvBusDisk:            "10GB",
+		broker.EnvBusMemory:          "9999999TiB",
+		broker.EnvBusConnections:     "many",
+		broker.EnvBusConsumers:       "-2",
+		broker.EnvBusStreams:         "1.5",
+		broker.EnvBusSubscriptions:   "0",
 	} {
 		_, err := broker.ConfigFromEnv(func(k string) string {
 			if k == key {
@@ -92,6 +98,24 @@ func TestConfigFromEnv(t *testing.T) {
 			Expect(err.Error()).NotTo(ContainSubstring(bad), "no secret in the error")
 		}
 	}
+}
+
+func TestBusLimitsFromEnv(t *testing.T) {
+	Expect := NewWithT(t).Expect
+	_, env := initEnv(t)
+	cfg, err := broker.ConfigFromEnv(func(k string) string { return env[k] })
+	Expect(err).NotTo(HaveOccurred())
+	Expect(cfg.BusLimits).To(Equal(broker.DefaultBusLimits()))
+	env[broker.EnvBusDisk] = "2 TiB"
+	env[broker.EnvBusMemory] = "1048576"
+	env[broker.EnvBusConnections] = "-1"
+	env[broker.EnvBusConsumers] = " 7 "
+	cfg, err = broker.ConfigFromEnv(func(k string) string { return env[k] })
+	Expect(err).NotTo(HaveOccurred())
+	want := broker.DefaultBusLimits()
+	want.Disk, want.Memory, want.Connections, want.Consumers = 2<<40, 1<<20, -1, 7
+	Expect(cfg.BusLimits).To(Equal(want))
+	Expect(cfg.BusLimits.String()).To(Equal("2 TiB of disk, 1 MiB of memory, unlimited connections, 20000 subscriptions, 1000 streams, 7 consumers"))
 }
 
 func TestCommandErrors(t *testing.T) {

@@ -19,30 +19,25 @@ import (
 	"github.com/hottopic-io/hottopic/internal/buses"
 )
 
-// JetStream limits of one bus account. Streams and consumers are not counted;
-// storage is, so one bus cannot fill the servers' disks.
-const (
-	BusDiskStorage   = 10 << 30 // 10 GiB
-	BusMemoryStorage = 256 << 20
-)
-
 // Subjects of the resolver's system API ($SYS account only).
 const (
 	claimsUpdateSubject = "$SYS.REQ.CLAIMS.UPDATE"
 	claimsDeleteSubject = "$SYS.REQ.CLAIMS.DELETE"
 )
 
-// accountJWT is the JWT of a bus account: JetStream on with BusDiskStorage,
+// accountJWT is the JWT of a bus account: JetStream on, the limits given,
 // every revocation the bus record holds.
-func accountJWT(b *Bus, operatorSigner nkeys.KeyPair) (string, error) {
+func accountJWT(b *Bus, l BusLimits, operatorSigner nkeys.KeyPair) (string, error) {
 	ac := jwt.NewAccountClaims(b.Account)
 	ac.Name = "hottopic-bus-" + b.ID
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
-		DiskStorage:   BusDiskStorage,
-		MemoryStorage: BusMemoryStorage,
-		Streams:       jwt.NoLimit,
-		Consumer:      jwt.NoLimit,
+		DiskStorage:   l.Disk,
+		MemoryStorage: l.Memory,
+		Streams:       l.Streams,
+		Consumer:      l.Consumers,
 	}
+	ac.Limits.Conn = l.Connections
+	ac.Limits.Subs = l.Subscriptions
 	ac.SigningKeys.Add(b.SigningKey)
 	for pub, at := range b.Revoked {
 		ac.RevokeAt(pub, time.Unix(at, 0))
