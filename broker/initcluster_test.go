@@ -44,7 +44,7 @@ func TestInitCluster(t *testing.T) {
 	dir := t.TempDir()
 	nodes, err := broker.ParseCluster("nats-0.internal,nats-1.internal,nats-2.internal")
 	Expect(err).NotTo(HaveOccurred())
-	Expect(broker.InitCluster(dir, nodes)).To(Succeed())
+	Expect(broker.InitCluster(dir, nodes, false)).To(Succeed())
 
 	env := readEnv(t, filepath.Join(dir, broker.BrokerEnvFile))
 	Expect(env["HOTTOPIC_NATS_URL"]).To(Equal("nats://nats-0.internal:4222,nats://nats-1.internal:4222,nats://nats-2.internal:4222"))
@@ -88,13 +88,13 @@ func TestInitCluster(t *testing.T) {
 	Expect(pw(confs[0])).To(HaveLen(48))
 	Expect(pw(confs[1])).To(Equal(pw(confs[0])))
 
-	Expect(broker.InitCluster(dir, nodes)).To(MatchError(ContainSubstring("hottopic-1 already exists: init writes new keys and never overwrites them")))
+	Expect(broker.InitCluster(dir, nodes, false)).To(MatchError(ContainSubstring("hottopic-1 already exists: init writes new keys and never overwrites them")))
 	Expect(broker.Init(dir, broker.InitOptions{})).To(MatchError(ContainSubstring("broker.env already exists")))
 
 	// A directory holding one node's directory gets nothing.
 	other := t.TempDir()
 	Expect(os.Mkdir(broker.ClusterNodeDir(other, 2), 0o700)).To(Succeed())
-	Expect(broker.InitCluster(other, nodes)).To(MatchError(ContainSubstring("hottopic-3 already exists")))
+	Expect(broker.InitCluster(other, nodes, false)).To(MatchError(ContainSubstring("hottopic-3 already exists")))
 	entries, _ := os.ReadDir(other)
 	Expect(entries).To(HaveLen(1))
 }
