@@ -35,13 +35,14 @@ type clusterSystem struct {
 }
 
 type natsNode struct {
-	name string
-	port int // client; monitoring at port+MonitorPortOffset
-	conf string
-	proc *proctest.Proc
+	name   string
+	scheme string // nats, or tls with init --tls
+	port   int    // client; monitoring at port+MonitorPortOffset
+	conf   string
+	proc   *proctest.Proc
 }
 
-func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+func (n *natsNode) url() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme, n.port) }
 
 // clusterPorts finds three client ports whose route and monitoring ports
 // (+2000, +4000) are free on 127.0.0.1 too, and that init accepts together.
@@ -70,18 +71,21 @@ func clusterPorts(t *testing.T) string {
 	}
 }
 
-func startClusterSystem(t *testing.T) *clusterSystem {
+// startClusterSystem runs init --cluster (with initFlags, e.g. --tls), the
+// three nodes and a broker.
+func startClusterSystem(t *testing.T, initFlags ...string) *clusterSystem {
 	t.Helper()
 	s := &clusterSystem{system: &system{t: t, dir: t.TempDir()}}
 	spec := clusterPorts(t)
-	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), "init", "--cluster", spec, s.dir), time.Minute)
+	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), append(append([]string{"init", "--cluster", spec}, initFlags...), s.dir)...), time.Minute)
 	if code != 0 {
 		t.Fatalf("hottopic-broker init --cluster: %s", out)
 	}
+	scheme := s.readEnvs()
 	nodes, _ := broker.ParseCluster(spec)
 	var urls []string
 	for i, n := range nodes {
-		nd := &natsNode{name: fmt.Sprintf("hottopic-%d", i+1), port: n.Port, conf: filepath.Join(broker.ClusterNodeDir(s.dir, i), broker.ServerConfFile)}
+		nd := &natsNode{name: fmt.Sprintf("hottopic-%d", i+1), scheme: scheme, port: n.Port, conf: filepath.Join(broker.ClusterNodeDir(s.dir, i), broker.ServerConfFile)}
 		fi, err := os.Stat(nd.conf)
 		if err != nil {
 			t.Fatal(err)
@@ -96,7 +100,6 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 		s.start(i)
 	}
 	s.natsURL = strings.Join(urls, ",")
-	s.env = readEnv(t, filepath.Join(s.dir, broker.BrokerEnvFile))
 	if s.env["HOTTOPIC_NATS_URL"] != s.natsURL {
 		t.Fatalf("broker.env: HOTTOPIC_NATS_URL=%s, want every node: %s", s.env["HOTTOPIC_NATS_URL"], s.natsURL)
 	}
@@ -148,7 +151,7 @@ func at(creds map[string]any, n *natsNode) map[string]any {
 	for k, v := range creds {
 		c[k] = v
 	}
-	c["uri"] = n.url()
+	c["uri"], c["urls"] = n.url(), n.url()
 	return c
 }
 

@@ -1,19 +1,28 @@
 package broker_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/gomega"
 	"gopkg.in/yaml.v3"
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 // certFor reads dir/tls/server.pem and checks it against the CA in
@@ -170,4 +179,142 @@ func TestInitClusterTLS(t *testing.T) {
 	Expect(broker.InitCluster(bad, nodes, true)).To(MatchError(`--tls: "b_1" is neither an IP address nor a DNS name, so no certificate can name it`))
 	_, err = os.Stat(bad)
 	Expect(os.IsNotExist(err)).To(BeTrue())
+}
+
+// sidecarConnect connects as a bound app's sidecar does: cfenv reads
+// VCAP_SERVICES built from the binding's credentials.
+func sidecarConnect(t *testing.T, ctx context.Context, creds map[string]any) (*nats.Conn, error) {
+	t.Helper()
+	vcap := vcapServices(creds)
+	cfg, err := cfenv.NATSFromEnv(func(k string) string {
+		if k == "VCAP_SERVICES" {
+			return vcap
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	nc, err := cfenv.Connect(cctx, cfg, "test-sidecar", nats.MaxReconnects(0))
+	if err == nil {
+		t.Cleanup(nc.Close)
+	}
+	return nc, err
+}
+
+// publishOverTLS publishes to orders on nc and checks the connection is TLS.
+func publishOverTLS(t *testing.T, ctx context.Context, nc *nats.Conn, what string) {
+	t.Helper()
+	Expect := NewWithT(t).Expect
+	st, err := nc.TLSConnectionState()
+	Expect(err).NotTo(HaveOccurred(), what)
+	Expect(st.HandshakeComplete).To(BeTrue(), what)
+	js, _ := jetstream.New(nc)
+	ack, err := js.Publish(ctx, orders, []byte("over TLS to "+what))
+	Expect(err).NotTo(HaveOccurred(), what)
+	Expect(ack.Stream).NotTo(BeEmpty())
+}
+
+// plaintextRefused speaks the NATS protocol in clear to addr: the server
+// asks for TLS (in its INFO, if it sends one) and closes the connection
+// instead of answering the PING. It returns what the server sent.
+func plaintextRefused(t *testing.T, addr string) string {
+	t.Helper()
+	Expect := NewWithT(t).Expect
+	conn, err := net.Dial("tcp", addr)
+	Expect(err).NotTo(HaveOccurred())
+	defer conn.Close()
+	// A bound only for a broken server; the server closes at once.
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	_, err = conn.Write([]byte("CONNECT {\"verbose\":false,\"protocol\":1}\r\nPING\r\n"))
+	Expect(err).NotTo(HaveOccurred())
+	got, err := io.ReadAll(conn)
+	var ne net.Error
+	Expect(errors.As(err, &ne) && ne.Timeout()).To(BeFalse(), "the server closes a plaintext connection")
+	Expect(string(got)).NotTo(ContainSubstring("PONG"))
+	if strings.HasPrefix(string(got), "INFO ") {
+		Expect(string(got)).To(ContainSubstring(`"tls_required":true`))
+	}
+	return string(got)
+}
+
+func TestTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nats-server and the broker")
+	}
+	Expect := NewWithT(t).Expect
+	ctx := context.Background()
+	s := startSystem(t, "--tls")
+	Expect(s.natsURL).To(HavePrefix("tls://"))
+	caPEM, err := os.ReadFile(filepath.Join(s.dir, broker.TLSDir, broker.CACertFile))
+	Expect(err).NotTo(HaveOccurred())
+
+	// The broker (broker.env) and the scaler's connection (scaler.env)
+	// reach the server over TLS: it provisions, binds, and the bus's
+	// stream is made.
+	s.provision("bus-1", orders)
+	app := s.bind("bus-1", "bind-1", "app-1")
+	Expect(app["uri"]).To(Equal(s.natsURL))
+	Expect(app["ca_cert"]).To(Equal(strings.TrimSpace(string(caPEM))))
+	key := s.bind("bus-1", "key-1", "")
+	Expect(key["ca_cert"]).To(Equal(app["ca_cert"]), "service keys too")
+	_, js := s.admin("bus-1")
+	_, err = provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+	Expect(err).NotTo(HaveOccurred())
+
+	for what, creds := range map[string]map[string]any{"the app binding": app, "the service key": key} {
+		nc, err := sidecarConnect(t, ctx, creds)
+		Expect(err).NotTo(HaveOccurred(), what)
+		publishOverTLS(t, ctx, nc, what)
+	}
+	// Its permissions are the same as without TLS.
+	s.mustDial(app).deniedSub(t, orders)
+
+	Expect(plaintextRefused(t, strings.TrimPrefix(s.natsURL, "tls://"))).To(HavePrefix("INFO "), "clients are told TLS is required")
+
+	// A client that does not trust the CA refuses the server.
+	noCA := map[string]any{}
+	for k, v := range app {
+		if k != "ca_cert" {
+			noCA[k] = v
+		}
+	}
+	_, err = s.dial(noCA)
+	Expect(err).To(MatchError(ContainSubstring("certificate signed by unknown authority")))
+}
+
+func TestClusterTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nats-server processes and the broker")
+	}
+	Expect := NewWithT(t).Expect
+	ctx := context.Background()
+	// The broker is ready once its state buckets have 3 replicas: the
+	// nodes found each other over TLS routes.
+	s := startClusterSystem(t, "--tls")
+	Expect(s.natsURL).To(HavePrefix("tls://"))
+
+	s.provision("bus-1", orders)
+	app := s.bind("bus-1", "bind-1", "app-1")
+	Expect(app["urls"]).To(Equal(s.natsURL))
+	Expect(app["ca_cert"]).NotTo(BeEmpty())
+	_, js := s.admin("bus-1")
+	stream, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	info, err := stream.Info(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(info.Config.Replicas).To(Equal(3))
+	Expect(info.Cluster.Replicas).To(HaveLen(2), "a replica on each of the other nodes")
+
+	for _, n := range s.nodes {
+		nc, err := sidecarConnect(t, ctx, at(app, n))
+		Expect(err).NotTo(HaveOccurred(), n.name)
+		Expect(nc.ConnectedUrl()).To(Equal(n.url()))
+		publishOverTLS(t, ctx, nc, n.name)
+	}
+	// Neither a client nor a route in clear.
+	Expect(plaintextRefused(t, strings.TrimPrefix(s.nodes[0].url(), "tls://"))).To(HavePrefix("INFO "))
+	plaintextRefused(t, fmt.Sprintf("127.0.0.1:%d", s.nodes[0].port+broker.RoutePortOffset))
 }
