@@ -118,10 +118,22 @@ func TestInitClusterCommand(t *testing.T) {
 	out, code = run("init", "--port", "4223", "--cluster", "a,b,c", dir)
 	Expect(code).To(Equal(1))
 	Expect(out).To(Equal("hottopic-broker: --port is for one server: with --cluster, each node's HOST:PORT gives its address\n"))
+	out, code = run("init", "--tls", "--cluster", "a,b_1,c", dir)
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: --tls: \"b_1\" is neither an IP address nor a DNS name, so no certificate can name it\n"))
+	out, code = run("init", "--tls", "--url", "ws://nats.internal:80", dir)
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: --tls: the NATS URL \"ws://nats.internal:80\" must be nats://HOST:PORT or tls://HOST:PORT\n"))
 	_, err := os.Stat(dir)
 	Expect(os.IsNotExist(err)).To(BeTrue(), "nothing written")
 
 	out, code = run("init", "--cluster", "a,b,c", dir)
 	Expect(code).To(Equal(0), out)
 	Expect(out).To(ContainSubstring(filepath.Join(dir, "hottopic-2") + " (nats://b:4222): nats-server -c " + filepath.Join(dir, "hottopic-2", "nats-server.conf")))
+
+	tlsDir := filepath.Join(t.TempDir(), "setup")
+	out, code = run("init", "--tls", "--cluster", "a,b,c", tlsDir)
+	Expect(code).To(Equal(0), out)
+	Expect(out).To(ContainSubstring(filepath.Join(tlsDir, "hottopic-2") + " (tls://b:4222): nats-server -c "))
+	Expect(out).To(ContainSubstring("ca-key.pem: keep it offline"))
 }
