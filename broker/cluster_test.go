@@ -25,7 +25,6 @@ import (
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 // clusterSystem is a system whose NATS is three nodes.
@@ -196,15 +195,10 @@ func TestCluster(t *testing.T) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.CachedInfo().Config.Replicas).To(Equal(3), b)
 	}
-	_, js := s.admin("bus-1")
 	// Provisioning returned only once every node serves JetStream to the
 	// account (a node may answer 503 "not enabled for account" for a moment
 	// after the push), so the bus's first stream is made at the first try.
-	stream, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
-	Expect(err).NotTo(HaveOccurred())
-	info, err := stream.Info(ctx)
-	Expect(err).NotTo(HaveOccurred())
-	Expect(info.Config.Replicas).To(Equal(3))
+	Expect(s.ordersStream(ctx, "bus-1").Config.Replicas).To(Equal(3))
 
 	// On every node the binding and the service key connect, may publish to
 	// the topic, and may not subscribe to it (the app not to another app's

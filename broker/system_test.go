@@ -32,6 +32,7 @@ import (
 	"github.com/hottopic-io/hottopic/internal/buses"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/proctest"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
@@ -358,6 +359,22 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	s.t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	return nc, js
+}
+
+// ordersStream makes the bus's stream of orders as the scaler would, with
+// the bus's scaler credentials, and returns its info.
+func (s *system) ordersStream(ctx context.Context, busID string) *jetstream.StreamInfo {
+	s.t.Helper()
+	_, js := s.admin(busID)
+	stream, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+	if err != nil {
+		s.t.Fatalf("bus %s: make the stream of %s: %v", busID, orders, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return info
 }
 
 // watcher connects to a bus as a new unrestricted user signed with the

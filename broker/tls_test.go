@@ -22,7 +22,6 @@ import (
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/cfenv"
-	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 // certFor reads dir/tls/server.pem and checks it against the CA in
@@ -260,9 +259,7 @@ func TestTLS(t *testing.T) {
 	Expect(app["ca_cert"]).To(Equal(strings.TrimSpace(string(caPEM))))
 	key := s.bind("bus-1", "key-1", "")
 	Expect(key["ca_cert"]).To(Equal(app["ca_cert"]), "service keys too")
-	_, js := s.admin("bus-1")
-	_, err = provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
-	Expect(err).NotTo(HaveOccurred())
+	s.ordersStream(ctx, "bus-1")
 
 	for what, creds := range map[string]map[string]any{"the app binding": app, "the service key": key} {
 		nc, err := sidecarConnect(t, ctx, creds)
@@ -300,11 +297,7 @@ func TestClusterTLS(t *testing.T) {
 	app := s.bind("bus-1", "bind-1", "app-1")
 	Expect(app["urls"]).To(Equal(s.natsURL))
 	Expect(app["ca_cert"]).NotTo(BeEmpty())
-	_, js := s.admin("bus-1")
-	stream, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
-	Expect(err).NotTo(HaveOccurred())
-	info, err := stream.Info(ctx)
-	Expect(err).NotTo(HaveOccurred())
+	info := s.ordersStream(ctx, "bus-1")
 	Expect(info.Config.Replicas).To(Equal(3))
 	Expect(info.Cluster.Replicas).To(HaveLen(2), "a replica on each of the other nodes")
 
