@@ -402,13 +402,17 @@ func (b *Broker) Bind(ctx context.Context, instanceID, bindingID string, d domai
 		return domain.Binding{}, fmt.Errorf("store binding %s: %w", bindingID, err)
 	}
 	b.log.Info("bound", "instance", instanceID, "binding", bindingID, "kind", kind, "app_guid", appGUID, "user", userPub)
-	return domain.Binding{Credentials: map[string]any{
+	credentials := map[string]any{
 		"uri":          b.cfg.BindingURLs[0],
 		"urls":         strings.Join(b.cfg.BindingURLs, ","),
 		"creds":        creds,
 		"inbox_prefix": rec.InboxPrefix,
 		"account":      bus.Account,
-	}}, nil
+	}
+	if b.cfg.NATS.CACert != "" {
+		credentials["ca_cert"] = b.cfg.NATS.CACert
+	}
+	return domain.Binding{Credentials: credentials}, nil
 }
 
 // Unbind revokes the binding's user in the account JWT and pushes it: the

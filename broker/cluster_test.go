@@ -25,7 +25,6 @@ import (
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/proctest"
-	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 // clusterSystem is a system whose NATS is three nodes.
@@ -35,13 +34,14 @@ type clusterSystem struct {
 }
 
 type natsNode struct {
-	name string
-	port int // client; monitoring at port+MonitorPortOffset
-	conf string
-	proc *proctest.Proc
+	name   string
+	scheme string // nats, or tls with init --tls
+	port   int    // client; monitoring at port+MonitorPortOffset
+	conf   string
+	proc   *proctest.Proc
 }
 
-func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+func (n *natsNode) url() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme, n.port) }
 
 // clusterPorts finds three client ports whose route and monitoring ports
 // (+2000, +4000) are free on 127.0.0.1 too, and that init accepts together.
@@ -70,18 +70,21 @@ func clusterPorts(t *testing.T) string {
 	}
 }
 
-func startClusterSystem(t *testing.T) *clusterSystem {
+// startClusterSystem runs init --cluster (with initFlags, e.g. --tls), the
+// three nodes and a broker.
+func startClusterSystem(t *testing.T, initFlags ...string) *clusterSystem {
 	t.Helper()
 	s := &clusterSystem{system: &system{t: t, dir: t.TempDir()}}
 	spec := clusterPorts(t)
-	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), "init", "--cluster", spec, s.dir), time.Minute)
+	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), append(append([]string{"init", "--cluster", spec}, initFlags...), s.dir)...), time.Minute)
 	if code != 0 {
 		t.Fatalf("hottopic-broker init --cluster: %s", out)
 	}
+	scheme := s.readEnvs()
 	nodes, _ := broker.ParseCluster(spec)
 	var urls []string
 	for i, n := range nodes {
-		nd := &natsNode{name: fmt.Sprintf("hottopic-%d", i+1), port: n.Port, conf: filepath.Join(broker.ClusterNodeDir(s.dir, i), broker.ServerConfFile)}
+		nd := &natsNode{name: fmt.Sprintf("hottopic-%d", i+1), scheme: scheme, port: n.Port, conf: filepath.Join(broker.ClusterNodeDir(s.dir, i), broker.ServerConfFile)}
 		fi, err := os.Stat(nd.conf)
 		if err != nil {
 			t.Fatal(err)
@@ -96,7 +99,6 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 		s.start(i)
 	}
 	s.natsURL = strings.Join(urls, ",")
-	s.env = readEnv(t, filepath.Join(s.dir, broker.BrokerEnvFile))
 	if s.env["HOTTOPIC_NATS_URL"] != s.natsURL {
 		t.Fatalf("broker.env: HOTTOPIC_NATS_URL=%s, want every node: %s", s.env["HOTTOPIC_NATS_URL"], s.natsURL)
 	}
@@ -148,7 +150,7 @@ func at(creds map[string]any, n *natsNode) map[string]any {
 	for k, v := range creds {
 		c[k] = v
 	}
-	c["uri"] = n.url()
+	c["uri"], c["urls"] = n.url(), n.url()
 	return c
 }
 
@@ -193,15 +195,10 @@ func TestCluster(t *testing.T) {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st.CachedInfo().Config.Replicas).To(Equal(3), b)
 	}
-	_, js := s.admin("bus-1")
 	// Provisioning returned only once every node serves JetStream to the
 	// account (a node may answer 503 "not enabled for account" for a moment
 	// after the push), so the bus's first stream is made at the first try.
-	stream, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
-	Expect(err).NotTo(HaveOccurred())
-	info, err := stream.Info(ctx)
-	Expect(err).NotTo(HaveOccurred())
-	Expect(info.Config.Replicas).To(Equal(3))
+	Expect(s.ordersStream(ctx, "bus-1").Config.Replicas).To(Equal(3))
 
 	// On every node the binding and the service key connect, may publish to
 	// the topic, and may not subscribe to it (the app not to another app's

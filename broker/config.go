@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -30,7 +31,8 @@ const (
 	// EnvStateKey: 32 bytes, base64; seals the secrets kept in the state.
 	EnvStateKey = buses.EnvStateKey
 	// EnvBindingURLs: the NATS URLs handed to bound apps, when they reach
-	// NATS by another address than the broker (optional).
+	// NATS by another address than the broker (optional). With a CA
+	// configured (cfenv.EnvNATSCACert), nats:// ones are handed out as tls://.
 	EnvBindingURLs = "HOTTOPIC_BINDING_URLS"
 )
 
@@ -96,6 +98,15 @@ func ConfigFromEnv(getenv cfenv.Getenv) (Config, error) {
 			return c, fmt.Errorf("%s: %w", EnvBindingURLs, err)
 		}
 		c.BindingURLs = n.URLs
+	}
+	if c.NATS.CACert != "" {
+		// Bindings then carry the CA (ca_cert), and the sidecar speaks TLS.
+		c.BindingURLs = slices.Clone(c.BindingURLs)
+		for i, u := range c.BindingURLs {
+			if rest, ok := strings.CutPrefix(u, "nats://"); ok {
+				c.BindingURLs[i] = "tls://" + rest
+			}
+		}
 	}
 	return c, nil
 }

@@ -144,8 +144,8 @@ func TestCommandErrors(t *testing.T) {
 
 	out, code = run(nil, "init")
 	Expect(code).To(Equal(1))
-	Expect(out).To(Equal("hottopic-broker: init takes one directory: hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR\n"))
+	Expect(out).To(Equal("hottopic-broker: init takes one directory: hottopic-broker init [--tls] [--port N] [--url nats://HOST:PORT] DIR\n"))
 	out, code = run(nil, "serve")
 	Expect(code).To(Equal(1))
-	Expect(out).To(Equal("hottopic-broker: unknown argument \"serve\" (usage: hottopic-broker, or hottopic-broker init [--port N] [--url nats://HOST:PORT] DIR)\n"))
+	Expect(out).To(Equal("hottopic-broker: unknown argument \"serve\" (usage: hottopic-broker, or hottopic-broker init [--tls] [--port N] [--url nats://HOST:PORT] DIR)\n"))
 }

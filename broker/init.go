@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/natsconf"
 )
 
@@ -35,6 +37,10 @@ type InitOptions struct {
 	NATSURL string
 	// Port the server listens on (default 4222); -p overrides it at start.
 	Port int
+	// TLS: clients (and a cluster's routes) over TLS with certificates of
+	// a CA made here (DIR/tls); URLs become tls:// and broker.env and
+	// scaler.env carry the CA's certificate (cfenv.EnvNATSCACert).
+	TLS bool
 	// cluster: per-node configurations instead of DIR/nats-server.conf
 	// (InitCluster, initcluster.go).
 	cluster []ClusterNode
@@ -44,8 +50,10 @@ type InitOptions struct {
 // (operator mode, the system account, a full resolver under DIR/jwt preloaded
 // with the system account and the internal account HOTTOPIC, JetStream under
 // DIR/jetstream), DIR/broker.env and DIR/scaler.env (mode 0600), and
-// DIR/operator.nk, the operator's identity seed (0600), to keep offline. It
-// refuses a directory that already holds any of them.
+// DIR/operator.nk, the operator's identity seed (0600), to keep offline.
+// With o.TLS also DIR/tls: the CA (ca.pem, and ca-key.pem to keep offline)
+// and the server's certificate. It refuses a directory that already holds
+// any of them.
 func Init(dir string, o InitOptions) (err error) {
 	if o.Port == 0 {
 		o.Port = 4222
@@ -53,11 +61,17 @@ func Init(dir string, o InitOptions) (err error) {
 	if o.NATSURL == "" {
 		o.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(o.Port)
 	}
+	var tlsHosts []string
+	if o.TLS {
+		if o.NATSURL, tlsHosts, err = tlsURLs(o.NATSURL); err != nil {
+			return err
+		}
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{ServerConfFile, BrokerEnvFile, ScalerEnvFile, OperatorFile, resolverDir} {
+	for _, f := range []string{ServerConfFile, BrokerEnvFile, ScalerEnvFile, OperatorFile, resolverDir, TLSDir} {
 		if _, err := os.Stat(filepath.Join(abs, f)); err == nil {
 			return fmt.Errorf("%s already exists: init writes new keys and never overwrites them", filepath.Join(dir, f))
 		} else if !errors.Is(err, fs.ErrNotExist) {
@@ -84,6 +98,27 @@ func Init(dir string, o InitOptions) (err error) {
 	k, err := newInitKeys()
 	if err != nil {
 		return err
+	}
+	var (
+		ca      *certAuthority
+		tlsConf string
+	)
+	if o.TLS {
+		now := time.Now()
+		if ca, err = newCA(now); err != nil {
+			return err
+		}
+		written = append(written, filepath.Join(abs, TLSDir))
+		if err := ca.writeCA(abs); err != nil {
+			return err
+		}
+		if o.cluster == nil {
+			files, err := ca.writeServerTLS(abs, tlsHosts, now)
+			if err != nil {
+				return err
+			}
+			tlsConf = "\n" + natsconf.TLSBlock(files, "", false)
+		}
 	}
 	opSigner, _ := nkeys.FromSeed(k.seed(k.opSigning))
 	oc := jwt.NewOperatorClaims(k.pub(k.op))
@@ -118,7 +153,7 @@ func Init(dir string, o InitOptions) (err error) {
 # the Hot Topic broker adds one account per event bus through the resolver.
 server_name: hottopic-1
 port: %[2]d
-
+%[10]s
 operator: %[3]q
 system_account: %[4]s
 
@@ -140,9 +175,9 @@ resolver_preload: {
 jetstream: {
   store_dir: %[9]q
 }
-`, filepath.Join(abs, ServerConfFile), o.Port, opJWT, k.pub(k.sys), filepath.Join(abs, resolverDir), sysJWT, k.pub(k.internal), intJWT, filepath.Join(abs, jetstreamDir))
+`, filepath.Join(abs, ServerConfFile), o.Port, opJWT, k.pub(k.sys), filepath.Join(abs, resolverDir), sysJWT, k.pub(k.internal), intJWT, filepath.Join(abs, jetstreamDir), tlsConf)
 	if o.cluster != nil {
-		err = writeClusterConfs(abs, o.cluster, natsconf.Operator{JWT: opJWT, SystemAccount: k.pub(k.sys), Preload: []natsconf.Account{
+		err = writeClusterConfs(abs, o.cluster, ca, natsconf.Operator{JWT: opJWT, SystemAccount: k.pub(k.sys), Preload: []natsconf.Account{
 			{Comment: "SYS: the system account", PublicKey: k.pub(k.sys), JWT: sysJWT},
 			{Comment: "HOTTOPIC: the broker's and the scaler's state", PublicKey: k.pub(k.internal), JWT: intJWT},
 		}}, &written)
@@ -165,8 +200,11 @@ jetstream: {
 	env := func(kv ...string) string {
 		var b strings.Builder
 		b.WriteString("# written by hottopic-broker init: secrets, keep this file private (mode 0600)\n")
+		if ca != nil {
+			kv = append(kv, cfenv.EnvNATSCACert, string(ca.certPEM))
+		}
 		for i := 0; i < len(kv); i += 2 {
-			fmt.Fprintf(&b, "%s=%s\n", kv[i], kv[i+1])
+			fmt.Fprintf(&b, "%s=%s\n", kv[i], envValue(kv[i+1]))
 		}
 		return b.String()
 	}
@@ -192,6 +230,18 @@ jetstream: {
 		return err
 	}
 	return write(OperatorFile, "# the operator's identity seed: it can re-sign everything. Keep it offline, not on the servers.\n"+string(k.seed(k.op))+"\n")
+}
+
+// envValue is v as a line of an env file: as it is, or, when it has line
+// breaks (a PEM certificate), spaces, quotes or backslashes, in double
+// quotes with \n, \" and \\ escapes. go-envparse (ReadEnvFile) reads both,
+// and the README's sed turns the line into a YAML double-quoted string with
+// the same escapes.
+func envValue(v string) string {
+	if !strings.ContainsAny(v, "\n\"\\ #'") {
+		return v
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v) + `"`
 }
 
 type initKeys struct {

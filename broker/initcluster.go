@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hottopic-io/hottopic/internal/natsconf"
 )
@@ -112,16 +113,23 @@ func ClusterNodeDir(dir string, i int) string { return filepath.Join(dir, cluste
 // InitCluster is Init for a cluster: the same keys, broker.env and
 // scaler.env with every node's URL in HOTTOPIC_NATS_URL, operator.nk, and
 // per node DIR/hottopic-N/nats-server.conf (start node N with
-// `nats-server -c DIR/hottopic-N/nats-server.conf`). It refuses a directory
+// `nats-server -c DIR/hottopic-N/nats-server.conf`). With withTLS, clients
+// and routes use TLS: the CA under DIR/tls, each node's certificate (for
+// its host) under DIR/hottopic-N/tls, tls:// URLs. It refuses a directory
 // that holds any of them, and writes nothing on a bad node list.
-func InitCluster(dir string, nodes []ClusterNode) error {
+func InitCluster(dir string, nodes []ClusterNode, withTLS bool) error {
 	if len(nodes) < 3 || len(nodes)%2 == 0 {
 		return fmt.Errorf("a cluster needs an odd number of nodes, at least 3, got %d", len(nodes))
 	}
 	if err := checkClusterPorts(nodes); err != nil {
 		return err
 	}
-	for i := range nodes {
+	for i, n := range nodes {
+		if withTLS {
+			if err := certHost(n.Host); err != nil {
+				return err
+			}
+		}
 		p := ClusterNodeDir(dir, i)
 		if _, err := os.Stat(p); err == nil {
 			return fmt.Errorf("%s already exists: init writes new keys and never overwrites them", p)
@@ -133,12 +141,13 @@ func InitCluster(dir string, nodes []ClusterNode) error {
 	for i, n := range nodes {
 		urls[i] = n.URL()
 	}
-	return Init(dir, InitOptions{NATSURL: strings.Join(urls, ","), cluster: nodes})
+	return Init(dir, InitOptions{NATSURL: strings.Join(urls, ","), TLS: withTLS, cluster: nodes})
 }
 
-// writeClusterConfs writes each node's directory and configuration, adding
-// what it made to *written (removed if Init fails later).
-func writeClusterConfs(abs string, nodes []ClusterNode, op natsconf.Operator, written *[]string) error {
+// writeClusterConfs writes each node's directory and configuration (with
+// ca, its certificate too), adding what it made to *written (removed if
+// Init fails later).
+func writeClusterConfs(abs string, nodes []ClusterNode, ca *certAuthority, op natsconf.Operator, written *[]string) error {
 	password := make([]byte, 24)
 	if _, err := rand.Read(password); err != nil {
 		return err
@@ -153,11 +162,22 @@ func writeClusterConfs(abs string, nodes []ClusterNode, op natsconf.Operator, wr
 			StoreDir: filepath.Join(d, jetstreamDir),
 		}
 	}
+	tlsNote := ""
+	if ca != nil {
+		tlsNote = "\nClients and routes use TLS: tls/ holds this node's certificate and key\n(0600) and the CA's certificate, which routes verify both ways."
+	}
 	for i := range nodes {
 		d := ClusterNodeDir(abs, i)
 		*written = append(*written, d)
 		if err := os.MkdirAll(filepath.Join(d, resolverDir), 0o700); err != nil {
 			return err
+		}
+		if ca != nil {
+			files, err := ca.writeServerTLS(d, []string{nodes[i].Host}, time.Now())
+			if err != nil {
+				return err
+			}
+			confs[i].TLS = &files
 		}
 		nop := op
 		nop.ResolverDir = filepath.Join(d, resolverDir)
@@ -167,7 +187,7 @@ Start: nats-server -c %[3]s  (-a ADDR overrides the client address)
 Operator mode: every account is a JWT signed by the operator "hottopic"; the
 broker pushes one account per event bus to any node, and the full resolver of
 every node stores it. Routes require the password below, so only these nodes
-form the cluster: keep this file private (mode 0600).`, confs[i].Name, len(nodes), filepath.Join(d, ServerConfFile))
+form the cluster: keep this file private (mode 0600).%[4]s`, confs[i].Name, len(nodes), filepath.Join(d, ServerConfFile), tlsNote)
 		conf := natsconf.OperatorNode(header, ClusterName, confs[i], confs, nop, auth)
 		if err := os.WriteFile(filepath.Join(d, ServerConfFile), []byte(conf), 0o600); err != nil {
 			return err

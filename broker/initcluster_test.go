@@ -44,7 +44,7 @@ func TestInitCluster(t *testing.T) {
 	dir := t.TempDir()
 	nodes, err := broker.ParseCluster("nats-0.internal,nats-1.internal,nats-2.internal")
 	Expect(err).NotTo(HaveOccurred())
-	Expect(broker.InitCluster(dir, nodes)).To(Succeed())
+	Expect(broker.InitCluster(dir, nodes, false)).To(Succeed())
 
 	env := readEnv(t, filepath.Join(dir, broker.BrokerEnvFile))
 	Expect(env["HOTTOPIC_NATS_URL"]).To(Equal("nats://nats-0.internal:4222,nats://nats-1.internal:4222,nats://nats-2.internal:4222"))
@@ -88,13 +88,13 @@ func TestInitCluster(t *testing.T) {
 	Expect(pw(confs[0])).To(HaveLen(48))
 	Expect(pw(confs[1])).To(Equal(pw(confs[0])))
 
-	Expect(broker.InitCluster(dir, nodes)).To(MatchError(ContainSubstring("hottopic-1 already exists: init writes new keys and never overwrites them")))
+	Expect(broker.InitCluster(dir, nodes, false)).To(MatchError(ContainSubstring("hottopic-1 already exists: init writes new keys and never overwrites them")))
 	Expect(broker.Init(dir, broker.InitOptions{})).To(MatchError(ContainSubstring("broker.env already exists")))
 
 	// A directory holding one node's directory gets nothing.
 	other := t.TempDir()
 	Expect(os.Mkdir(broker.ClusterNodeDir(other, 2), 0o700)).To(Succeed())
-	Expect(broker.InitCluster(other, nodes)).To(MatchError(ContainSubstring("hottopic-3 already exists")))
+	Expect(broker.InitCluster(other, nodes, false)).To(MatchError(ContainSubstring("hottopic-3 already exists")))
 	entries, _ := os.ReadDir(other)
 	Expect(entries).To(HaveLen(1))
 }
@@ -118,10 +118,22 @@ func TestInitClusterCommand(t *testing.T) {
 	out, code = run("init", "--port", "4223", "--cluster", "a,b,c", dir)
 	Expect(code).To(Equal(1))
 	Expect(out).To(Equal("hottopic-broker: --port is for one server: with --cluster, each node's HOST:PORT gives its address\n"))
+	out, code = run("init", "--tls", "--cluster", "a,b_1,c", dir)
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: --tls: \"b_1\" is neither an IP address nor a DNS name, so no certificate can name it\n"))
+	out, code = run("init", "--tls", "--url", "ws://nats.internal:80", dir)
+	Expect(code).To(Equal(1))
+	Expect(out).To(Equal("hottopic-broker: --tls: the NATS URL \"ws://nats.internal:80\" must be nats://HOST:PORT or tls://HOST:PORT\n"))
 	_, err := os.Stat(dir)
 	Expect(os.IsNotExist(err)).To(BeTrue(), "nothing written")
 
 	out, code = run("init", "--cluster", "a,b,c", dir)
 	Expect(code).To(Equal(0), out)
 	Expect(out).To(ContainSubstring(filepath.Join(dir, "hottopic-2") + " (nats://b:4222): nats-server -c " + filepath.Join(dir, "hottopic-2", "nats-server.conf")))
+
+	tlsDir := filepath.Join(t.TempDir(), "setup")
+	out, code = run("init", "--tls", "--cluster", "a,b,c", tlsDir)
+	Expect(code).To(Equal(0), out)
+	Expect(out).To(ContainSubstring(filepath.Join(tlsDir, "hottopic-2") + " (tls://b:4222): nats-server -c "))
+	Expect(out).To(ContainSubstring("ca-key.pem: keep it offline"))
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,7 +30,9 @@ import (
 
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/internal/buses"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/proctest"
+	"github.com/hottopic-io/hottopic/internal/provision"
 )
 
 func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
@@ -50,23 +53,42 @@ type system struct {
 	natsURL   string
 	brokerURL string
 	env       map[string]string // broker.env
+	// natsOpts are the options scaler.env gives a connection (its CA,
+	// with --tls), as cfenv reads them.
+	natsOpts []nats.Option
 }
 
-func startSystem(t *testing.T) *system {
+// startSystem runs init (with initFlags, e.g. --tls), the server and a
+// broker.
+func startSystem(t *testing.T, initFlags ...string) *system {
 	t.Helper()
 	bin := proctest.Build(t, "./cmd/hottopic-broker")
 	s := &system{t: t, dir: t.TempDir()}
 	natsPort := proctest.FreePort(t)
-	out, code := proctest.Run(t, exec.Command(bin, "init", "--port", strconv.Itoa(natsPort), s.dir), time.Minute)
+	out, code := proctest.Run(t, exec.Command(bin, append(append([]string{"init", "--port", strconv.Itoa(natsPort)}, initFlags...), s.dir)...), time.Minute)
 	if code != 0 {
 		t.Fatalf("hottopic-broker init: %s", out)
 	}
 	ns := proctest.Start(t, exec.Command(natsServer(t), "-c", filepath.Join(s.dir, broker.ServerConfFile), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort)))
 	NewWithT(t).Eventually(ns.Out, time.Minute).Should(gbytes.Say("Server is ready"))
-	s.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	s.env = readEnv(t, filepath.Join(s.dir, broker.BrokerEnvFile))
+	s.natsURL = fmt.Sprintf("%s://127.0.0.1:%d", s.readEnvs(), natsPort)
 	s.brokerURL = s.startBroker()
 	return s
+}
+
+// readEnvs reads broker.env and the NATS options of scaler.env; it returns
+// the URL scheme init wrote (nats or tls).
+func (s *system) readEnvs() string {
+	s.t.Helper()
+	s.env = readEnv(s.t, filepath.Join(s.dir, broker.BrokerEnvFile))
+	scalerEnv := readEnv(s.t, filepath.Join(s.dir, broker.ScalerEnvFile))
+	cfg, err := cfenv.NATSFromEnv(func(k string) string { return scalerEnv[k] })
+	if err != nil {
+		s.t.Fatalf("scaler.env: %v", err)
+	}
+	s.natsOpts = slices.Clip(cfg.Options)
+	scheme, _, _ := strings.Cut(cfg.URLs[0], "://")
+	return scheme
 }
 
 // readEnv parses an env file init wrote (broker.env, scaler.env).
@@ -196,12 +218,20 @@ func credsOpt(t *testing.T, creds string) nats.Option {
 	return nats.UserJWTAndSeed(token, string(seed))
 }
 
-// dial connects with the credentials a binding gave (uri, creds,
-// inbox_prefix), as the sidecar does, without reconnecting.
+// dial connects to the uri of the credentials a binding gave, with the
+// options the sidecar's cfenv makes of them (creds, inbox_prefix, ca_cert),
+// without reconnecting.
 func (s *system) dial(creds map[string]any) (*client, error) {
 	c := &client{errs: make(chan error, 100), closed: make(chan struct{})}
-	opts := []nats.Option{
-		credsOpt(s.t, creds["creds"].(string)),
+	svc := cfenv.Service{Name: "bus", Credentials: map[string]json.RawMessage{}}
+	for k, v := range creds {
+		svc.Credentials[k], _ = json.Marshal(v)
+	}
+	cfg, err := cfenv.NATSFromService(svc)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	opts := append(cfg.Options,
 		nats.NoReconnect(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {
@@ -210,10 +240,7 @@ func (s *system) dial(creds map[string]any) (*client, error) {
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
-	}
-	if p, ok := creds["inbox_prefix"].(string); ok {
-		opts = append(opts, nats.CustomInboxPrefix(p))
-	}
+	)
 	nc, err := nats.Connect(creds["uri"].(string), opts...)
 	if err != nil {
 		return nil, err
@@ -301,7 +328,7 @@ func (s *system) internal() (jetstream.JetStream, []byte) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	inc, err := nats.Connect(s.natsURL, nats.UserJWTAndSeed(token, string(useed)))
+	inc, err := nats.Connect(s.natsURL, append(s.natsOpts, nats.UserJWTAndSeed(token, string(useed)))...)
 	if err != nil {
 		s.t.Fatalf("connect to the internal account: %v", err)
 	}
@@ -325,13 +352,29 @@ func (s *system) admin(busID string) (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.natsURL, credsOpt(s.t, creds), nats.NoReconnect())
+	nc, err := nats.Connect(s.natsURL, append(s.natsOpts, credsOpt(s.t, creds), nats.NoReconnect())...)
 	if err != nil {
 		s.t.Fatalf("connect to bus %s with its scaler credentials: %v", busID, err)
 	}
 	s.t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	return nc, js
+}
+
+// ordersStream makes the bus's stream of orders as the scaler would, with
+// the bus's scaler credentials, and returns its info.
+func (s *system) ordersStream(ctx context.Context, busID string) *jetstream.StreamInfo {
+	s.t.Helper()
+	_, js := s.admin(busID)
+	stream, err := provision.EnsureTopicStream(ctx, js, orders, provision.StreamOptions{})
+	if err != nil {
+		s.t.Fatalf("bus %s: make the stream of %s: %v", busID, orders, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return info
 }
 
 // watcher connects to a bus as a new unrestricted user signed with the
@@ -357,7 +400,7 @@ func (s *system) watcher(busID string) *nats.Conn {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.natsURL, credsOpt(s.t, creds), nats.NoReconnect())
+	nc, err := nats.Connect(s.natsURL, append(s.natsOpts, credsOpt(s.t, creds), nats.NoReconnect())...)
 	if err != nil {
 		s.t.Fatalf("connect to bus %s as a new user: %v", busID, err)
 	}
@@ -370,17 +413,23 @@ func (s *system) watcher(busID string) *nats.Conn {
 // appPort.
 func (s *system) startSidecar(creds map[string]any, appGUID string, appPort int) *proctest.Proc {
 	s.t.Helper()
-	services, _ := json.Marshal(map[string]any{"hottopic": []any{map[string]any{
-		"name": "orders-bus", "label": "hottopic", "tags": []string{"hottopic", "nats", "events"}, "credentials": creds,
-	}}})
 	application, _ := json.Marshal(map[string]any{"application_id": appGUID, "application_name": "enrich", "instance_index": 0})
 	cmd := exec.Command(proctest.Build(s.t, "./cmd/hottopic-sidecar"))
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),
 		"PORT=" + strconv.Itoa(appPort),
 		"HOTTOPIC_LISTEN=127.0.0.1:" + strconv.Itoa(proctest.FreePort(s.t)),
-		"VCAP_SERVICES=" + string(services),
+		"VCAP_SERVICES=" + vcapServices(creds),
 		"VCAP_APPLICATION=" + string(application),
 	}
 	return proctest.Start(s.t, cmd)
+}
+
+// vcapServices is VCAP_SERVICES as Cloud Foundry gives it to an app bound
+// with these credentials.
+func vcapServices(creds map[string]any) string {
+	services, _ := json.Marshal(map[string]any{"hottopic": []any{map[string]any{
+		"name": "orders-bus", "label": "hottopic", "tags": []string{"hottopic", "nats", "events"}, "credentials": creds,
+	}}})
+	return string(services)
 }

@@ -22,11 +22,20 @@ import (
 // EnvNATSURL overrides the NATS URL from VCAP_SERVICES (local runs).
 const EnvNATSURL = "HOTTOPIC_NATS_URL"
 
+// EnvNATSCACert is the PEM of the CA that signed the NATS servers'
+// certificates (hottopic-broker init --tls writes it to broker.env and
+// scaler.env); it replaces the service's ca_cert. Its line breaks may be
+// written as \n, as init's env files hold them.
+const EnvNATSCACert = "HOTTOPIC_NATS_CA_CERT"
+
 // NATS is where and how to connect. Its String form never shows a secret.
 type NATS struct {
 	URLs    []string
 	Source  string // "HOTTOPIC_NATS_URL" or `service "name"`
 	Options []nats.Option
+	// CACert is the PEM of the CA the connection trusts (from the
+	// service's ca_cert or HOTTOPIC_NATS_CA_CERT); "" for the system's.
+	CACert string
 }
 
 // ErrNoNATS means no NATS service is bound and no URL is set.
@@ -54,6 +63,17 @@ func NATSFromEnv(getenv Getenv) (NATS, error) {
 			return cfg, err
 		}
 		cfg.URLs, cfg.Source = urls, EnvNATSURL
+	}
+	if ca := strings.TrimSpace(getenv(EnvNATSCACert)); ca != "" {
+		if !strings.Contains(ca, "\n") {
+			ca = strings.ReplaceAll(ca, `\n`, "\n")
+		}
+		o, ok := trustCA(ca)
+		if !ok {
+			return cfg, fmt.Errorf("%s holds no PEM certificate: give the CA's certificate (tls/ca.pem of hottopic-broker init --tls)", EnvNATSCACert)
+		}
+		// Last: it replaces the TLS configuration of the service's ca_cert.
+		cfg.Options, cfg.CACert = append(cfg.Options, o), ca
 	}
 	if len(cfg.URLs) == 0 {
 		if found {
@@ -105,6 +125,7 @@ func fromService(svc Service) (NATS, error) {
 			cfg.Options = append(cfg.Options, o)
 		}
 	}
+	cfg.CACert = c.caCert
 	return cfg, nil
 }
 
@@ -212,11 +233,21 @@ func caOption(c serviceCredentials) (nats.Option, error) {
 	if c.caCert == "" {
 		return nil, nil
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(c.caCert)) {
+	o, ok := trustCA(c.caCert)
+	if !ok {
 		return nil, errors.New("ca_cert holds no PEM certificate")
 	}
-	return nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
+	return o, nil
+}
+
+// trustCA is TLS that trusts the certificates of caPEM only; false when it
+// holds none.
+func trustCA(caPEM string) (nats.Option, bool) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		return nil, false
+	}
+	return nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), true
 }
 
 func splitURLs(raw, what string) ([]string, error) {

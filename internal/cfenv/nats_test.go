@@ -96,6 +96,23 @@ func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 			}
 		})
 
+		it("reads the CA of HOTTOPIC_NATS_CA_CERT, which wins over the service's ca_cert", func() {
+			caPEM, _ := makeCA(t)
+			otherCA, _ := makeCA(t)
+			cfg, err := cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": "tls://h:1", "ca_cert": otherCA})}))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(cfg.CACert).To(Equal(otherCA))
+			cfg, err = cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": "tls://h:1", "ca_cert": otherCA}), "HOTTOPIC_NATS_CA_CERT": strings.ReplaceAll(caPEM, "\n", `\n`)}))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(cfg.CACert).To(Equal(caPEM))
+			cfg, err = cfenv.NATSFromEnv(env(map[string]string{"HOTTOPIC_NATS_URL": "tls://h:1"}))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(cfg.CACert).To(BeEmpty())
+
+			_, err = cfenv.NATSFromEnv(env(map[string]string{"HOTTOPIC_NATS_URL": "tls://h:1", "HOTTOPIC_NATS_CA_CERT": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----"}))
+			Expect(err).To(MatchError("HOTTOPIC_NATS_CA_CERT holds no PEM certificate: give the CA's certificate (tls/ca.pem of hottopic-broker init --tls)"))
+		})
+
 		it("makes every inbox under the service's inbox_prefix", func() {
 			s := natstest.Run(t)
 			cfg, err := cfenv.NATSFromEnv(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": s.URL(), "inbox_prefix": "_INBOX_b1"})}))
@@ -188,6 +205,17 @@ func testNATSConn(t *testing.T, when spec.G, it spec.S) {
 			Expect(connect(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": url, "ca_cert": caPEM})}))).To(Succeed())
 			err := connect(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": url})}))
 			Expect(err).To(MatchError(ContainSubstring("certificate")))
+
+			// HOTTOPIC_NATS_CA_CERT, with its line breaks as they are or
+			// written \n (as init's env files hold them), and over a
+			// service's ca_cert of another CA.
+			otherCA, _ := makeCA(t)
+			for _, ca := range []string{caPEM, strings.ReplaceAll(caPEM, "\n", `\n`)} {
+				Expect(connect(env(map[string]string{"HOTTOPIC_NATS_URL": url, "HOTTOPIC_NATS_CA_CERT": ca}))).To(Succeed())
+				Expect(connect(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": url, "ca_cert": otherCA}), "HOTTOPIC_NATS_CA_CERT": ca}))).To(Succeed())
+			}
+			err = connect(env(map[string]string{"VCAP_SERVICES": vcap(map[string]string{"uri": url, "ca_cert": caPEM}), "HOTTOPIC_NATS_CA_CERT": otherCA}))
+			Expect(err).To(MatchError(ContainSubstring("certificate")), "the variable wins over the service's ca_cert")
 		})
 	})
 }

@@ -22,6 +22,32 @@ type Node struct {
 	ClusterPort int // routes
 	StoreDir    string
 	LogFile     string // "" logs to stderr
+	// TLS: the node's certificate (OperatorNode only); nil for none.
+	TLS *TLS
+}
+
+// TLS are a server's certificate and key files and the file of the CA
+// that signed them and the other nodes' certificates.
+type TLS struct{ CertFile, KeyFile, CAFile string }
+
+// TLSBlock is a `tls {}` block, its lines indented by indent: the server
+// presents CertFile; with verify (routes) it requires the peer's certificate
+// signed by CAFile too. Clients are not asked for one: they authenticate
+// with their JWT.
+func TLSBlock(t TLS, indent string, verify bool) string {
+	var b strings.Builder
+	if verify {
+		fmt.Fprintf(&b, "%s# routes over TLS, each side's certificate signed by the setup's CA\n", indent)
+	} else {
+		fmt.Fprintf(&b, "%s# clients connect over TLS (tls://), authenticated by their JWT\n", indent)
+	}
+	fmt.Fprintf(&b, "%stls: {\n%[1]s  cert_file: %[2]q\n%[1]s  key_file: %[3]q\n", indent, t.CertFile, t.KeyFile)
+	if verify {
+		fmt.Fprintf(&b, "%s  ca_file: %q\n%[1]s  verify: true\n", indent, t.CAFile)
+	}
+	// nats-server's default (2 s) is short for a loaded host.
+	fmt.Fprintf(&b, "%s  timeout: 5\n%[1]s}\n", indent)
+	return b.String()
 }
 
 // ClusterNode is the configuration file of node n in the cluster named
@@ -78,8 +104,9 @@ type RouteAuth struct{ User, Password string }
 // cluster named cluster: clients on every interface at n.ClientPort
 // (advertised as n.Host), monitoring on this host's loopback only, routes at
 // n.Host:n.ClusterPort to every other node with auth, the full resolver
-// under op.ResolverDir and JetStream under n.StoreDir. header is written
-// first, as # comments.
+// under op.ResolverDir and JetStream under n.StoreDir; with n.TLS, clients
+// and routes over TLS (routes verified both ways). header is written first,
+// as # comments.
 func OperatorNode(header, cluster string, n Node, nodes []Node, op Operator, auth RouteAuth) string {
 	var b strings.Builder
 	for _, l := range strings.Split(strings.TrimRight(header, "\n"), "\n") {
@@ -90,13 +117,20 @@ func OperatorNode(header, cluster string, n Node, nodes []Node, op Operator, aut
 	if n.LogFile != "" {
 		fmt.Fprintf(&b, "log_file: %q\n", n.LogFile)
 	}
+	if n.TLS != nil {
+		b.WriteString("\n" + TLSBlock(*n.TLS, "", false))
+	}
 	fmt.Fprintf(&b, "\noperator: %q\nsystem_account: %s\n\nresolver: {\n  type: full\n  dir: %q\n  allow_delete: true\n  interval: %q\n  timeout: \"5s\"\n}\n\nresolver_preload: {\n",
 		op.JWT, op.SystemAccount, op.ResolverDir, op.SyncInterval)
 	for _, a := range op.Preload {
 		fmt.Fprintf(&b, "  # %s\n  %s: %q\n", a.Comment, a.PublicKey, a.JWT)
 	}
-	fmt.Fprintf(&b, "}\n\njetstream: {\n  store_dir: %q\n}\n\ncluster: {\n  name: %s\n  listen: %q\n  authorization: { user: %q, password: %q }\n  routes: [\n",
+	fmt.Fprintf(&b, "}\n\njetstream: {\n  store_dir: %q\n}\n\ncluster: {\n  name: %s\n  listen: %q\n  authorization: { user: %q, password: %q }\n",
 		n.StoreDir, cluster, net.JoinHostPort(n.Host, strconv.Itoa(n.ClusterPort)), auth.User, auth.Password)
+	if n.TLS != nil {
+		b.WriteString(TLSBlock(*n.TLS, "  ", true))
+	}
+	b.WriteString("  routes: [\n")
 	for _, r := range routes(n, nodes, auth.User+":"+auth.Password+"@") {
 		fmt.Fprintf(&b, "    %q\n", r)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 	. "github.com/onsi/gomega"
@@ -88,4 +89,21 @@ func TestClusterNode(t *testing.T) {
 	Expect(o.Cluster.Port).To(Equal(16223))
 	Expect(o.Routes).To(HaveLen(1))
 	Expect(o.Routes[0].String()).To(Equal("nats-route://127.0.0.1:16222"))
+}
+
+func TestOperatorNodeTLS(t *testing.T) {
+	Expect := NewWithT(t).Expect
+	files := &natsconf.TLS{CertFile: "/n/tls/server.pem", KeyFile: "/n/tls/server-key.pem", CAFile: "/n/tls/ca.pem"}
+	nodes := []natsconf.Node{
+		{Name: "hottopic-1", Host: "nats-0.internal", ClientPort: 4222, ClusterPort: 6222, HTTPPort: 8222, StoreDir: "/s/1", TLS: files},
+		{Name: "hottopic-2", Host: "nats-1.internal", ClientPort: 4222, ClusterPort: 6222, HTTPPort: 8222, StoreDir: "/s/2"},
+	}
+	// nats-server's parser, without loading the files it names.
+	m, err := conf.Parse(natsconf.OperatorNode("h", "hottopic", nodes[0], nodes, natsconf.Operator{JWT: "op.jwt", SystemAccount: "ASYS", ResolverDir: "/j", SyncInterval: "10s"}, natsconf.RouteAuth{User: "route", Password: "pw"}))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(m["tls"]).To(Equal(map[string]any{"cert_file": files.CertFile, "key_file": files.KeyFile, "timeout": int64(5)}), "clients: the server's certificate, none asked of them")
+	cluster := m["cluster"].(map[string]any)
+	Expect(cluster["tls"]).To(Equal(map[string]any{"cert_file": files.CertFile, "key_file": files.KeyFile, "ca_file": files.CAFile, "verify": true, "timeout": int64(5)}), "routes: verified both ways")
+	Expect(cluster["routes"]).To(HaveLen(1))
+	Expect(cluster["authorization"]).NotTo(BeNil())
 }
