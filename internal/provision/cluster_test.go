@@ -65,9 +65,25 @@ func TestClusterMappingStartIsExact(t *testing.T) {
 			}
 			// The app is at zero instances: nothing pulled. Its consumer's leader moves.
 			was := cons.CachedInfo().Cluster.Leader
-			resp, err := jss[0].Conn().RequestWithContext(ctx, fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", topic.StreamName(tp), topic.ConsumerName("app")), nil)
-			if err != nil || !strings.Contains(string(resp.Data), `"success":true`) {
-				t.Fatalf("consumer leader stepdown: %v %s", err, resp.Data)
+			// Under load the request may go unanswered, or be refused while a
+			// replica is not current: ask again until it steps down.
+			for {
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+				resp, err := jss[0].Conn().RequestWithContext(rctx, fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", topic.StreamName(tp), topic.ConsumerName("app")), nil)
+				rcancel()
+				if err == nil && strings.Contains(string(resp.Data), `"success":true`) {
+					break
+				}
+				if ctx.Err() != nil {
+					if err == nil {
+						err = errors.New(string(resp.Data))
+					}
+					t.Fatalf("consumer leader stepdown: %v", err)
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
 			}
 			for {
 				ictx, icancel := context.WithTimeout(ctx, 2*time.Second)
