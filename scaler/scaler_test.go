@@ -3,7 +3,9 @@ package scaler_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -129,14 +131,28 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 		return out
 	}
 
+	// publishMsg stores msg once. On a loaded machine an answer has come
+	// past 5 s, and after a server restart one never came, so an attempt
+	// without an answer is made again under the same Nats-Msg-Id (the stream
+	// keeps one copy), for up to two minutes.
+	publishMsg := func(msg *nats.Msg) {
+		msg.Header.Set(jetstream.MsgIDHeader, rand.Text())
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := js.PublishMsg(ctx, msg)
+			cancel()
+			if err == nil || time.Now().After(deadline) || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders)) {
+				Expect(err).NotTo(HaveOccurred())
+				return
+			}
+		}
+	}
 	publish := func(subject string, n int) {
 		for range n {
-			// Generous: a loaded machine's fsync has kept one answer past
-			// the client's default 5 s.
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, err := js.Publish(ctx, subject, []byte("event"))
-			cancel()
-			Expect(err).NotTo(HaveOccurred())
+			msg := nats.NewMsg(subject)
+			msg.Data = []byte("event")
+			publishMsg(msg)
 		}
 	}
 
@@ -331,7 +347,9 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 
 			cc.ExpireTokens()
 			publish("images.uploaded", 1)
-			Eventually(func() []int { return scaleTo(guid) }, 10*time.Second).Should(Equal([]int{1}))
+			// Scaled to 1 (a poll that read the count before the first call
+			// landed may ask for 1 again under load).
+			Eventually(func() []int { return scaleTo(guid) }, 10*time.Second).Should(And(Not(BeEmpty()), HaveEach(1)))
 			Expect(cc.TokensIssued()).To(BeNumerically(">", issued))
 		})
 	})
@@ -620,8 +638,7 @@ func testScaler(t *testing.T, when spec.G, it spec.S) {
 			msg.Data = []byte(`{"amount":42}`)
 			msg.Header.Set("Content-Type", "application/json")
 			msg.Header.Set("ce-type", "payment.made")
-			_, err = js.PublishMsg(context.Background(), msg)
-			Expect(err).NotTo(HaveOccurred())
+			publishMsg(msg)
 
 			// A sidecar that takes the event and dies, twice; the next pull
 			// makes the server give up on it.
