@@ -194,15 +194,18 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	}
 	defer b.lock(id)()
 	// The same request again is answered 200, another one for the ID 409.
+	same := func(old *Bus) (domain.ProvisionedServiceSpec, error) {
+		if old.PlanID == d.PlanID && old.SpaceGUID == d.SpaceGUID && old.OrgGUID == d.OrganizationGUID && equalStrings(old.Topics, params.Topics) && !old.Deleting {
+			return domain.ProvisionedServiceSpec{AlreadyExists: true}, nil
+		}
+		return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+	}
 	exists := func() (domain.ProvisionedServiceSpec, error) {
 		old, _, ok, err := b.st.bus(ctx, id)
 		if err != nil || !ok {
 			return domain.ProvisionedServiceSpec{}, err
 		}
-		if old.PlanID == d.PlanID && old.SpaceGUID == d.SpaceGUID && old.OrgGUID == d.OrganizationGUID && equalStrings(old.Topics, params.Topics) && !old.Deleting {
-			return domain.ProvisionedServiceSpec{AlreadyExists: true}, nil
-		}
-		return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+		return same(old)
 	}
 	if spec, err := exists(); err != nil || spec.AlreadyExists {
 		return spec, err
@@ -248,10 +251,11 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	if _, err := b.st.putBus(ctx, bus, 0); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// Another broker instance took the ID meanwhile.
-			if spec, err := exists(); err != nil || spec.AlreadyExists {
-				return spec, err
+			old, err := b.awaitBus(ctx, id)
+			if err != nil {
+				return domain.ProvisionedServiceSpec{}, err
 			}
-			return domain.ProvisionedServiceSpec{}, apiresponses.ErrInstanceAlreadyExists
+			return same(old)
 		}
 		return domain.ProvisionedServiceSpec{}, fmt.Errorf("store bus %s: %w", id, err)
 	}
@@ -272,6 +276,29 @@ func (b *Broker) Provision(ctx context.Context, id string, d domain.ProvisionDet
 	}
 	b.log.Info("provisioned bus", "instance", id, "account", apub, "topics", strings.Join(bus.Topics, ","))
 	return domain.ProvisionedServiceSpec{}, nil
+}
+
+// awaitBus reads a bus the state's leader says exists. Reads may be served
+// by a replica that has not applied the write yet (KV gets are direct), so
+// not finding it is read again for a while.
+func (b *Broker) awaitBus(ctx context.Context, id string) (*Bus, error) {
+	deadline := time.Now().Add(retryFor)
+	for {
+		old, _, ok, err := b.st.bus(ctx, id)
+		switch {
+		case err != nil:
+			return nil, err
+		case ok:
+			return old, nil
+		case time.Now().After(deadline):
+			return nil, fmt.Errorf("bus %s: the state refuses to create it as existing, yet no read finds it", id)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // tryAccount connects once with creds, without retrying.
