@@ -1,5 +1,6 @@
 // Package tenancy_test runs the multi-tenant system end to end: a real
-// nats-server configured by `hottopic-broker init`, the broker, one
+// nats-server configured by `hottopic-broker init --tls` (so every client
+// below speaks TLS: the server closes one in clear), the broker, one
 // hottopic-scaler in broker mode against the Cloud Controller double, and
 // real sidecars bound through the broker, as Cloud Foundry would run them.
 package tenancy_test
@@ -32,6 +33,7 @@ import (
 	"github.com/hottopic-io/hottopic/broker"
 	"github.com/hottopic-io/hottopic/integration/ccdouble"
 	"github.com/hottopic-io/hottopic/internal/buses"
+	"github.com/hottopic-io/hottopic/internal/cfenv"
 	"github.com/hottopic-io/hottopic/internal/mapping"
 	"github.com/hottopic-io/hottopic/internal/proctest"
 	"github.com/hottopic-io/hottopic/scaler"
@@ -75,7 +77,7 @@ func start(t *testing.T) *foundation {
 	t.Helper()
 	f := &foundation{t: t, dir: t.TempDir(), cc: ccdouble.New(t)}
 	natsPort := proctest.FreePort(t)
-	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), "init", "--port", strconv.Itoa(natsPort), f.dir), time.Minute)
+	out, code := proctest.Run(t, exec.Command(proctest.Build(t, "./cmd/hottopic-broker"), "init", "--tls", "--port", strconv.Itoa(natsPort), f.dir), time.Minute)
 	if code != 0 {
 		t.Fatalf("hottopic-broker init: %s", out)
 	}
@@ -231,12 +233,19 @@ func (f *foundation) startSidecar(service string, creds map[string]any, appGUID,
 // credentials, and waits for JetStream's acknowledgement.
 func publish(t *testing.T, key map[string]any, body string) {
 	t.Helper()
-	opts := []nats.Option{nats.CustomInboxPrefix(key["inbox_prefix"].(string))}
-	opt, err := buses.CredsOption(key["creds"].(string))
+	// The options the sidecar's cfenv makes of a binding (creds,
+	// inbox_prefix, ca_cert: the foundation runs TLS).
+	svc := cfenv.Service{Name: "key", Credentials: map[string]json.RawMessage{}}
+	for k, v := range key {
+		svc.Credentials[k], _ = json.Marshal(v)
+	}
+	cfg, err := cfenv.NATSFromService(svc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(key["uri"].(string), append(opts, opt)...)
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ccancel()
+	nc, err := cfenv.Connect(cctx, cfg, "tenancy-test/publish", nats.NoReconnect())
 	if err != nil {
 		t.Fatalf("connect with the service key: %v", err)
 	}
