@@ -358,6 +358,7 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 		for _, a := range out[i:min(i+guidsPerProcessList, len(out))] {
 			chunk = append(chunk, a.GUID)
 		}
+		began := p.now()
 		err := p.call(ctx, p.list, "list web processes", func(ctx context.Context, cf *client.Client) error {
 			opts := client.NewProcessOptions()
 			opts.PerPage = p.cfg.PageSize
@@ -371,7 +372,7 @@ func (p *Platform) MappedApps(ctx context.Context) ([]scaler.App, error) {
 			defer p.mu.Unlock()
 			now := p.now()
 			for _, pr := range procs {
-				p.procs[pr.Relationships.App.Data.GUID] = webProcess{guid: pr.GUID, instances: pr.Instances, at: now}
+				p.rememberLocked(pr.Relationships.App.Data.GUID, webProcess{guid: pr.GUID, instances: pr.Instances, at: now}, began)
 			}
 			return nil
 		})
@@ -413,6 +414,7 @@ func (p *Platform) Instances(ctx context.Context, appGUID string) (int, error) {
 
 func (p *Platform) readWeb(ctx context.Context, appGUID string) (webProcess, error) {
 	var wp webProcess
+	began := p.now()
 	err := p.call(ctx, p.ops, "read web process of app "+appGUID, func(ctx context.Context, cf *client.Client) error {
 		opts := client.NewProcessOptions()
 		opts.Types.EqualTo("web")
@@ -422,11 +424,22 @@ func (p *Platform) readWeb(ctx context.Context, appGUID string) (webProcess, err
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		wp = webProcess{guid: pr.GUID, instances: pr.Instances, at: p.now()}
-		p.procs[appGUID] = wp
+		wp = p.rememberLocked(appGUID, webProcess{guid: pr.GUID, instances: pr.Instances, at: p.now()}, began)
 		return nil
 	})
 	return wp, err
+}
+
+// rememberLocked keeps what a read that began at began found, unless what
+// is kept was stored after that (a scale, or a later read, landed while this
+// read was under way): an older count would make the app be scaled again.
+// It returns the count kept.
+func (p *Platform) rememberLocked(appGUID string, wp webProcess, began time.Time) webProcess {
+	if old, ok := p.procs[appGUID]; ok && old.at.After(began) {
+		return old
+	}
+	p.procs[appGUID] = wp
+	return wp
 }
 
 // Scale sets the desired instance count of the app's web process.

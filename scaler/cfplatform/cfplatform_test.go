@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,6 +138,30 @@ func testCFPlatform(t *testing.T, when spec.G, it spec.S) {
 			Expect(calls).To(HaveLen(2))
 			Expect(*calls[1].Instances).To(Equal(0))
 			Expect(calls[1].ProcessType).To(Equal("web"))
+		})
+
+		it("keeps a scale's count over a listing that was under way meanwhile", func() {
+			g := cc.AddApp(space, "fn", map[string]string{mapping.LabelMapped: "true"}, nil)
+			p := newPlatform(nil)
+			// The bulk read of web processes answers with the count before
+			// the scale, and arrives after it.
+			held, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			cc.OnCall(func(c ccdouble.Call) {
+				if c.Method == "GET" && c.Path == "/v3/processes" {
+					once.Do(func() { close(held); <-release })
+				}
+			})
+			listed := make(chan error, 1)
+			go func() { _, err := p.MappedApps(ctx); listed <- err }()
+			<-held
+			Expect(p.Scale(ctx, g, 3)).To(Succeed())
+			close(release)
+			Expect(<-listed).To(Succeed())
+
+			n, err := p.Instances(ctx, g)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(n).To(Equal(3), "the listing's older 1 would have the app scaled to 3 again")
 		})
 
 		it("refuses an unknown app without closing the gate for others", func() {
