@@ -258,6 +258,30 @@ func publish(t *testing.T, key map[string]any, body string) {
 	}
 }
 
+// natsCLI runs the NATS CLI (scripts/tools.sh nats) with a binding's
+// credentials: its servers, .creds, CA and inbox prefix.
+func natsCLI(t *testing.T, key map[string]any, args ...string) (string, error) {
+	t.Helper()
+	bin, err := exec.Command("../../scripts/tools.sh", "nats").Output()
+	if err != nil {
+		t.Fatalf("scripts/tools.sh nats: %v", err)
+	}
+	dir := t.TempDir()
+	creds, ca := filepath.Join(dir, "key.creds"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(creds, []byte(key["creds"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca, []byte(key["ca_cert"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(strings.TrimSpace(string(bin)), append([]string{"--server", key["urls"].(string),
+		"--creds", creds, "--tlsca", ca, "--inbox-prefix", key["inbox_prefix"].(string)}, args...)...)
+	// A home of its own: no saved CLI context applies.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_CONFIG_HOME=" + dir}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // call GETs url with an Authorization header (none when auth is "").
 func call(url, auth string) ([]byte, error) { return send("GET", url, auth, "") }
 
@@ -440,10 +464,18 @@ func TestOneScalerServesEveryBus(t *testing.T) {
 	// Replay through the API runs in the app's own bus, with the scaler's
 	// credentials: A's three events, not B's two, to A's app alone; bob may
 	// not.
-	publish(t, keyA, "a3")
+	// A client nobody on the project wrote: the NATS CLI publishes "a3"
+	// with A's service key (its .creds, the CA, its inbox prefix) over TLS,
+	// and waits for JetStream's acknowledgement; the key may not list
+	// streams.
+	out, err := natsCLI(t, keyA, "pub", "--jetstream", orders, "a3")
+	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Eventually(appA.received, time.Minute).Should(HaveLen(3))
+	out, err = natsCLI(t, keyA, "--timeout", "2s", "stream", "ls")
+	g.Expect(err).To(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring(`Permissions Violation for Publish to "$JS.API.STREAM.LIST"`))
 	replay := `{"topic":"` + orders + `","since":"` + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339) + `"}`
-	_, err := post(base+"/v1/apps/"+guidA+"/replay", bob, replay)
+	_, err = post(base+"/v1/apps/"+guidA+"/replay", bob, replay)
 	g.Expect(err).To(MatchError(ContainSubstring(": 404")))
 	var replayed struct {
 		Events int `json:"events"`
