@@ -303,7 +303,7 @@ func (b *Broker) awaitBus(ctx context.Context, id string) (*Bus, error) {
 
 // tryAccount connects once with creds, without retrying.
 func (b *Broker) tryAccount(creds string) error {
-	nc, err := b.dialAs(creds, "hottopic-broker/check", strings.Join(b.cfg.NATS.URLs, ","))
+	nc, err := b.dialAs(creds, strings.Join(b.cfg.NATS.URLs, ","))
 	if err != nil {
 		return err
 	}
@@ -311,12 +311,13 @@ func (b *Broker) tryAccount(creds string) error {
 	return nil
 }
 
-func (b *Broker) dialAs(creds, name, url string) (*nats.Conn, error) {
+// dialAs connects once to url with creds, to check the account there.
+func (b *Broker) dialAs(creds, url string) (*nats.Conn, error) {
 	opt, err := credsOption(creds)
 	if err != nil {
 		return nil, err
 	}
-	opts := append(append([]nats.Option{nats.Name(name), nats.Timeout(10 * time.Second)}, b.cfg.NATS.Options...), opt)
+	opts := append(append([]nats.Option{nats.Name("hottopic-broker/check"), nats.Timeout(10 * time.Second)}, b.cfg.NATS.Options...), opt)
 	return nats.Connect(url, opts...)
 }
 
@@ -329,18 +330,15 @@ func (b *Broker) dialAs(creds, name, url string) (*nats.Conn, error) {
 // it is back, and whoever connects to it then finds JetStream on.
 func (b *Broker) awaitJetStream(ctx context.Context, creds string) error {
 	for _, url := range b.cfg.NATS.URLs {
-		nc, err := b.dialAs(creds, "hottopic-broker/check", url)
+		nc, err := b.dialAs(creds, url)
 		if err != nil {
 			b.log.Debug("not checked for the new account: cannot connect", "url", url, "error", err)
 			continue
 		}
-		_, err = retrying(ctx, func() (*jetstream.AccountInfo, error) {
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return nil, err
-			}
-			return js.AccountInfo(ctx)
-		})
+		js, err := jetstream.New(nc)
+		if err == nil {
+			_, err = retrying(ctx, func() (*jetstream.AccountInfo, error) { return js.AccountInfo(ctx) })
+		}
 		nc.Close()
 		if err != nil {
 			return fmt.Errorf("JetStream at %s does not serve the new account: %w", url, err)

@@ -94,7 +94,7 @@ func Table(seed uint64, poll, startup time.Duration) ([]Row, error) {
 		}{
 			{"hot topic", &HotTopic{S: s}},
 			{"lag only", &LagOnly{S: s}},
-			{"KEDA-like", &KEDA{Threshold: s.LagPerInstance, Min: s.MinInstances, Max: s.MaxInstances, Stabilisation: 300 * time.Second}},
+			{"KEDA-like", kedaLike(s)},
 		} {
 			r, err := Run(tr, pub, p.sz, poll.Seconds(), seed+uint64(i), nil)
 			if err != nil {
@@ -104,6 +104,12 @@ func Table(seed uint64, poll, startup time.Duration) ([]Row, error) {
 		}
 	}
 	return rows, nil
+}
+
+// kedaLike is the baseline for the mapping s: its lag-per-instance as the
+// threshold, its bounds, HPA's 300 s scale-down stabilisation.
+func kedaLike(s mapping.Settings) *KEDA {
+	return &KEDA{Threshold: s.LagPerInstance, Min: s.MinInstances, Max: s.MaxInstances, Stabilisation: 300 * time.Second}
 }
 
 // Bound is, for one trace, what the goal (p99 age ≤ 50 % of the KEDA-like
@@ -129,7 +135,7 @@ func Bounds(seeds []uint64, poll, startup time.Duration) ([]Bound, error) {
 		var keda, floor []Result
 		for j, seed := range seeds {
 			pubs[j] = Arrivals(tr, seed+uint64(i))
-			k, err := Run(tr, pubs[j], &KEDA{Threshold: s.LagPerInstance, Min: s.MinInstances, Max: s.MaxInstances, Stabilisation: 300 * time.Second}, poll.Seconds(), seed+uint64(i), nil)
+			k, err := Run(tr, pubs[j], kedaLike(s), poll.Seconds(), seed+uint64(i), nil)
 			if err != nil {
 				return nil, fmt.Errorf("%s, KEDA-like: %w", tr.Name, err)
 			}
